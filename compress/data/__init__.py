@@ -1,0 +1,87 @@
+"""Data sources and the split every stage shares: train, val (model selection) and test (reports).
+
+Splits are plain numpy arrays in NCHW float32 with int64 labels, saved as one .npz so a stage can
+run in another process from the cached file alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from compress import registry
+
+if TYPE_CHECKING:
+    from compress.recipe import DataSpec
+
+
+@dataclass
+class Splits:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example, without the batch axis."""
+        return tuple(self.x_train.shape[1:])
+
+    def calibration(self, samples: int, seed: int) -> np.ndarray:
+        """A reproducible subset of the training split for quantization calibration."""
+        rng = np.random.default_rng(seed)
+        count = min(samples, len(self.x_train))
+        return self.x_train[np.sort(rng.choice(len(self.x_train), count, replace=False))]
+
+    def save(self, path: Path) -> None:
+        arrays = {k: getattr(self, k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+        np.savez(path, class_names=np.array(self.class_names), **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> Splits:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files if k != "class_names"}
+            return cls(**arrays, class_names=[str(c) for c in f["class_names"]])
+
+
+def load_data(spec: DataSpec, base_dir: Path, seed: int) -> Splits:
+    """Load the recipe's data source and split it deterministically from the seed."""
+    loader = registry.resolve(registry.DATASETS, spec.source)
+    path = (base_dir / spec.path) if spec.path else None
+    return loader(spec, path, seed)
+
+
+def split(x: np.ndarray, y: np.ndarray, spec: DataSpec, seed: int, class_names: list[str]) -> Splits:
+    """Stratified train/val/test split; the same seed always gives the same split."""
+    from sklearn.model_selection import train_test_split
+
+    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=spec.test_fraction, random_state=seed, stratify=y)
+    val = spec.val_fraction / (1 - spec.test_fraction)
+    x_train, x_val, y_train, y_val = train_test_split(x_rest, y_rest, test_size=val, random_state=seed, stratify=y_rest)
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, class_names)
+
+
+def to_nchw(images: np.ndarray, spec: DataSpec) -> np.ndarray:
+    """Resize a float batch (N,H,W) or (N,C,H,W) in [0, 1] to the spec's size and channels, normalised."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.shape[-1] != spec.image_size or x.shape[-2] != spec.image_size:
+        x = F.interpolate(x, size=(spec.image_size, spec.image_size), mode="bilinear", align_corners=False)
+    if x.shape[1] != spec.channels:
+        x = x.mean(1, keepdim=True) if spec.channels == 1 else x.expand(-1, spec.channels, -1, -1)
+    x = (x - 0.5) / 0.5  # centre [0, 1] pixels on zero; the same transform at deployment
+    return x.contiguous().numpy().astype(np.float32)

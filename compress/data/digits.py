@@ -1,0 +1,18 @@
+"""scikit-learn's bundled handwritten digits (1,797 8x8 images, 10 classes): the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from compress.data import Splits, split, to_nchw
+
+
+def load(spec, path: Path | None, seed: int) -> Splits:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images.astype(np.float32) / 16.0
+    x = to_nchw(images, spec)
+    return split(x, digits.target.astype(np.int64), spec, seed, [str(c) for c in range(10)])

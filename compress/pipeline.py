@@ -1,0 +1,209 @@
+"""Run a recipe: prepare data, run the stages in order with a cache, measure every variant, report.
+
+Every stage result is stored under `cache/<stage>-<key>/`, where the key hashes the input's key,
+the stage's configuration, the data, the seed and the library versions. A folder only appears once
+complete (written aside, then renamed), so an interrupted run resumes where it stopped and a
+rerun with an unchanged prefix reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from compress import environment
+from compress.artifact import Artifact, save_torch
+from compress.data import Splits, load_data
+from compress.lock import run_lock
+from compress.measure import TargetResults, measure_target
+from compress.recipe import ONNX, Recipe, target_search_dirs
+from compress.report.pareto import mark_fronts
+from compress.report.plots import write_plots
+from compress.report.render import to_markdown
+from compress.report.schema import RecipeInfo, Report, TargetInfo, Variant, write_atomic
+from compress.stages import StageContext, run_stage
+from compress.targets import TargetSpec, resolve_targets
+from compress.tasks import get_task
+
+CACHE_PACKAGES = ("compress", "torch", "onnx", "onnxruntime", "numpy", "scikit-learn")
+
+
+def cache_key(*parts: object) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def output_dir(recipe: Recipe, override: str | Path | None) -> Path:
+    if override:
+        return Path(override)
+    if recipe.report.output_dir:
+        return recipe.resolve_path(recipe.report.output_dir)
+    return Path("reports") / recipe.name
+
+
+class Pipeline:
+    """One run of one recipe into one output folder."""
+
+    def __init__(self, recipe: Recipe, out: Path, log=print, show_progress: bool = True) -> None:
+        self.recipe, self.out, self.log, self.show_progress = recipe, out, log, show_progress
+        self.cache = out / "cache"
+        self.versions = environment.package_versions(CACHE_PACKAGES)
+        self.task = get_task(recipe.data.task)
+
+    def run(self) -> Report:
+        with run_lock(self.out):
+            targets = resolve_targets(self.recipe.targets, target_search_dirs(self.recipe))
+            splits, data_key = self.prepare_data()
+            outputs = self.run_stages(splits, data_key)
+            report = self.measure_and_report(outputs, targets, splits)
+            self.write_outputs(report)
+            return report
+
+    # ------------------------------------------------------------------ data and stages
+
+    def prepare_data(self) -> tuple[Splits, str]:
+        spec = self.recipe.data
+        key = cache_key("data", spec.model_dump(), self.recipe.seed, self.versions)
+        path = self.cache / f"data-{key}.npz"
+        if path.is_file():
+            self.log(f"data: reusing cached {spec.source} splits")
+            return Splits.load(path), key
+        splits = load_data(spec, self.recipe.base_dir, self.recipe.seed)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        splits.save(tmp)
+        os.replace(tmp, path)
+        sizes = f"{len(splits.x_train)}/{len(splits.x_val)}/{len(splits.x_test)}"
+        self.log(f"data: {spec.source}, {splits.num_classes} classes, train/val/test {sizes}, input {splits.input_shape}")
+        return splits, key
+
+    def run_stages(self, splits: Splits, data_key: str) -> dict[str, Artifact]:
+        ctx_base = dict(splits=splits, task=self.task, seed=self.recipe.seed, log=self.log,
+                        show_progress=self.show_progress)  # fmt: skip
+        source_key = cache_key("model", self.recipe.model.model_dump(), self._checkpoint_hash(), data_key, self.versions)
+        outputs = {"model": self.cached("model", source_key, lambda d: self.build_source(splits, d))}
+        previous = "model"
+        for stage in self.recipe.stages:
+            parent = outputs[stage.input or previous]
+            key = cache_key(stage.model_dump(), parent.key, data_key, self.recipe.seed, self.versions)
+            make = lambda d, s=stage, p=parent: run_stage(s, p, StageContext(workdir=d, **ctx_base))  # noqa: E731
+            outputs[stage.name] = self.cached(stage.name, key, make)
+            previous = stage.name
+        return outputs
+
+    def cached(self, name: str, key: str, make) -> Artifact:
+        """Reuse `cache/<name>-<key>` if complete, else build it aside and rename it into place."""
+        final = self.cache / f"{name}-{key}"
+        if Artifact.exists(final):
+            self.log(f"{name}: reusing cached result {final.name}")
+            return Artifact.load(final)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.cache))
+        try:
+            artifact = make(work)
+            artifact.key, artifact.folder = key, work
+            artifact.save()
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(work, final)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        artifact.folder = final
+        return artifact
+
+    def build_source(self, splits: Splits, workdir: Path) -> Artifact:
+        from compress.models import build_model, count_params
+
+        spec = self.recipe.model
+        model = build_model(spec, self.recipe.base_dir, splits.input_shape[0], splits.num_classes, splits.input_shape[-1])
+        file = save_torch(model, workdir)
+        name = spec.arch or spec.python
+        self.log(f"model: {name}, {count_params(model):,} parameters")
+        return Artifact("torch", file, lineage=[], meta={"params": count_params(model), "arch": name})
+
+    def _checkpoint_hash(self) -> str | None:
+        ckpt = self.recipe.model.checkpoint
+        if not ckpt:
+            return None
+        return hashlib.sha256(self.recipe.resolve_path(ckpt).read_bytes()).hexdigest()
+
+    # ------------------------------------------------------------------ measurement and report
+
+    def variants(self, outputs: dict[str, Artifact]) -> list[tuple[str, str | None, Artifact]]:
+        """(variant name, parent variant, artifact) for each stage that made a deployable model."""
+        by_stage = {s.name: s for s in self.recipe.stages}
+        found = []
+        for stage in self.recipe.stages:
+            if stage.produces != ONNX:
+                continue
+            artifact = outputs[stage.name]
+            earlier = [by_stage[n].variant for n in artifact.lineage[:-1] if by_stage[n].produces == ONNX]
+            found.append((stage.variant, earlier[-1] if earlier else None, artifact))
+        return found
+
+    def measure_and_report(self, outputs: dict[str, Artifact], targets: list[TargetSpec], splits: Splits) -> Report:
+        found = self.variants(outputs)
+        models_dir = self.out / "models"
+        models_dir.mkdir(parents=True, exist_ok=True)
+        variants = [self.publish(name, parent, artifact, models_dir) for name, parent, artifact in found]
+        models = {v.name: (self.out / v.path, v.precision) for v in variants}
+        target_infos = []
+        for target in targets:
+            results = measure_target(target, models, splits, self.task, self.log)
+            attach(variants, target, results)
+            target_infos.append(TargetInfo(name=target.name, runtime=target.runtime, device=target.device,
+                                           threads=target.threads, batch_sizes=target.batch_sizes,
+                                           protocol=target.protocol.model_dump(), versions=results.versions))  # fmt: skip
+        baseline = self.recipe.report.baseline or next((v.name for v in variants if v.precision == "fp32"), variants[0].name)
+        report = Report(
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            recipe=RecipeInfo(name=self.recipe.name, path=str(self.recipe.path) if self.recipe.path else None,
+                              hash=self.recipe.content_hash),
+            environment=environment.capture(), baseline=baseline,
+            pareto_batch_size=self.recipe.report.pareto_batch_size, targets=target_infos, variants=variants,
+        )  # fmt: skip
+        mark_fronts(report)
+        return report
+
+    def publish(self, name: str, parent: str | None, artifact: Artifact, models_dir: Path) -> Variant:
+        """Copy a deployable artifact to models/<variant>.onnx and describe it."""
+        dest = models_dir / f"{name}{artifact.path.suffix}"
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        shutil.copyfile(artifact.path, tmp)
+        os.replace(tmp, dest)
+        meta = artifact.meta
+        details = {k: v for k, v in meta.items() if k not in ("params", "precision", "format")}
+        return Variant(name=name, stages=artifact.lineage, parent=parent, format=meta.get("format", "onnx"),
+                       precision=meta.get("precision", "fp32"), path=str(dest.relative_to(self.out)),
+                       size_bytes=dest.stat().st_size, params=meta.get("params"), details=details)  # fmt: skip
+
+    def write_outputs(self, report: Report) -> None:
+        report.save(self.out / "report.json")
+        render_all(report, self.out, plot=self.recipe.report.plot)
+
+
+def attach(variants: list[Variant], target: TargetSpec, results: TargetResults) -> None:
+    for v in variants:
+        if v.name in results.accuracy:
+            v.accuracy_per_target.append(results.accuracy[v.name])
+            v.accuracy = v.accuracy or results.accuracy[v.name]
+        v.latency += results.latency.get(v.name, [])
+        if v.name in results.errors:
+            v.errors.append(f"{target.name}: {results.errors[v.name]}")
+
+
+def render_all(report: Report, folder: Path, plot: bool = True) -> None:
+    """Every output rendered from report.json: report.md and one Pareto plot per target."""
+    write_atomic(folder / "report.md", to_markdown(report))
+    if plot:
+        write_plots(report, folder)
+
+
+def run_recipe(recipe: Recipe, output: str | Path | None = None, log=print, show_progress: bool = True) -> Report:
+    """Run `recipe` end to end; returns the report also written to the output folder."""
+    return Pipeline(recipe, output_dir(recipe, output), log, show_progress).run()

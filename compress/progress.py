@@ -1,0 +1,22 @@
+"""Progress bars on a terminal, nothing elsewhere (CI logs stay readable)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """Yield `advance(status)`; draws a rich bar only when stderr is a terminal."""
+    if not (enabled and sys.stderr.isatty()):
+        yield lambda status="": None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}"))  # fmt: skip
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task(label, total=total, status="")
+        yield lambda status="": progress.update(task, advance=1, status=status)

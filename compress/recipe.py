@@ -1,0 +1,421 @@
+"""The recipe: its schema, YAML loading, `--set` overrides and the checks that span fields.
+
+A recipe is plain data. Every mistake found while loading is collected and raised as one
+RecipeError whose problems name the file, line, column and field path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import re
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, model_validator
+
+from compress import registry
+from compress.errors import Problem, RecipeError
+from compress.targets import TargetSpec, find_target, missing_target_problem
+from compress.yamlconfig import Marks, dotted, locate, parse_yaml, read_yaml, suggest, validate
+
+TORCH, ONNX = "torch", "onnx"  # artifact kinds that flow between stages
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(Strict):
+    """A model from the built-in zoo, torchvision, or the user's own Python file."""
+
+    arch: str | None = Field(None, description="zoo name (resnet, mobilenetv2, vit) or torchvision:<name>")
+    python: str | None = Field(None, description="path/to/file.py:function returning an nn.Module; runs that code")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the builder")
+    checkpoint: str | None = Field(None, description="state_dict file loaded with weights_only=True")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.arch is None) == (self.python is None):
+            raise ValueError("give exactly one of 'arch' or 'python'")
+        return self
+
+
+class DataSpec(Strict):
+    """Where examples come from and how they are split; the task fixes inputs, outputs and metric."""
+
+    source: Literal["digits", "imagefolder", "npz"] = "digits"
+    path: str | None = Field(None, description="folder (imagefolder) or .npz file (npz)")
+    task: Literal["classification"] = "classification"
+    image_size: int = Field(32, ge=4, le=1024)
+    channels: Literal[1, 3] = 1
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _path_when_needed(self) -> DataSpec:
+        if self.source != "digits" and not self.path:
+            raise ValueError(f"data source '{self.source}' needs 'path'")
+        return self
+
+
+class StageBase(Strict):
+    name: str | None = Field(None, description="unique stage name; defaults to its type")
+    input: str | None = Field(None, description="name of the stage whose output this one takes")
+    variant: str | None = Field(None, description="report name of the model this stage produces")
+    consumes: ClassVar[str] = TORCH
+    produces: ClassVar[str] = TORCH
+    default_variant: ClassVar[str | None] = None  # set on stages whose output is deployable
+
+
+class TrainStage(StageBase):
+    """Train the model from its initial weights (random or checkpoint); keep the best on val."""
+
+    type: Literal["train"]
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0, le=10)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: float = Field(0.01, ge=0, le=1)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
+    schedule: Literal["cosine", "constant"] = "cosine"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class ExportCheck(Strict):
+    samples: int = Field(16, ge=1, le=10_000, description="test-split inputs compared")
+    atol: float = Field(1e-4, gt=0)
+    rtol: float = Field(1e-3, ge=0)
+
+
+class ExportStage(StageBase):
+    """Export to ONNX and check it against the PyTorch module."""
+
+    type: Literal["export"]
+    format: Literal["onnx"] = "onnx"
+    opset: int = Field(17, ge=13, le=23)
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    dynamic_batch: bool = True
+    check: ExportCheck = Field(default_factory=ExportCheck)
+    consumes: ClassVar[str] = TORCH
+    produces: ClassVar[str] = ONNX
+    default_variant: ClassVar[str | None] = "fp32"
+
+
+class Calibration(Strict):
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    samples: int = Field(256, ge=1, le=100_000, description="drawn from the training split")
+    percentile: float = Field(99.999, gt=90, le=100, description="percentile method only")
+
+
+class QuantizeStage(StageBase):
+    """INT8 post-training static quantization (QDQ) of an exported ONNX model."""
+
+    type: Literal["quantize"]
+    method: Literal["ptq"] = "ptq"
+    backend: Literal["onnxruntime"] = "onnxruntime"
+    calibration: Calibration = Field(default_factory=Calibration)
+    per_channel: bool = True
+    activations: Literal["uint8", "int8"] = "uint8"
+    weights: Literal["int8", "uint8"] = "int8"
+    reduce_range: bool = False
+    ignore: list[str] = Field(default_factory=list, description="node names, op types or re: patterns kept in float")
+    consumes: ClassVar[str] = ONNX
+    produces: ClassVar[str] = ONNX
+    default_variant: ClassVar[str | None] = "int8"
+
+
+Stage = Annotated[Union[TrainStage, ExportStage, QuantizeStage], Field(discriminator="type")]
+STAGE_TYPES = {cls.model_fields["type"].annotation.__args__[0]: cls for cls in (TrainStage, ExportStage, QuantizeStage)}
+
+
+def _target_kind(value: Any) -> str:
+    return "name" if isinstance(value, str) else "inline"
+
+
+TargetRef = Annotated[
+    Union[Annotated[str, Tag("name")], Annotated[TargetSpec, Tag("inline")]],
+    Discriminator(_target_kind),
+]
+
+
+class ReportSpec(Strict):
+    output_dir: str | None = Field(None, description="default: reports/<recipe name>")
+    baseline: str | None = Field(None, description="variant the others are compared with; default: the first fp32")
+    plot: bool = True
+    pareto_batch_size: int = Field(1, ge=1, description="batch size whose latency the front uses")
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    model: ModelSpec
+    teacher: ModelSpec | None = None
+    data: DataSpec = Field(default_factory=DataSpec)
+    stages: list[Stage] = Field(min_length=1)
+    targets: list[TargetRef] = Field(default_factory=lambda: ["cpu-onnxruntime"], min_length=1)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    _path: Path | None = PrivateAttr(None)
+    _hash: str = PrivateAttr("")
+
+    @model_validator(mode="after")
+    def _default_names(self) -> Recipe:
+        counts: dict[str, int] = {}
+        for stage in self.stages:
+            counts[stage.type] = counts.get(stage.type, 0) + 1
+            if stage.name is None:
+                n = counts[stage.type]
+                stage.name = stage.type if n == 1 else f"{stage.type}-{n}"
+            if stage.variant is None and stage.default_variant:
+                stage.variant = stage.default_variant if counts[stage.type] == 1 else stage.name
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def content_hash(self) -> str:
+        return self._hash
+
+    @property
+    def base_dir(self) -> Path:
+        return self._path.parent if self._path else Path.cwd()
+
+    def resolve_path(self, value: str) -> Path:
+        """Paths in a recipe are relative to the recipe file."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def stage(self, name: str) -> Any:
+        return next(s for s in self.stages if s.name == name)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override, validate and check a recipe file; raise RecipeError listing every problem."""
+    path = Path(path)
+    data, marks = read_yaml(path)
+    return recipe_from_data(data, marks, str(path), path, overrides)
+
+
+def recipe_from_text(text: str, filename: str = "<recipe>", overrides: tuple[str, ...] = ()) -> Recipe:
+    data, marks = parse_yaml(text, filename)
+    return recipe_from_data(data, marks, filename, None, overrides)
+
+
+def recipe_from_data(data: Any, marks: Marks, filename: str, path: Path | None, overrides=()) -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError([Problem("", "a recipe must be a YAML mapping of sections", filename, 1, 1)])
+    problems = [p for item in overrides for p in apply_override(data, item)]
+    if problems:
+        raise RecipeError(problems)
+    recipe = validate(Recipe, data, marks, filename, what="recipe")
+    recipe._path = path.resolve() if path else None
+    recipe._hash = hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
+    problems = check_recipe(recipe, marks, filename)
+    if problems:
+        raise RecipeError(problems)
+    return recipe
+
+
+# ----------------------------------------------------------------------------- overrides
+
+_SEGMENT = re.compile(r"^([A-Za-z_][\w-]*)((?:\[[^\[\]]+\])*)$")
+
+
+def parse_field_path(text: str) -> list[str | int] | None:
+    """'stages[2].calibration.samples' -> ['stages', 2, 'calibration', 'samples'].
+
+    A stage may also be named: 'stages[train].epochs'. Returns None for malformed paths.
+    """
+    parts: list[str | int] = []
+    for segment in text.split("."):
+        match = _SEGMENT.match(segment)
+        if match is None:
+            return None
+        parts.append(match.group(1))
+        for index in re.findall(r"\[([^\[\]]+)\]", match.group(2)):
+            parts.append(int(index) if index.isdigit() else index)
+    return parts
+
+
+def apply_override(data: dict, item: str) -> list[Problem]:
+    """Apply one `path=value` override in place; the value is parsed as YAML."""
+    where = f"--set {item}"
+    field, sep, raw = item.partition("=")
+    parts = parse_field_path(field.strip()) if sep else None
+    if parts is None:
+        return [Problem(field, "expected PATH=VALUE, e.g. stages[train].epochs=3", where)]
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return [Problem(field, f"value {raw!r} is not valid YAML", where)]
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        node, problem = _descend(node, part, parts[: i + 1], where)
+        if problem:
+            return [problem]
+    last: Any = parts[-1]
+    if isinstance(node, list):
+        last, problem = _stage_index(node, last, parts, where)
+        if problem:
+            return [problem]
+    node[last] = value
+    return []
+
+
+def _descend(node: Any, part: Any, so_far: list, where: str) -> tuple[Any, Problem | None]:
+    if isinstance(node, list):
+        index, problem = _stage_index(node, part, so_far, where)
+        return (node[index] if problem is None else None), problem
+    if not isinstance(node, dict):
+        return None, Problem(dotted(tuple(so_far)), "cannot descend into a scalar value", where)
+    return node.setdefault(part, {}), None
+
+
+def _stage_index(items: list, part: Any, so_far: list, where: str) -> tuple[Any, Problem | None]:
+    """Find a list item by position or, for stages, by `name` (or `type` when unnamed)."""
+    if isinstance(part, int):
+        if 0 <= part < len(items):
+            return part, None
+        return None, Problem(dotted(tuple(so_far)), f"index {part} is out of range (0..{len(items) - 1})", where)
+    names = [(it.get("name") or it.get("type")) if isinstance(it, dict) else None for it in items]
+    if part in names:
+        return names.index(part), None
+    known = [n for n in names if n]
+    return None, Problem(dotted(tuple(so_far)), f"no stage named '{part}'{suggest(part, known)}", where)
+
+
+# ----------------------------------------------------------------------------- cross-field checks
+
+
+def check_recipe(recipe: Recipe, marks: Marks, filename: str) -> list[Problem]:
+    """Checks that no single field can make: stage order, references, files, model names."""
+    problems = _check_stages(recipe, marks, filename)
+    problems += _check_model(recipe, recipe.model, "model", marks, filename)
+    if recipe.teacher:
+        problems += _check_model(recipe, recipe.teacher, "teacher", marks, filename)
+    problems += _check_data(recipe, marks, filename)
+    problems += _check_targets(recipe, marks, filename)
+    return problems
+
+
+def _check_stages(recipe: Recipe, marks: Marks, filename: str) -> list[Problem]:
+    problems: list[Problem] = []
+    produced: dict[str, str] = {}  # stage name -> artifact kind it produces
+    variants: dict[str, str] = {}
+    previous_kind, previous_name = TORCH, "model"
+    for i, stage in enumerate(recipe.stages):
+        here = ("stages", i)
+        if stage.name in produced:
+            problems.append(locate((*here, "name"), marks, filename, f"stage name '{stage.name}' is used twice"))
+        kind, source = previous_kind, previous_name
+        if stage.input is not None:
+            if stage.input not in produced:
+                hint = suggest(stage.input, list(produced))
+                msg = f"input '{stage.input}' is not an earlier stage{hint}; earlier stages: {', '.join(produced) or 'none'}"
+                problems.append(locate((*here, "input"), marks, filename, msg))
+            kind, source = produced.get(stage.input, kind), stage.input
+        if kind != stage.consumes:
+            problems.append(locate((*here, "type"), marks, filename, _order_message(stage, kind, source)))
+        if stage.variant and stage.variant in variants:
+            msg = f"variant name '{stage.variant}' is also produced by stage '{variants[stage.variant]}'; set a distinct 'variant'"
+            problems.append(locate((*here, "variant"), marks, filename, msg))
+        if stage.produces == ONNX and stage.variant:
+            variants[stage.variant] = stage.name
+        produced[stage.name] = stage.produces
+        previous_kind, previous_name = stage.produces, stage.name
+    if not variants:
+        problems.append(locate(("stages",), marks, filename, "no stage produces a deployable model; add an 'export' stage"))
+    return problems
+
+
+def _order_message(stage: Any, kind: str, source: str) -> str:
+    need = {TORCH: "a PyTorch model", ONNX: "an exported ONNX model"}
+    fix = {ONNX: "place it after an 'export' stage", TORCH: "place it before the 'export' stage"}
+    return (
+        f"stage '{stage.name}' ({stage.type}) needs {need[stage.consumes]} but '{source}' gives "
+        f"{need[kind]}; {fix[stage.consumes]}"
+    )
+
+
+def _check_model(recipe: Recipe, spec: ModelSpec, section: str, marks: Marks, filename: str) -> list[Problem]:
+    problems: list[Problem] = []
+    if spec.arch is not None:
+        problems += _check_arch(spec, section, marks, filename)
+    if spec.python is not None:
+        file, sep, func = spec.python.rpartition(":")
+        if not sep or not file.endswith(".py") or not func.isidentifier():
+            msg = f"expected 'path/to/file.py:function', got {spec.python!r}"
+            problems.append(locate((section, "python"), marks, filename, msg))
+        elif not recipe.resolve_path(file).is_file():
+            problems.append(locate((section, "python"), marks, filename, f"file not found: {recipe.resolve_path(file)}"))
+    if spec.checkpoint and not recipe.resolve_path(spec.checkpoint).is_file():
+        msg = f"checkpoint not found: {recipe.resolve_path(spec.checkpoint)}"
+        problems.append(locate((section, "checkpoint"), marks, filename, msg))
+    return problems
+
+
+def _check_arch(spec: ModelSpec, section: str, marks: Marks, filename: str) -> list[Problem]:
+    arch = spec.arch or ""
+    if arch.startswith("torchvision:"):
+        if importlib.util.find_spec("torchvision") is None:
+            return [locate((section, "arch"), marks, filename, "torchvision is not installed; pip install torchvision")]
+        return []
+    if arch not in registry.MODELS:
+        known = list(registry.MODELS)
+        msg = f"unknown model '{arch}'{suggest(arch, known)}; built-in: {', '.join(known)}, or torchvision:<name>"
+        return [locate((section, "arch"), marks, filename, msg)]
+    accepted = builder_options(arch)
+    return [
+        locate((section, "options", key), marks, filename,
+               f"'{arch}' has no option '{key}'{suggest(key, accepted)}; options: {', '.join(accepted)}")
+        for key in spec.options
+        if key not in accepted
+    ]
+
+
+def builder_options(arch: str) -> list[str]:
+    """Options a zoo builder accepts; input channels, classes and image size come from the data."""
+    params = inspect.signature(registry.resolve(registry.MODELS, arch)).parameters
+    return [p for p in params if p not in ("in_channels", "num_classes", "image_size")]
+
+
+def _check_data(recipe: Recipe, marks: Marks, filename: str) -> list[Problem]:
+    data = recipe.data
+    if data.path is None:
+        return []
+    path = recipe.resolve_path(data.path)
+    exists = path.is_file() if data.source == "npz" else path.is_dir()
+    expected = "an .npz file" if data.source == "npz" else "a folder of class folders"
+    if exists:
+        return []
+    return [locate(("data", "path"), marks, filename, f"{expected} was expected at {path}, but it does not exist")]
+
+
+def _check_targets(recipe: Recipe, marks: Marks, filename: str) -> list[Problem]:
+    problems, names = [], set()
+    for i, ref in enumerate(recipe.targets):
+        name = ref.name if isinstance(ref, TargetSpec) else ref
+        if not isinstance(ref, TargetSpec) and find_target(ref, target_search_dirs(recipe)) is None:
+            where = locate(("targets", i), marks, filename, "")
+            problems.append(missing_target_problem(ref, target_search_dirs(recipe), where))
+        if name in names:
+            problems.append(locate(("targets", i), marks, filename, f"target '{name}' is listed twice"))
+        names.add(name)
+    return problems
+
+
+def target_search_dirs(recipe: Recipe) -> list[Path]:
+    return [recipe.base_dir, recipe.base_dir.parent / "targets", Path.cwd() / "targets"]
+
+
+def recipe_json_schema() -> dict:
+    return Recipe.model_json_schema()

@@ -1,0 +1,57 @@
+"""Accuracy vs p50 latency, one image per target: marker area by file size, front drawn, labelled."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from compress.report.render import pareto_batch
+from compress.report.schema import Report, write_atomic
+
+
+def pareto_plot(report: Report, target_name: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    target = next(t for t in report.targets if t.name == target_name)
+    batch = pareto_batch(report, target)
+    points = []
+    for v in report.variants:
+        acc, lat = v.accuracy_on(target.name), v.latency_at(target.name, batch)
+        if acc and lat:
+            points.append((lat.p50_ms, acc.value, v.size_bytes, v.name, v.pareto.get(target.name, False)))
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    biggest = max((p[2] for p in points), default=1)
+    for lat, acc, size, name, on in points:
+        ax.scatter(lat, acc, s=60 + 600 * size / biggest, alpha=0.6, color="tab:blue" if on else "tab:gray",
+                   edgecolors="black", linewidths=0.6)  # fmt: skip
+        ax.annotate(f"{name}\n{size / 1e6:.2f} MB", (lat, acc), textcoords="offset points", xytext=(8, 6), fontsize=8)
+    front = sorted((p[0], p[1]) for p in points if p[4])
+    if front:
+        ax.plot([f[0] for f in front], [f[1] for f in front], "--", color="tab:blue", label="Pareto front")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel(f"p50 latency (ms), batch {batch}, {target.threads} thread(s)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{report.recipe.name} on {target.name}")
+    ax.grid(True, alpha=0.3)
+    ax.margins(x=0.25, y=0.15)
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def plot_file(target_name: str) -> str:
+    return f"pareto-{target_name}.png"
+
+
+def write_plots(report: Report, folder: Path) -> list[Path]:
+    paths = []
+    for target in report.targets:
+        path = folder / plot_file(target.name)
+        write_atomic(path, pareto_plot(report, target.name))
+        paths.append(path)
+    return paths

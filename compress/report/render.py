@@ -1,0 +1,127 @@
+"""Render report.json as markdown (for pull requests) and as tables in the terminal."""
+
+from __future__ import annotations
+
+from compress.report.schema import Report, TargetInfo, Variant
+
+MB = 1_000_000
+COLUMNS = ("variant", "parent", "size MB", "× smaller", "accuracy %", "Δ pts", "p50 ms", "p90 ms", "× faster", "front")
+BATCH_COLUMNS = ("variant", "p50 ms", "p90 ms", "items/s", "× faster")
+
+
+def pareto_batch(report: Report, target: TargetInfo) -> int:
+    return report.pareto_batch_size if report.pareto_batch_size in target.batch_sizes else min(target.batch_sizes)
+
+
+def _ratio(base: float | None, value: float | None) -> str:
+    if not base or not value:
+        return "–"
+    return f"{base / value:.2f}×"
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def comparison_rows(report: Report, target: TargetInfo) -> list[tuple[str, ...]]:
+    """One row per variant: size, accuracy and latency against the baseline on one target."""
+    batch = pareto_batch(report, target)
+    base = report.variant(report.baseline)
+    base_acc = base.accuracy_on(target.name) if base else None
+    base_lat = base.latency_at(target.name, batch) if base else None
+    rows = []
+    for v in report.variants:
+        acc, lat = v.accuracy_on(target.name), v.latency_at(target.name, batch)
+        delta = f"{acc.value - base_acc.value:+.2f}" if acc and base_acc else "–"
+        rows.append((
+            v.name, v.parent or "–", f"{v.size_bytes / MB:.3f}", _ratio(base.size_bytes if base else None, v.size_bytes),
+            _fmt(acc.value if acc else None), delta, _fmt(lat.p50_ms if lat else None, 3),
+            _fmt(lat.p90_ms if lat else None, 3), _ratio(base_lat.p50_ms if base_lat else None, lat.p50_ms if lat else None),
+            ("yes" if v.pareto.get(target.name) else "") if v.name else "",
+        ))  # fmt: skip
+    return rows
+
+
+def batch_rows(report: Report, target: TargetInfo, batch: int) -> list[tuple[str, ...]]:
+    base = report.variant(report.baseline)
+    base_lat = base.latency_at(target.name, batch) if base else None
+    rows = []
+    for v in report.variants:
+        lat = v.latency_at(target.name, batch)
+        rows.append((v.name, _fmt(lat.p50_ms if lat else None, 3), _fmt(lat.p90_ms if lat else None, 3),
+                     _fmt(lat.throughput if lat else None, 1),
+                     _ratio(base_lat.p50_ms if base_lat else None, lat.p50_ms if lat else None)))  # fmt: skip
+    return rows
+
+
+def target_title(target: TargetInfo) -> str:
+    threads = f"{target.threads} thread{'s' if target.threads != 1 else ''}"
+    return f"{target.name} ({target.runtime} on {target.device}, {threads})"
+
+
+def _md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def to_markdown(report: Report) -> str:
+    r = report.recipe
+    lines = [f"# compress report: {r.name}", "",
+             f"Recipe `{r.path or r.name}` (hash `{r.hash}`), created {report.created}. "
+             f"Baseline: `{report.baseline}`. Accuracy is measured by running each exported file in the target's "
+             "runtime on the test split; latency is measured per call after warm-up.", ""]  # fmt: skip
+    for target in report.targets:
+        batch = pareto_batch(report, target)
+        lines += [f"## {target_title(target)}", "", f"Batch size {batch}; ratios are against `{report.baseline}`.", ""]
+        lines += _md_table(COLUMNS, comparison_rows(report, target)) + [""]
+        for other in target.batch_sizes:
+            if other != batch:
+                lines += [f"### Batch size {other}", ""] + _md_table(BATCH_COLUMNS, batch_rows(report, target, other)) + [""]
+    lines += _details(report) + _environment(report)
+    return "\n".join(lines) + "\n"
+
+
+def _details(report: Report) -> list[str]:
+    lines = ["## Variants", ""]
+    for v in report.variants:
+        lines.append(f"- **{v.name}** ({v.format}, {v.precision}): {' → '.join(v.stages)}; `{v.path}`")
+        for key in ("activations", "weights", "per_channel", "calibration", "quantized_ops"):
+            if key in v.details:
+                lines.append(f"  - {key}: {v.details[key]}")
+        lines += [f"  - error: {e}" for e in v.errors]
+    if report.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
+    return lines + [""]
+
+
+def _environment(report: Report) -> list[str]:
+    env = report.environment
+    cpu = env.get("cpu", {})
+    packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
+    lines = ["## Environment", "", f"- CPU: {cpu.get('model')} ({cpu.get('logical_cores')} logical cores); "
+             f"ISA: {', '.join(cpu.get('isa', [])) or 'unknown'}", f"- OS: {env.get('os')}, Python {env.get('python')}",
+             f"- Packages: {packages}"]  # fmt: skip
+    for t in report.targets:
+        p = t.protocol
+        lines.append(f"- {t.name}: {t.threads} thread(s), batches {t.batch_sizes}, warm-up {p.get('warmup')}, "
+                     f"≥{p.get('min_iterations')} iterations and ≥{p.get('min_seconds')} s in {p.get('rounds')} interleaved rounds")  # fmt: skip
+    return lines
+
+
+def print_tables(report: Report, console) -> None:
+    """The same comparison as report.md, as rich tables."""
+    from rich.table import Table
+
+    for target in report.targets:
+        table = Table(title=f"{target_title(target)}, batch {pareto_batch(report, target)}")
+        for i, column in enumerate(COLUMNS):
+            table.add_column(column, justify="left" if i < 2 else "right")
+        for row in comparison_rows(report, target):
+            table.add_row(*row)
+        console.print(table)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+def variant_label(v: Variant) -> str:
+    return f"{v.name} ({v.precision})"

@@ -1,0 +1,119 @@
+"""The schema of report.json. Torch-free, so reports can be read, re-rendered and gated anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Accuracy(Model):
+    metric: str
+    value: float  # points (percent)
+    split: str
+    runtime: str
+    target: str
+    samples: int
+
+
+class Latency(Model):
+    target: str
+    runtime: str
+    batch_size: int
+    threads: int
+    precision: str  # what the runtime computed in, as configured
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    iterations: int
+    seconds: float
+    throughput: float  # items per second
+    capped: bool = False
+
+
+class Variant(Model):
+    name: str
+    stages: list[str]  # the chain of stages that produced it
+    parent: str | None = None  # the variant it was derived from
+    format: str
+    precision: str
+    path: str
+    size_bytes: int
+    params: int | None = None
+    accuracy: Accuracy | None = None  # on the first target
+    accuracy_per_target: list[Accuracy] = Field(default_factory=list)
+    latency: list[Latency] = Field(default_factory=list)
+    pareto: dict[str, bool] = Field(default_factory=dict)  # target -> on the accuracy-latency front
+    details: dict[str, Any] = Field(default_factory=dict)  # stage settings, e.g. quantization types
+    errors: list[str] = Field(default_factory=list)
+
+    def latency_at(self, target: str, batch_size: int) -> Latency | None:
+        return next((x for x in self.latency if x.target == target and x.batch_size == batch_size), None)
+
+    def accuracy_on(self, target: str) -> Accuracy | None:
+        return next((a for a in self.accuracy_per_target if a.target == target), None)
+
+
+class TargetInfo(Model):
+    name: str
+    runtime: str
+    device: str
+    threads: int
+    batch_sizes: list[int]
+    protocol: dict[str, Any]
+    versions: dict[str, str] = Field(default_factory=dict)
+
+
+class RecipeInfo(Model):
+    name: str
+    path: str | None
+    hash: str
+
+
+class Report(Model):
+    schema_version: int = SCHEMA_VERSION
+    created: str
+    recipe: RecipeInfo
+    environment: dict[str, Any]
+    baseline: str
+    pareto_batch_size: int = 1
+    targets: list[TargetInfo]
+    variants: list[Variant]
+    warnings: list[str] = Field(default_factory=list)
+
+    def variant(self, name: str) -> Variant | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, self.model_dump_json(indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> Report:
+        return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content.encode() if isinstance(content, str) else content)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,68 @@
+"""`export`: PyTorch -> ONNX with a dynamic batch axis, checked against the module before it is kept."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from compress.artifact import Artifact, load_torch
+from compress.errors import StageError
+from compress.recipe import ExportStage
+from compress.runtimes.onnxruntime import OnnxSession
+from compress.stages import StageContext
+
+
+def run(cfg: ExportStage, artifact: Artifact, ctx: StageContext) -> Artifact:
+    model = load_torch(artifact).eval()
+    sample = torch.from_numpy(ctx.splits.x_test[: cfg.check.samples])
+    path = ctx.workdir / "model.onnx"
+    export_onnx(model, sample if cfg.dynamic_batch else sample[:1], path, cfg, ctx.task)
+    max_diff = check_export(model, sample, path, cfg)
+    ctx.log(f"{cfg.name}: ONNX matches PyTorch on {len(sample)} test inputs (max |diff| {max_diff:.2e})")
+    meta = {**artifact.meta, "format": "onnx", "precision": "fp32", "opset": cfg.opset,
+            "exporter": cfg.exporter, "export_max_abs_diff": max_diff}  # fmt: skip
+    meta.pop("history", None)
+    return Artifact("onnx", path.name, lineage=[*artifact.lineage, cfg.name], meta=meta)
+
+
+def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path, cfg: ExportStage, task) -> None:
+    inputs, outputs = list(task.input_names), list(task.output_names)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if cfg.exporter == "dynamo":
+                dims = {inputs[0]: {0: torch.export.Dim("batch")}} if cfg.dynamic_batch else None
+                torch.onnx.export(model, (sample,), str(path), dynamo=True, opset_version=cfg.opset,
+                                  input_names=inputs, output_names=outputs, dynamic_shapes=dims,
+                                  verbose=False, optimize=True, external_data=False)  # fmt: skip
+            else:
+                axes = {n: {0: "batch"} for n in inputs + outputs} if cfg.dynamic_batch else None
+                torch.onnx.export(model, (sample,), str(path), dynamo=False, opset_version=cfg.opset,
+                                  input_names=inputs, output_names=outputs, dynamic_axes=axes,
+                                  do_constant_folding=True)  # fmt: skip
+    except Exception as exc:  # exporters raise many types; the user needs the first line and a next step
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        other = "torchscript" if cfg.exporter == "dynamo" else "dynamo"
+        raise StageError(f"ONNX export failed ({cfg.exporter} exporter): {first}",
+                         hint=f"try `exporter: {other}` or another opset in stage '{cfg.name}'") from None  # fmt: skip
+
+
+def check_export(model: torch.nn.Module, sample: torch.Tensor, path, cfg: ExportStage) -> float:
+    """Run the ONNX file in ONNX Runtime and compare with PyTorch; refuse a file that differs."""
+    import onnx
+
+    onnx.checker.check_model(str(path))
+    with torch.no_grad():
+        expected = model(sample).numpy()
+    session = OnnxSession(path, threads=1)
+    batches = [sample.numpy()] if cfg.dynamic_batch else [row[None] for row in sample.numpy()]
+    got = np.concatenate([session.run({session.input_names[0]: b})[0] for b in batches])
+    diff = float(np.max(np.abs(got - expected)))
+    if not np.allclose(got, expected, atol=cfg.check.atol, rtol=cfg.check.rtol):
+        raise StageError(
+            f"exported ONNX differs from PyTorch: max |diff| {diff:.3e} exceeds atol {cfg.check.atol} + rtol {cfg.check.rtol}",
+            hint="an unsupported op may have been exported wrongly; try the other exporter or raise check.atol knowingly",
+        )
+    return diff

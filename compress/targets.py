@@ -1,0 +1,103 @@
+"""Hardware targets: where a variant is measured, with which runtime, threads and batch sizes.
+
+Shipped targets live in the repository's `targets/` folder (and inside the wheel); a recipe names
+them, points at its own YAML file, or writes one inline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from compress.errors import Problem, RecipeError
+from compress.yamlconfig import read_yaml, suggest, validate
+
+RUNTIME_NAMES = ("onnxruntime",)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LatencyProtocol(Strict):
+    """How latency is measured: warm-up, then at least `min_iterations` and `min_seconds`."""
+
+    warmup: int = Field(10, ge=0, le=10_000, description="untimed runs before measuring")
+    min_iterations: int = Field(100, ge=5, le=1_000_000)
+    min_seconds: float = Field(2.0, ge=0, le=3600)
+    max_seconds: float = Field(60.0, gt=0, le=36_000, description="cap per variant and batch")
+    rounds: int = Field(5, ge=1, le=100, description="interleaved rounds across variants")
+
+    @model_validator(mode="after")
+    def _cap_above_floor(self) -> LatencyProtocol:
+        if self.max_seconds < self.min_seconds:
+            raise ValueError("max_seconds must be at least min_seconds")
+        return self
+
+
+class TargetSpec(Strict):
+    """One hardware target: a runtime on a device, with fixed threads and batch sizes."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    description: str = ""
+    runtime: Literal["onnxruntime"]
+    device: Literal["cpu"] = "cpu"
+    threads: int = Field(1, ge=1, le=1024, description="intra-op threads used for latency")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    protocol: LatencyProtocol = Field(default_factory=LatencyProtocol)
+    eval_batch_size: int = Field(64, ge=1, le=65_536, description="batch for accuracy runs")
+
+    @model_validator(mode="after")
+    def _positive_batches(self) -> TargetSpec:
+        if any(b < 1 for b in self.batch_sizes):
+            raise ValueError("batch_sizes must all be at least 1")
+        return self
+
+
+def builtin_dirs() -> list[Path]:
+    """Where shipped targets are found: the source checkout's targets/, then the wheel's copy."""
+    package = Path(__file__).resolve().parent
+    return [package.parent / "targets", package / "_targets"]
+
+
+def find_target(name: str, search: list[Path]) -> Path | None:
+    """A target given by name (`cpu-onnxruntime`) or by YAML path, looked up in `search`."""
+    candidates = [name] if name.endswith((".yaml", ".yml")) else [f"{name}.yaml", f"{name}.yml"]
+    for folder in [*search, *builtin_dirs()]:
+        for candidate in candidates:
+            path = folder / candidate
+            if path.is_file():
+                return path
+    return None
+
+
+def known_target_names(search: list[Path]) -> list[str]:
+    names = {p.stem for d in [*search, *builtin_dirs()] if d.is_dir() for p in d.glob("*.yaml")}
+    return sorted(names)
+
+
+def load_target(path: Path) -> TargetSpec:
+    data, marks = read_yaml(path, what="target")
+    return validate(TargetSpec, data, marks, str(path), what="target")
+
+
+def missing_target_problem(name: str, search: list[Path], where: Problem) -> Problem:
+    known = known_target_names(search)
+    message = f"target '{name}' not found{suggest(name, known)}; known targets: {', '.join(known)}"
+    return Problem(where.path, message, where.file, where.line, where.column)
+
+
+def resolve_targets(refs: list, search: list[Path]) -> list[TargetSpec]:
+    """Turn a recipe's `targets:` entries (names, paths or inline specs) into specs."""
+    out: list[TargetSpec] = []
+    for ref in refs:
+        if isinstance(ref, TargetSpec):
+            out.append(ref)
+            continue
+        path = find_target(ref, search)
+        if path is None:
+            raise RecipeError([missing_target_problem(ref, search, Problem("targets", ""))])
+        out.append(load_target(path))
+    return out
