@@ -58,7 +58,9 @@ def _console(stderr: bool = True):
 @handled
 def run(
     recipe: RecipeArg,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="output folder [default: reports/<name>]")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="output folder [default: reports/<name>]")
+    ] = None,
     set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only print the final table")] = False,
 ) -> None:

@@ -79,13 +79,17 @@ class Pipeline:
         splits.save(tmp)
         os.replace(tmp, path)
         sizes = f"{len(splits.x_train)}/{len(splits.x_val)}/{len(splits.x_test)}"
-        self.log(f"data: {spec.source}, {splits.num_classes} classes, train/val/test {sizes}, input {splits.input_shape}")
+        self.log(
+            f"data: {spec.source}, {splits.num_classes} classes, train/val/test {sizes}, input {splits.input_shape}"
+        )
         return splits, key
 
     def run_stages(self, splits: Splits, data_key: str) -> dict[str, Artifact]:
         ctx_base = dict(splits=splits, task=self.task, seed=self.recipe.seed, log=self.log,
                         show_progress=self.show_progress)  # fmt: skip
-        source_key = cache_key("model", self.recipe.model.model_dump(), self._checkpoint_hash(), data_key, self.versions)
+        source_key = cache_key(
+            "model", self.recipe.model.model_dump(), self._checkpoint_hash(), data_key, self.versions
+        )
         outputs = {"model": self.cached("model", source_key, lambda d: self.build_source(splits, d))}
         previous = "model"
         for stage in self.recipe.stages:
@@ -120,7 +124,9 @@ class Pipeline:
         from compress.models import build_model, count_params
 
         spec = self.recipe.model
-        model = build_model(spec, self.recipe.base_dir, splits.input_shape[0], splits.num_classes, splits.input_shape[-1])
+        model = build_model(
+            spec, self.recipe.base_dir, splits.input_shape[0], splits.num_classes, splits.input_shape[-1]
+        )
         file = save_torch(model, workdir)
         name = spec.arch or spec.python
         self.log(f"model: {name}, {count_params(model):,} parameters")
@@ -159,7 +165,9 @@ class Pipeline:
             target_infos.append(TargetInfo(name=target.name, runtime=target.runtime, device=target.device,
                                            threads=target.threads, batch_sizes=target.batch_sizes,
                                            protocol=target.protocol.model_dump(), versions=results.versions))  # fmt: skip
-        baseline = self.recipe.report.baseline or next((v.name for v in variants if v.precision == "fp32"), variants[0].name)
+        baseline = self.recipe.report.baseline or next(
+            (v.name for v in variants if v.precision == "fp32"), variants[0].name
+        )
         report = Report(
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             recipe=RecipeInfo(name=self.recipe.name, path=str(self.recipe.path) if self.recipe.path else None,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, T
 from compress import registry
 from compress.errors import Problem, RecipeError
 from compress.targets import TargetSpec, find_target, missing_target_problem
-from compress.yamlconfig import Marks, dotted, locate, parse_yaml, read_yaml, suggest, validate
+from compress.yamlconfig import Marks, locate, parse_yaml, read_yaml, suggest, validate
 
 TORCH, ONNX = "torch", "onnx"  # artifact kinds that flow between stages
 
@@ -258,39 +258,39 @@ def apply_override(data: dict, item: str) -> list[Problem]:
     except yaml.YAMLError:
         return [Problem(field, f"value {raw!r} is not valid YAML", where)]
     node: Any = data
-    for i, part in enumerate(parts[:-1]):
-        node, problem = _descend(node, part, parts[: i + 1], where)
+    for part in parts[:-1]:
+        node, problem = _descend(node, part, field, where)
         if problem:
             return [problem]
     last: Any = parts[-1]
     if isinstance(node, list):
-        last, problem = _stage_index(node, last, parts, where)
+        last, problem = _stage_index(node, last, field, where)
         if problem:
             return [problem]
     node[last] = value
     return []
 
 
-def _descend(node: Any, part: Any, so_far: list, where: str) -> tuple[Any, Problem | None]:
+def _descend(node: Any, part: Any, field: str, where: str) -> tuple[Any, Problem | None]:
     if isinstance(node, list):
-        index, problem = _stage_index(node, part, so_far, where)
+        index, problem = _stage_index(node, part, field, where)
         return (node[index] if problem is None else None), problem
     if not isinstance(node, dict):
-        return None, Problem(dotted(tuple(so_far)), "cannot descend into a scalar value", where)
+        return None, Problem(field, f"cannot set '{part}' inside a scalar value", where)
     return node.setdefault(part, {}), None
 
 
-def _stage_index(items: list, part: Any, so_far: list, where: str) -> tuple[Any, Problem | None]:
+def _stage_index(items: list, part: Any, field: str, where: str) -> tuple[Any, Problem | None]:
     """Find a list item by position or, for stages, by `name` (or `type` when unnamed)."""
     if isinstance(part, int):
         if 0 <= part < len(items):
             return part, None
-        return None, Problem(dotted(tuple(so_far)), f"index {part} is out of range (0..{len(items) - 1})", where)
+        return None, Problem(field, f"index {part} is out of range (0..{len(items) - 1})", where)
     names = [(it.get("name") or it.get("type")) if isinstance(it, dict) else None for it in items]
     if part in names:
         return names.index(part), None
     known = [n for n in names if n]
-    return None, Problem(dotted(tuple(so_far)), f"no stage named '{part}'{suggest(part, known)}", where)
+    return None, Problem(field, f"no stage named '{part}'{suggest(part, known)}", where)
 
 
 # ----------------------------------------------------------------------------- cross-field checks
@@ -333,7 +333,9 @@ def _check_stages(recipe: Recipe, marks: Marks, filename: str) -> list[Problem]:
         produced[stage.name] = stage.produces
         previous_kind, previous_name = stage.produces, stage.name
     if not variants:
-        problems.append(locate(("stages",), marks, filename, "no stage produces a deployable model; add an 'export' stage"))
+        problems.append(
+            locate(("stages",), marks, filename, "no stage produces a deployable model; add an 'export' stage")
+        )
     return problems
 
 
@@ -356,7 +358,9 @@ def _check_model(recipe: Recipe, spec: ModelSpec, section: str, marks: Marks, fi
             msg = f"expected 'path/to/file.py:function', got {spec.python!r}"
             problems.append(locate((section, "python"), marks, filename, msg))
         elif not recipe.resolve_path(file).is_file():
-            problems.append(locate((section, "python"), marks, filename, f"file not found: {recipe.resolve_path(file)}"))
+            problems.append(
+                locate((section, "python"), marks, filename, f"file not found: {recipe.resolve_path(file)}")
+            )
     if spec.checkpoint and not recipe.resolve_path(spec.checkpoint).is_file():
         msg = f"checkpoint not found: {recipe.resolve_path(spec.checkpoint)}"
         problems.append(locate((section, "checkpoint"), marks, filename, msg))
@@ -375,8 +379,12 @@ def _check_arch(spec: ModelSpec, section: str, marks: Marks, filename: str) -> l
         return [locate((section, "arch"), marks, filename, msg)]
     accepted = builder_options(arch)
     return [
-        locate((section, "options", key), marks, filename,
-               f"'{arch}' has no option '{key}'{suggest(key, accepted)}; options: {', '.join(accepted)}")
+        locate(
+            (section, "options", key),
+            marks,
+            filename,
+            f"'{arch}' has no option '{key}'{suggest(key, accepted)}; options: {', '.join(accepted)}",
+        )
         for key in spec.options
         if key not in accepted
     ]

@@ -76,7 +76,9 @@ def load_checkpoint(model: nn.Module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable or unsafe files
-        raise StageError(f"cannot load checkpoint {path}: {exc}", hint="save it with torch.save(model.state_dict())") from None
+        raise StageError(
+            f"cannot load checkpoint {path}: {exc}", hint="save it with torch.save(model.state_dict())"
+        ) from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     try:
         model.load_state_dict(state)

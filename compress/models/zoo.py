@@ -38,7 +38,7 @@ class ResNet(nn.Module):
             nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
         )
         layers, cin = [], widths[0]
-        for stage, (cout, count) in enumerate(zip(widths, blocks)):
+        for stage, (cout, count) in enumerate(zip(widths, blocks, strict=True)):
             for i in range(count):
                 layers.append(BasicBlock(cin, cout, 2 if (i == 0 and stage > 0) else 1))
                 cin = cout

@@ -76,7 +76,9 @@ def to_markdown(report: Report) -> str:
         lines += _md_table(COLUMNS, comparison_rows(report, target)) + [""]
         for other in target.batch_sizes:
             if other != batch:
-                lines += [f"### Batch size {other}", ""] + _md_table(BATCH_COLUMNS, batch_rows(report, target, other)) + [""]
+                lines += (
+                    [f"### Batch size {other}", ""] + _md_table(BATCH_COLUMNS, batch_rows(report, target, other)) + [""]
+                )
     lines += _details(report) + _environment(report)
     return "\n".join(lines) + "\n"
 

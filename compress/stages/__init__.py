@@ -6,9 +6,10 @@ artifact. It touches nothing else, so the pipeline can cache, resume and farm it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from compress import registry
 

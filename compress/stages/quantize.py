@@ -44,7 +44,9 @@ def run(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Artifact:
         if source != artifact.path:
             source.unlink(missing_ok=True)
     meta = quantization_meta(cfg, out, excluded, len(calibration))
-    ctx.log(f"{cfg.name}: {meta['quantized_ops']} ops quantized ({meta['activations']} activations, {meta['weights']} weights)")
+    ctx.log(
+        f"{cfg.name}: {meta['quantized_ops']} ops quantized ({meta['activations']} activations, {meta['weights']} weights)"
+    )
     base = {k: v for k, v in artifact.meta.items() if k not in ("precision", "export_max_abs_diff")}
     return Artifact("onnx", out.name, lineage=[*artifact.lineage, cfg.name], meta={**base, **meta})
 

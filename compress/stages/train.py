@@ -29,7 +29,9 @@ def run(cfg: TrainStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     best_acc, best_state, history = -1.0, None, []
     with progress_bar(f"train {cfg.name}", cfg.epochs, ctx.show_progress) as advance:
         for epoch in range(cfg.epochs):
-            loss = train_epoch(model, ctx.splits.x_train, ctx.splits.y_train, cfg.batch_size, optimizer, schedule, loss_fn, rng)
+            loss = train_epoch(
+                model, ctx.splits.x_train, ctx.splits.y_train, cfg.batch_size, optimizer, schedule, loss_fn, rng
+            )
             acc = evaluate(model, ctx.splits.x_val, ctx.splits.y_val)
             history.append({"epoch": epoch + 1, "loss": round(loss, 5), "val_accuracy": round(acc, 3)})
             if acc > best_acc:
@@ -45,7 +47,9 @@ def run(cfg: TrainStage, artifact: Artifact, ctx: StageContext) -> Artifact:
 
 def make_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+        return torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+        )
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 

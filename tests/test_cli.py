@@ -1,0 +1,93 @@
+"""The `compress` command through its real console-script entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+COMPRESS = str(Path(sys.executable).with_name("compress"))
+
+
+def compress(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([COMPRESS, *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=600)
+
+
+@pytest.mark.slow
+def test_run_tiny_recipe_end_to_end(tiny_recipe, tmp_path):
+    out = tmp_path / "out"
+    result = compress("run", str(tiny_recipe), "--output", str(out), "--set", "stages[train].epochs=1")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema_version"] == 1
+    assert report["recipe"]["name"] == "tiny" and len(report["recipe"]["hash"]) == 16
+    assert isinstance(report["environment"]["cpu"]["isa"], list) and report["environment"]["packages"]["onnxruntime"]
+    assert report["baseline"] == "fp32"
+    variants = {v["name"]: v for v in report["variants"]}
+    assert set(variants) == {"fp32", "int8"}
+    assert variants["int8"]["parent"] == "fp32" and variants["int8"]["stages"] == ["train", "export", "quantize"]
+    for v in variants.values():
+        assert (out / v["path"]).is_file() and v["size_bytes"] == (out / v["path"]).stat().st_size
+        assert v["accuracy"]["metric"] == "accuracy" and v["accuracy"]["runtime"] == "onnxruntime"
+        assert v["accuracy"]["split"] == "test" and 0 <= v["accuracy"]["value"] <= 100
+        assert [lat["batch_size"] for lat in v["latency"]] == [1, 4]
+        for lat in v["latency"]:
+            assert lat["target"] == "tiny-ort" and lat["threads"] == 1 and lat["iterations"] >= 10
+            assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+        assert v["pareto"]["tiny-ort"] in (True, False)
+    assert variants["int8"]["size_bytes"] < variants["fp32"]["size_bytes"]  # tiny: graph overhead dominates
+    assert variants["int8"]["details"]["activations"] == "uint8"
+    assert (out / "report.md").is_file() and (out / "pareto-tiny-ort.png").is_file()
+    assert "int8" in result.stdout  # the table printed at the end
+
+    again = compress("run", str(tiny_recipe), "--output", str(out), "--set", "stages[train].epochs=1")
+    assert again.returncode == 0
+    assert "train: reusing cached result" in again.stderr and "quantize: reusing cached result" in again.stderr
+
+    rerender = compress("report", str(out))
+    assert rerender.returncode == 0 and "int8" in rerender.stdout
+
+
+def test_bad_recipe_exits_2_without_traceback(write):
+    path = write("bad.yaml", "name: bad\nmodel: {arch: resnet}\nstages:\n  - type: trian\n")
+    result = compress("validate", str(path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{path}:4:" in result.stderr and "did you mean 'train'" in result.stderr
+
+
+def test_run_with_bad_override_exits_2(tiny_recipe):
+    result = compress("run", str(tiny_recipe), "--set", "stages[train].epocs=1")
+    assert result.returncode == 2 and "did you mean 'epochs'" in result.stderr
+
+
+def test_validate_and_schema():
+    result = compress("validate", "recipes/quickstart.yaml")
+    assert result.returncode == 0 and "valid" in result.stdout
+    schema = json.loads(compress("schema").stdout)
+    assert "stages" in schema["properties"] and schema["additionalProperties"] is False
+
+
+def test_locked_output_folder_exits_5(tiny_recipe, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lock").write_text(str(os.getpid()))  # this test process is alive
+    result = compress("run", str(tiny_recipe), "--output", str(out))
+    assert result.returncode == 5 and "another compress run" in result.stderr
+
+
+def test_report_on_a_folder_without_report_exits_2(tmp_path):
+    result = compress("report", str(tmp_path))
+    assert result.returncode == 2 and "report.json" in result.stderr
+
+
+def test_import_compress_is_light():
+    code = "import sys, compress; bad = {'torch', 'onnxruntime', 'onnx'} & set(sys.modules); assert not bad, bad"
+    subprocess.run([sys.executable, "-c", code], check=True)

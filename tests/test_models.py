@@ -1,0 +1,39 @@
+"""Every registered zoo model builds, trains a step, exports to ONNX and runs in ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from compress import registry
+from compress.recipe import builder_options
+from compress.runtimes.onnxruntime import OnnxSession
+
+TINY = {"resnet": {"width": 4, "blocks": (1, 1)}, "mobilenetv2": {"width": 4, "blocks": (1, 1)},
+        "vit": {"dim": 16, "depth": 1, "heads": 2}}  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", sorted(registry.MODELS))
+def test_zoo_model_exports_and_runs(arch, tmp_path):
+    builder = registry.resolve(registry.MODELS, arch)
+    model = builder(in_channels=1, num_classes=10, image_size=16, **TINY.get(arch, {})).eval()
+    x = torch.randn(3, 1, 16, 16)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert expected.shape == (3, 10)
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "b"}, "logits": {0: "b"}}, opset_version=17)  # fmt: skip
+    got = OnnxSession(path, threads=1).run({"input": x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("arch", sorted(registry.MODELS))
+def test_zoo_options_are_discoverable(arch):
+    assert builder_options(arch), "recipe validation lists a builder's options"
+
+
+def test_default_resnet_size_is_in_the_quickstart_range():
+    model = registry.resolve(registry.MODELS, "resnet")(in_channels=1, num_classes=10, image_size=32)
+    assert 0.5e6 <= sum(p.numel() for p in model.parameters()) <= 2e6

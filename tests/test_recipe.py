@@ -1,0 +1,123 @@
+"""Recipe loading: each kind of mistake is reported with its place, its field path and a fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from compress.errors import RecipeError
+from compress.recipe import load_recipe, parse_field_path, recipe_from_text
+
+BASE = """\
+name: r
+model:
+  arch: resnet
+stages:
+  - type: train
+  - type: export
+  - type: quantize
+"""
+
+
+def problems(text: str, overrides=()) -> list[str]:
+    with pytest.raises(RecipeError) as info:
+        recipe_from_text(text, "r.yaml", tuple(overrides))
+    return [str(p) for p in info.value.problems]
+
+
+def test_valid_recipe_gets_default_names_and_variants():
+    recipe = recipe_from_text(BASE, "r.yaml")
+    assert [s.name for s in recipe.stages] == ["train", "export", "quantize"]
+    assert [s.variant for s in recipe.stages] == [None, "fp32", "int8"]
+
+
+def test_unknown_key_names_line_path_and_suggestion():
+    text = BASE.replace("  - type: train\n", "  - type: train\n    epocs: 3\n")
+    (msg,) = problems(text)
+    assert msg.startswith("r.yaml:6:5: stages[0].epocs: unknown key 'epocs' (did you mean 'epochs'?)")
+    assert "allowed keys:" in msg
+
+
+def test_unknown_stage_type_suggests_the_closest():
+    (msg,) = problems(BASE.replace("type: quantize", "type: quantise"))
+    assert "r.yaml:7:" in msg and "stages[2].type" in msg
+    assert "unknown type 'quantise' (did you mean 'quantize'?)" in msg
+
+
+def test_wrong_type_and_out_of_range_are_reported_together():
+    text = BASE.replace("  - type: train\n", "  - type: train\n    epochs: many\n    lr: -1\n")
+    msgs = problems(text)
+    assert len(msgs) == 2
+    assert any("stages[0].epochs" in m and "integer" in m and "'many'" in m for m in msgs)
+    assert any("stages[0].lr" in m and "greater than 0" in m for m in msgs)
+
+
+def test_nested_field_path_and_literal_suggestion():
+    text = BASE.replace("  - type: quantize\n", "  - type: quantize\n    calibration: {method: entropi, samples: 0}\n")
+    msgs = problems(text)
+    assert any("stages[2].calibration.method" in m and "did you mean 'entropy'" in m for m in msgs)
+    assert any("stages[2].calibration.samples" in m and "greater than or equal to 1" in m for m in msgs)
+
+
+def test_bad_stage_order_is_refused_with_a_fix():
+    text = BASE.replace("  - type: export\n  - type: quantize\n", "  - type: quantize\n  - type: export\n")
+    msgs = problems(text)
+    assert any("stages[1].type" in m and "needs an exported ONNX model" in m and "after an 'export'" in m for m in msgs)
+
+
+def test_missing_files_are_reported(tmp_path):
+    text = BASE.replace("  arch: resnet\n", "  python: nowhere.py:build\n  checkpoint: missing.pt\n")
+    msgs = problems(text)
+    assert any("model.python" in m and "file not found" in m for m in msgs)
+    assert any("model.checkpoint" in m and "checkpoint not found" in m for m in msgs)
+
+
+def test_missing_required_section_and_model_source():
+    msgs = problems("name: r\nmodel: {options: {}}\nstages: [{type: export}]\n")
+    assert any("model:" in m and "exactly one of 'arch' or 'python'" in m for m in msgs)
+
+
+def test_unknown_model_and_model_option():
+    msgs = problems(BASE.replace("arch: resnet", "arch: resnett\n  options: {widht: 8}"))
+    assert any("unknown model 'resnett' (did you mean 'resnet'?)" in m for m in msgs)
+    msgs = problems(BASE.replace("arch: resnet", "arch: resnet\n  options: {widht: 8}"))
+    assert any("model.options.widht" in m and "did you mean 'width'" in m for m in msgs)
+
+
+def test_unknown_target_suggests_shipped_ones():
+    (msg,) = problems(BASE + "targets: [cpu-onnxruntim]\n")
+    assert "targets[0]" in msg and "did you mean 'cpu-onnxruntime'" in msg
+
+
+def test_yaml_syntax_error_has_a_line():
+    (msg,) = problems("name: r\nstages: [\n")
+    assert msg.startswith("r.yaml:") and "not valid YAML" in msg
+
+
+def test_duplicate_keys_are_refused():
+    (msg,) = problems(BASE + "seed: 1\nseed: 2\n")
+    assert "seed: key appears twice" in msg
+
+
+def test_overrides_use_field_paths_and_stage_names():
+    recipe = recipe_from_text(BASE, "r.yaml", ("stages[train].epochs=3", "stages[2].calibration.samples=32", "seed=7"))
+    assert recipe.stages[0].epochs == 3 and recipe.stages[2].calibration.samples == 32 and recipe.seed == 7
+
+
+def test_override_mistakes_name_the_option():
+    msgs = problems(BASE, ["stages[trian].epochs=3"])
+    assert msgs == ["--set stages[trian].epochs=3: stages[trian].epochs: no stage named 'trian' (did you mean 'train'?)"]
+    (msg,) = problems(BASE, ["stages[train].epocs=3"])
+    assert "stages[0].epocs" in msg and "did you mean 'epochs'" in msg
+    assert "expected PATH=VALUE" in problems(BASE, ["seed"])[0]
+
+
+def test_parse_field_path():
+    assert parse_field_path("stages[2].calibration.samples") == ["stages", 2, "calibration", "samples"]
+    assert parse_field_path("stages[prune].ratio") == ["stages", "prune", "ratio"]
+    assert parse_field_path("stages..x") is None
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(tmp_path / "nope.yaml")
+    assert "file not found" in str(info.value.problems[0])

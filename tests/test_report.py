@@ -1,0 +1,59 @@
+"""Report rendering from report.json alone: fronts, ratios, markdown and plots."""
+
+from __future__ import annotations
+
+from compress.report.pareto import front, mark_fronts
+from compress.report.plots import write_plots
+from compress.report.render import to_markdown
+from compress.report.schema import Accuracy, Latency, RecipeInfo, Report, TargetInfo, Variant
+
+
+def latency(p50: float, batch: int = 1) -> Latency:
+    return Latency(target="t", runtime="onnxruntime", batch_size=batch, threads=1, precision="fp32", p50_ms=p50,
+                   p90_ms=p50 * 1.1, p99_ms=p50 * 1.2, mean_ms=p50, std_ms=0.1, min_ms=p50 * 0.9, max_ms=p50 * 2,
+                   iterations=100, seconds=1.0, throughput=batch * 1000 / p50)  # fmt: skip
+
+
+def variant(name: str, acc: float, p50: float, size: int, parent: str | None = None) -> Variant:
+    a = Accuracy(metric="accuracy", value=acc, split="test", runtime="onnxruntime", target="t", samples=360)
+    return Variant(name=name, stages=["train", "export"], parent=parent, format="onnx", precision="fp32",
+                   path=f"models/{name}.onnx", size_bytes=size, accuracy=a, accuracy_per_target=[a],
+                   latency=[latency(p50), latency(p50 * 20, batch=32)])  # fmt: skip
+
+
+def sample_report() -> Report:
+    report = Report(
+        created="2026-01-01T00:00:00+00:00", recipe=RecipeInfo(name="r", path="r.yaml", hash="abc"),
+        environment={"cpu": {"model": "cpu", "isa": ["avx2"], "logical_cores": 2}, "packages": {"onnx": "1"}},
+        baseline="fp32",
+        targets=[TargetInfo(name="t", runtime="onnxruntime", device="cpu", threads=1, batch_sizes=[1, 32],
+                            protocol={"warmup": 1, "min_iterations": 10, "min_seconds": 1, "rounds": 2})],
+        variants=[variant("fp32", 98.0, 2.0, 4_000_000), variant("int8", 97.5, 0.5, 1_000_000, "fp32"),
+                  variant("worse", 97.0, 1.0, 1_000_000, "fp32")],
+    )  # fmt: skip
+    mark_fronts(report)
+    return report
+
+
+def test_front_keeps_only_undominated_points():
+    assert front({"a": (98, 2.0), "b": (97.5, 0.5), "c": (97, 1.0), "d": (98, 2.0)}) == {"a", "b", "d"}
+
+
+def test_mark_fronts_per_target():
+    report = sample_report()
+    assert {v.name: v.pareto["t"] for v in report.variants} == {"fp32": True, "int8": True, "worse": False}
+
+
+def test_markdown_table_has_ratios_against_the_baseline():
+    md = to_markdown(sample_report())
+    assert "| int8 | fp32 | 1.000 | 4.00× | 97.50 | -0.50 | 0.500 | 0.550 | 4.00× | yes |" in md
+    assert "### Batch size 32" in md and "## Environment" in md
+
+
+def test_report_round_trips_through_json_and_plots(tmp_path):
+    report = sample_report()
+    report.save(tmp_path / "report.json")
+    again = Report.load(tmp_path / "report.json")
+    assert again == report
+    (path,) = write_plots(again, tmp_path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
