@@ -30,7 +30,7 @@ def test_npz_with_x_and_y(tmp_path):
     np.savez(tmp_path / "d.npz", x=rng.integers(0, 255, (100, 12, 12), dtype=np.uint8), y=np.arange(100) % 4)
     splits = load_data(DataSpec(source="npz", path="d.npz", image_size=8), tmp_path, seed=0)
     assert splits.input_shape == (1, 8, 8) and splits.num_classes == 4
-    assert -1.0 <= splits.x_train.min() and splits.x_train.max() <= 1.0
+    assert splits.x_train.min() >= -1.0 and splits.x_train.max() <= 1.0
 
 
 def test_npz_with_wrong_keys_says_what_it_needs(tmp_path):
@@ -47,7 +47,9 @@ def test_imagefolder(tmp_path):
     for cls in ("cat", "dog"):
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         for i in range(20):
-            Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+            Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(
+                tmp_path / "imgs" / cls / f"{i}.png"
+            )
     splits = load_data(DataSpec(source="imagefolder", path="imgs", image_size=8, channels=3), tmp_path, seed=0)
     assert splits.class_names == ["cat", "dog"] and splits.input_shape == (3, 8, 8)
     assert len(splits.x_train) + len(splits.x_val) + len(splits.x_test) == 40

@@ -18,7 +18,9 @@ def schema_keys(schema: dict) -> set[str]:
 
 
 def test_every_recipe_and_target_key_is_documented():
-    documented = set(re.findall(r"`([a-z_]+)(?:\.[a-z_]+)?`", README)) | set(re.findall(r"`[a-z_]+\.([a-z_]+)`", README))
+    documented = set(re.findall(r"`([a-z_]+)(?:\.[a-z_]+)?`", README)) | set(
+        re.findall(r"`[a-z_]+\.([a-z_]+)`", README)
+    )
     missing = sorted(schema_keys(Recipe.model_json_schema()) - documented)
     assert not missing, f"README lacks these keys: {missing}"
 

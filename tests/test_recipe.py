@@ -105,7 +105,9 @@ def test_overrides_use_field_paths_and_stage_names():
 
 def test_override_mistakes_name_the_option():
     msgs = problems(BASE, ["stages[trian].epochs=3"])
-    assert msgs == ["--set stages[trian].epochs=3: stages[trian].epochs: no stage named 'trian' (did you mean 'train'?)"]
+    assert msgs == [
+        "--set stages[trian].epochs=3: stages[trian].epochs: no stage named 'trian' (did you mean 'train'?)"
+    ]
     (msg,) = problems(BASE, ["stages[train].epocs=3"])
     assert "stages[0].epocs" in msg and "did you mean 'epochs'" in msg
     assert "expected PATH=VALUE" in problems(BASE, ["seed"])[0]
