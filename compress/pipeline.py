@@ -19,6 +19,7 @@ from pathlib import Path
 from compress import environment
 from compress.artifact import Artifact, save_torch
 from compress.data import Splits, load_data
+from compress.diagnose import not_faster_warnings
 from compress.lock import run_lock
 from compress.measure import TargetResults, measure_target
 from compress.recipe import ONNX, Recipe, target_search_dirs
@@ -86,19 +87,25 @@ class Pipeline:
 
     def run_stages(self, splits: Splits, data_key: str) -> dict[str, Artifact]:
         ctx_base = dict(splits=splits, task=self.task, seed=self.recipe.seed, log=self.log,
-                        show_progress=self.show_progress)  # fmt: skip
-        source_key = cache_key(
-            "model", self.recipe.model.model_dump(), self._checkpoint_hash(), data_key, self.versions
-        )
-        outputs = {"model": self.cached("model", source_key, lambda d: self.build_source(splits, d))}
+                        show_progress=self.show_progress, shared_cache=self.cache)  # fmt: skip
+        outputs = {"model": self.source("model", self.recipe.model, splits, data_key)}
+        if self.recipe.teacher:
+            outputs["teacher"] = self.source("teacher", self.recipe.teacher, splits, data_key)
         previous = "model"
         for stage in self.recipe.stages:
             parent = outputs[stage.input or previous]
-            key = cache_key(stage.model_dump(), parent.key, data_key, self.recipe.seed, self.versions)
-            make = lambda d, s=stage, p=parent: run_stage(s, p, StageContext(workdir=d, **ctx_base))  # noqa: E731
+            refs = {name: outputs[name] for name in stage.references()}
+            key = cache_key(stage.model_dump(), parent.key, {n: a.key for n, a in refs.items()}, data_key,
+                            self.recipe.seed, self.versions)  # fmt: skip
+            make = lambda d, s=stage, p=parent, r=refs: run_stage(s, p, StageContext(workdir=d, refs=r, **ctx_base))  # noqa: E731
             outputs[stage.name] = self.cached(stage.name, key, make)
             previous = stage.name
         return outputs
+
+    def source(self, name: str, spec, splits: Splits, data_key: str) -> Artifact:
+        """The initial model (or teacher), built from its recipe section and cached."""
+        key = cache_key(name, spec.model_dump(), self._checkpoint_hash(spec), data_key, self.versions)
+        return self.cached(name, key, lambda d: self.build_source(name, spec, splits, d))
 
     def cached(self, name: str, key: str, make) -> Artifact:
         """Reuse `cache/<name>-<key>` if complete, else build it aside and rename it into place."""
@@ -120,36 +127,31 @@ class Pipeline:
         artifact.folder = final
         return artifact
 
-    def build_source(self, splits: Splits, workdir: Path) -> Artifact:
+    def build_source(self, name: str, spec, splits: Splits, workdir: Path) -> Artifact:
         from compress.models import build_model, count_params
 
-        spec = self.recipe.model
-        model = build_model(
-            spec, self.recipe.base_dir, splits.input_shape[0], splits.num_classes, splits.input_shape[-1]
-        )
+        shape = splits.input_shape
+        model = build_model(spec, self.recipe.base_dir, shape[0], splits.num_classes, shape[-1])
         file = save_torch(model, workdir)
-        name = spec.arch or spec.python
-        self.log(f"model: {name}, {count_params(model):,} parameters")
-        return Artifact("torch", file, lineage=[], meta={"params": count_params(model), "arch": name})
+        arch = spec.arch or spec.python
+        self.log(f"{name}: {arch}, {count_params(model):,} parameters")
+        return Artifact("torch", file, lineage=[], meta={"params": count_params(model), "arch": arch})
 
-    def _checkpoint_hash(self) -> str | None:
-        ckpt = self.recipe.model.checkpoint
-        if not ckpt:
+    def _checkpoint_hash(self, spec) -> str | None:
+        if not spec.checkpoint:
             return None
-        return hashlib.sha256(self.recipe.resolve_path(ckpt).read_bytes()).hexdigest()
+        return hashlib.sha256(self.recipe.resolve_path(spec.checkpoint).read_bytes()).hexdigest()
 
     # ------------------------------------------------------------------ measurement and report
 
     def variants(self, outputs: dict[str, Artifact]) -> list[tuple[str, str | None, Artifact]]:
         """(variant name, parent variant, artifact) for each stage that made a deployable model."""
-        by_stage = {s.name: s for s in self.recipe.stages}
-        found = []
+        found: list[tuple[str, str | None, Artifact]] = []
         for stage in self.recipe.stages:
-            if stage.produces != ONNX:
-                continue
-            artifact = outputs[stage.name]
-            earlier = [by_stage[n].variant for n in artifact.lineage[:-1] if by_stage[n].produces == ONNX]
-            found.append((stage.variant, earlier[-1] if earlier else None, artifact))
+            if stage.produces == ONNX:
+                artifact = outputs[stage.name]
+                earlier = [(name, a.lineage) for name, _, a in found]
+                found.append((stage.variant, parent_variant(artifact.lineage, earlier), artifact))
         return found
 
     def measure_and_report(self, outputs: dict[str, Artifact], targets: list[TargetSpec], splits: Splits) -> Report:
@@ -176,6 +178,7 @@ class Pipeline:
             pareto_batch_size=self.recipe.report.pareto_batch_size, targets=target_infos, variants=variants,
         )  # fmt: skip
         mark_fronts(report)
+        report.warnings += not_faster_warnings(report, self.out)
         return report
 
     def publish(self, name: str, parent: str | None, artifact: Artifact, models_dir: Path) -> Variant:
@@ -185,14 +188,29 @@ class Pipeline:
         shutil.copyfile(artifact.path, tmp)
         os.replace(tmp, dest)
         meta = artifact.meta
-        details = {k: v for k, v in meta.items() if k not in ("params", "precision", "format")}
+        details = {k: v for k, v in meta.items() if k not in ("params", "macs", "precision", "format")}
         return Variant(name=name, stages=artifact.lineage, parent=parent, format=meta.get("format", "onnx"),
                        precision=meta.get("precision", "fp32"), path=str(dest.relative_to(self.out)),
-                       size_bytes=dest.stat().st_size, params=meta.get("params"), details=details)  # fmt: skip
+                       size_bytes=dest.stat().st_size, params=meta.get("params"), macs=meta.get("macs"),
+                       details=details)  # fmt: skip
 
     def write_outputs(self, report: Report) -> None:
         report.save(self.out / "report.json")
         render_all(report, self.out, plot=self.recipe.report.plot)
+
+
+def parent_variant(lineage: list[str], earlier: list[tuple[str, list[str]]]) -> str | None:
+    """The closest earlier variant this one derives from.
+
+    A variant W is an ancestor of V when the chain that made W, less its own last stage, is a prefix
+    of V's chain; siblings (two fine-tunings of one pruned model) are not. The longest such chain wins.
+    """
+    best, best_len = None, 0
+    for name, other in earlier:
+        stem = other[:-1]
+        if stem and lineage[: len(stem)] == stem and len(stem) > best_len:
+            best, best_len = name, len(stem)
+    return best
 
 
 def attach(variants: list[Variant], target: TargetSpec, results: TargetResults) -> None:

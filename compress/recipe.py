@@ -69,19 +69,81 @@ class StageBase(Strict):
     produces: ClassVar[str] = TORCH
     default_variant: ClassVar[str | None] = None  # set on stages whose output is deployable
 
+    def references(self) -> list[str]:
+        """Artifacts this stage reads besides its input (e.g. a teacher)."""
+        return []
 
-class TrainStage(StageBase):
-    """Train the model from its initial weights (random or checkpoint); keep the best on val."""
 
-    type: Literal["train"]
+class TrainingBase(StageBase):
+    """Optimisation settings shared by `train` and `finetune`."""
+
     epochs: int = Field(10, ge=1, le=10_000)
-    batch_size: int = Field(64, ge=1, le=65_536)
+    batch_size: int = Field(64, ge=2, le=65_536)
     lr: float = Field(1e-3, gt=0, le=10)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     weight_decay: float = Field(0.01, ge=0, le=1)
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
     schedule: Literal["cosine", "constant"] = "cosine"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    amp: bool = Field(False, description="bfloat16 autocast where the CPU supports it")
+
+
+class TrainStage(TrainingBase):
+    """Train the model from its initial weights (random or checkpoint); keep the best on val."""
+
+    type: Literal["train"]
+
+
+class FeaturePair(Strict):
+    student: str = Field(description="module name in the student, e.g. layers.2")
+    teacher: str = Field(description="module name in the teacher")
+
+
+class Distill(Strict):
+    """Knowledge distillation (Hinton et al., 2015), optionally with feature matching (FitNets)."""
+
+    teacher: str | None = Field(None, description="stage name, 'teacher' or 'model'; default: the model before pruning")
+    temperature: float = Field(4.0, gt=0, le=100)
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation loss; 1 - alpha for cross-entropy")
+    features: list[FeaturePair] = Field(default_factory=list)
+    feature_weight: float = Field(1.0, ge=0)
+
+
+class FinetuneStage(TrainingBase):
+    """Fine-tune the current model, with distillation from a teacher when `distill` is set."""
+
+    type: Literal["finetune"]
+    distill: Distill | None = None
+
+    def references(self) -> list[str]:
+        return [self.distill.teacher] if self.distill and self.distill.teacher else []
+
+
+class PruneStage(StageBase):
+    """Structured channel pruning of dependency groups with torch-pruning (DepGraph, Fang et al., 2023)."""
+
+    type: Literal["prune"]
+    importance: Literal["l1", "l2", "taylor", "bn_scale"] = "l2"
+    ratio: float | None = Field(None, gt=0, lt=1, description="share of channels removed per group")
+    macs_reduction: float | None = Field(None, gt=1, le=1000, description="prune until MACs shrink this many times")
+    params_reduction: float | None = Field(
+        None, gt=1, le=1000, description="prune until parameters shrink this many times"
+    )
+    scope: Literal["uniform", "global"] = "uniform"
+    steps: int = Field(1, ge=1, le=100, description="iterative steps to reach a ratio")
+    max_steps: int = Field(40, ge=2, le=1000, description="resolution when pruning to a target reduction")
+    ignore: list[str] = Field(default_factory=list, description="module names, class names or re: patterns left whole")
+    round_to: int | None = Field(8, ge=1, le=256, description="keep channel counts multiples of this")
+    taylor_batches: int = Field(8, ge=1, le=10_000, description="batches of gradients for taylor importance")
+
+    @model_validator(mode="after")
+    def _one_goal(self) -> PruneStage:
+        goals = [g for g in ("ratio", "macs_reduction", "params_reduction") if getattr(self, g) is not None]
+        if len(goals) > 1:
+            raise ValueError(f"give one of ratio, macs_reduction or params_reduction, not {' and '.join(goals)}")
+        if not goals:
+            self.ratio = 0.5
+        return self
 
 
 class ExportCheck(Strict):
@@ -127,8 +189,7 @@ class QuantizeStage(StageBase):
     default_variant: ClassVar[str | None] = "int8"
 
 
-Stage = Annotated[Union[TrainStage, ExportStage, QuantizeStage], Field(discriminator="type")]
-STAGE_TYPES = {cls.model_fields["type"].annotation.__args__[0]: cls for cls in (TrainStage, ExportStage, QuantizeStage)}
+Stage = Annotated[Union[TrainStage, PruneStage, FinetuneStage, ExportStage, QuantizeStage], Field(discriminator="type")]
 
 
 def _target_kind(value: Any) -> str:
@@ -309,34 +370,58 @@ def check_recipe(recipe: Recipe, marks: Marks, filename: str) -> list[Problem]:
 
 def _check_stages(recipe: Recipe, marks: Marks, filename: str) -> list[Problem]:
     problems: list[Problem] = []
-    produced: dict[str, str] = {}  # stage name -> artifact kind it produces
+    produced = {"model": TORCH, **({"teacher": TORCH} if recipe.teacher else {})}  # name -> artifact kind
+    lineage: dict[str, list[str]] = {"model": [], "teacher": []}
     variants: dict[str, str] = {}
-    previous_kind, previous_name = TORCH, "model"
+    previous = "model"
     for i, stage in enumerate(recipe.stages):
         here = ("stages", i)
         if stage.name in produced:
             problems.append(locate((*here, "name"), marks, filename, f"stage name '{stage.name}' is used twice"))
-        kind, source = previous_kind, previous_name
-        if stage.input is not None:
-            if stage.input not in produced:
-                hint = suggest(stage.input, list(produced))
-                msg = f"input '{stage.input}' is not an earlier stage{hint}; earlier stages: {', '.join(produced) or 'none'}"
-                problems.append(locate((*here, "input"), marks, filename, msg))
-            kind, source = produced.get(stage.input, kind), stage.input
+        source = stage.input or previous
+        if source not in produced:
+            msg = f"input '{source}' is not an earlier stage{suggest(source, list(produced))}; choose one of: {', '.join(produced)}"
+            problems.append(locate((*here, "input"), marks, filename, msg))
+        kind = produced.get(source, stage.consumes)
         if kind != stage.consumes:
             problems.append(locate((*here, "type"), marks, filename, _order_message(stage, kind, source)))
+        chain = [*lineage.get(source, []), stage.name]
+        if isinstance(stage, FinetuneStage) and stage.distill:
+            problems += _check_teacher(
+                recipe, stage, chain, produced, lineage, (*here, "distill", "teacher"), marks, filename
+            )
         if stage.variant and stage.variant in variants:
             msg = f"variant name '{stage.variant}' is also produced by stage '{variants[stage.variant]}'; set a distinct 'variant'"
             problems.append(locate((*here, "variant"), marks, filename, msg))
         if stage.produces == ONNX and stage.variant:
             variants[stage.variant] = stage.name
-        produced[stage.name] = stage.produces
-        previous_kind, previous_name = stage.produces, stage.name
+        produced[stage.name], lineage[stage.name] = stage.produces, chain
+        previous = stage.name
     if not variants:
         problems.append(
             locate(("stages",), marks, filename, "no stage produces a deployable model; add an 'export' stage")
         )
     return problems
+
+
+def _check_teacher(recipe, stage, chain, produced, lineage, path, marks, filename) -> list[Problem]:
+    """Resolve the default teacher (the model before the first prune) and check a named one."""
+    distill = stage.distill
+    if distill.teacher is None:
+        types = {s.name: s.type for s in recipe.stages}
+        first_prune = next((i for i, name in enumerate(chain) if types.get(name) == "prune"), None)
+        if first_prune is None:
+            msg = "no default teacher: nothing was pruned before this stage; set distill.teacher to a stage name"
+            return [locate(path[:-1], marks, filename, msg)]
+        distill.teacher = chain[first_prune - 1] if first_prune > 0 else "model"
+        return []
+    if produced.get(distill.teacher) != TORCH:
+        known = [n for n, k in produced.items() if k == TORCH]
+        msg = f"teacher '{distill.teacher}' is not an earlier PyTorch stage{suggest(distill.teacher, known)}; choose one of: {', '.join(known)}"
+        if distill.teacher == "teacher" and not recipe.teacher:
+            msg = "teacher 'teacher' needs a top-level 'teacher:' model section"
+        return [locate(path, marks, filename, msg)]
+    return []
 
 
 def _order_message(stage: Any, kind: str, source: str) -> str:

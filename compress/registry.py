@@ -11,6 +11,8 @@ from typing import Any
 
 STAGES = {
     "train": "compress.stages.train:run",
+    "prune": "compress.stages.prune:run",
+    "finetune": "compress.stages.finetune:run",
     "export": "compress.stages.export:run",
     "quantize": "compress.stages.quantize:run",
 }

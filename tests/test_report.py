@@ -46,7 +46,7 @@ def test_mark_fronts_per_target():
 
 def test_markdown_table_has_ratios_against_the_baseline():
     md = to_markdown(sample_report())
-    assert "| int8 | fp32 | 1.000 | 4.00× | 97.50 | -0.50 | 0.500 | 0.550 | 4.00× | yes |" in md
+    assert "| int8 | fp32 | 1.000 | 4.00× | 97.50 | -0.50 | 0.500 | 0.550 | 4.00× | – | yes |" in md
     assert "### Batch size 32" in md and "## Environment" in md
 
 
@@ -57,3 +57,17 @@ def test_report_round_trips_through_json_and_plots(tmp_path):
     assert again == report
     (path,) = write_plots(again, tmp_path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parent_is_the_closest_ancestor_not_a_sibling():
+    from compress.pipeline import parent_variant
+
+    fp32, int8 = ["train", "export"], ["train", "export", "quantize"]
+    kd, ce = ["train", "prune", "ft-kd", "export-kd"], ["train", "prune", "ft-ce", "export-ce"]
+    kd_int8 = [*kd, "quantize-kd"]
+    earlier = [("fp32", fp32), ("int8", int8), ("kd", kd)]
+    assert parent_variant(fp32, []) is None
+    assert parent_variant(int8, earlier[:1]) == "fp32"
+    assert parent_variant(kd, earlier[:2]) == "fp32"
+    assert parent_variant(ce, earlier) == "fp32"
+    assert parent_variant(kd_int8, earlier) == "kd"

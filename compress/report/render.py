@@ -5,7 +5,8 @@ from __future__ import annotations
 from compress.report.schema import Report, TargetInfo, Variant
 
 MB = 1_000_000
-COLUMNS = ("variant", "parent", "size MB", "× smaller", "accuracy %", "Δ pts", "p50 ms", "p90 ms", "× faster", "front")
+COLUMNS = ("variant", "parent", "size MB", "× smaller", "accuracy %", "Δ pts", "p50 ms", "p90 ms", "× faster",
+           "× vs parent", "front")  # fmt: skip
 BATCH_COLUMNS = ("variant", "p50 ms", "p90 ms", "items/s", "× faster")
 
 
@@ -17,6 +18,10 @@ def _ratio(base: float | None, value: float | None) -> str:
     if not base or not value:
         return "–"
     return f"{base / value:.2f}×"
+
+
+def _speedup(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -37,7 +42,7 @@ def comparison_rows(report: Report, target: TargetInfo) -> list[tuple[str, ...]]
             v.name, v.parent or "–", f"{v.size_bytes / MB:.3f}", _ratio(base.size_bytes if base else None, v.size_bytes),
             _fmt(acc.value if acc else None), delta, _fmt(lat.p50_ms if lat else None, 3),
             _fmt(lat.p90_ms if lat else None, 3), _ratio(base_lat.p50_ms if base_lat else None, lat.p50_ms if lat else None),
-            ("yes" if v.pareto.get(target.name) else "") if v.name else "",
+            _speedup(v.speedup_vs_parent.get(target.name)), "yes" if v.pareto.get(target.name) else "",
         ))  # fmt: skip
     return rows
 

@@ -54,10 +54,12 @@ class Variant(Model):
     path: str
     size_bytes: int
     params: int | None = None
+    macs: int | None = None  # multiply-accumulates per example
     accuracy: Accuracy | None = None  # on the first target
     accuracy_per_target: list[Accuracy] = Field(default_factory=list)
     latency: list[Latency] = Field(default_factory=list)
     pareto: dict[str, bool] = Field(default_factory=dict)  # target -> on the accuracy-latency front
+    speedup_vs_parent: dict[str, float] = Field(default_factory=dict)  # target -> parent p50 / own p50
     details: dict[str, Any] = Field(default_factory=dict)  # stage settings, e.g. quantization types
     errors: list[str] = Field(default_factory=list)
 

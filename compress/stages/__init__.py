@@ -7,7 +7,7 @@ artifact. It touches nothing else, so the pipeline can cache, resume and farm it
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,8 @@ class StageContext:
     task: Task
     seed: int
     workdir: Path  # where the stage writes its files; becomes the artifact's folder
+    shared_cache: Path | None = None  # results reused across stages, e.g. teacher outputs
+    refs: dict[str, Artifact] = field(default_factory=dict)  # artifacts named by config.references()
     log: Callable[[str], None] = print
     show_progress: bool = True
 

@@ -25,10 +25,20 @@ def run(cfg: ExportStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     export_onnx(model, trace, path, cfg, ctx.task)
     max_diff = check_export(model, check, path, cfg)
     ctx.log(f"{cfg.name}: ONNX matches PyTorch on {len(check)} test inputs (max |diff| {max_diff:.2e})")
-    meta = {**artifact.meta, "format": "onnx", "precision": "fp32", "opset": cfg.opset,
+    meta = {**artifact.meta, "macs": count_macs(model, trace[:1]), "format": "onnx", "precision": "fp32", "opset": cfg.opset,
             "exporter": cfg.exporter, "export_max_abs_diff": max_diff}  # fmt: skip
     meta.pop("history", None)
     return Artifact("onnx", path.name, lineage=[*artifact.lineage, cfg.name], meta=meta)
+
+
+def count_macs(model: torch.nn.Module, example: torch.Tensor) -> int | None:
+    """Multiply-accumulates per example, as torch-pruning counts them (None if it cannot)."""
+    try:
+        import torch_pruning as tp
+
+        return int(tp.utils.count_ops_and_params(model, example)[0])
+    except Exception:  # counting is informative only; never fail an export over it
+        return None
 
 
 def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path, cfg: ExportStage, task) -> None:

@@ -1,10 +1,15 @@
-"""`train`: supervised training with AdamW or SGD, a cosine schedule, and best-on-val selection."""
+"""`train`: supervised training with AdamW or SGD, a cosine schedule, and best-on-val selection.
+
+`fit` is shared with `finetune`, which adds distillation terms through `extra_loss`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -13,26 +18,35 @@ from torch import nn
 from compress.artifact import Artifact, load_torch, save_torch
 from compress.models import count_params
 from compress.progress import progress_bar
-from compress.recipe import TrainStage
+from compress.recipe import TrainingBase, TrainStage
 from compress.stages import StageContext
+
+# (model outputs, batch indices into the training split, labels) -> loss
+LossFn = Callable[[torch.Tensor, np.ndarray, torch.Tensor], torch.Tensor]
 
 
 def run(cfg: TrainStage, artifact: Artifact, ctx: StageContext) -> Artifact:
+    model = load_torch(artifact)
+    history = fit(model, cfg, ctx)
+    return save_trained(model, cfg, artifact, ctx, history)
+
+
+def fit(model: nn.Module, cfg: TrainingBase, ctx: StageContext, loss_fn: LossFn | None = None,
+        extra_params: list[nn.Parameter] = ()) -> list[dict]:  # fmt: skip
+    """Train `model` in place and load the weights of its best validation epoch."""
     torch.manual_seed(ctx.seed)
     torch.set_num_threads(os.cpu_count() or 1)
-    model = load_torch(artifact)
-    optimizer = make_optimizer(cfg, model)
-    steps = cfg.epochs * math.ceil(len(ctx.splits.x_train) / cfg.batch_size)
-    schedule = make_schedule(cfg, optimizer, steps)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    splits = ctx.splits
+    optimizer = make_optimizer(cfg, [*model.parameters(), *extra_params])
+    schedule = make_schedule(cfg, optimizer, cfg.epochs * math.ceil(len(splits.x_train) / cfg.batch_size))
+    ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    loss_fn = loss_fn or (lambda out, idx, labels: ce(out, labels))
     rng = np.random.default_rng(ctx.seed)
     best_acc, best_state, history = -1.0, None, []
-    with progress_bar(f"train {cfg.name}", cfg.epochs, ctx.show_progress) as advance:
+    with progress_bar(f"{cfg.type} {cfg.name}", cfg.epochs, ctx.show_progress) as advance:
         for epoch in range(cfg.epochs):
-            loss = train_epoch(
-                model, ctx.splits.x_train, ctx.splits.y_train, cfg.batch_size, optimizer, schedule, loss_fn, rng
-            )
-            acc = evaluate(model, ctx.splits.x_val, ctx.splits.y_val)
+            loss = train_epoch(model, splits.x_train, splits.y_train, cfg, optimizer, schedule, loss_fn, rng)
+            acc = evaluate(model, splits.x_val, splits.y_val)
             history.append({"epoch": epoch + 1, "loss": round(loss, 5), "val_accuracy": round(acc, 3)})
             if acc > best_acc:
                 best_acc, best_state = acc, copy.deepcopy(model.state_dict())
@@ -40,36 +54,47 @@ def run(cfg: TrainStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     model.load_state_dict(best_state)
     model.eval()
     ctx.log(f"{cfg.name}: best validation accuracy {best_acc:.2f}% after {cfg.epochs} epochs")
+    return history
+
+
+def save_trained(model: nn.Module, cfg, artifact: Artifact, ctx: StageContext, history: list[dict], **meta) -> Artifact:
     file = save_torch(model, ctx.workdir)
-    meta = {"params": count_params(model), "val_accuracy": best_acc, "history": history}
+    best = max(h["val_accuracy"] for h in history)
+    meta = {**artifact.meta, "params": count_params(model), "val_accuracy": best, "history": history, **meta}
     return Artifact("torch", file, lineage=[*artifact.lineage, cfg.name], meta=meta)
 
 
-def make_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainingBase, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
-        )
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def make_schedule(cfg, optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def make_schedule(cfg: TrainingBase, optimizer: torch.optim.Optimizer, steps: int):
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
 
 
-def train_epoch(model, x, y, batch_size, optimizer, schedule, loss_fn, rng) -> float:
+def autocast(enabled: bool):
+    """bfloat16 autocast on the CPU when asked for and supported; a no-op otherwise."""
+    if enabled and torch.backends.mkldnn.is_available():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_epoch(model, x, y, cfg: TrainingBase, optimizer, schedule, loss_fn: LossFn, rng) -> float:
     model.train()
     order = rng.permutation(len(x))
     total, count = 0.0, 0
-    for start in range(0, len(x), batch_size):
-        idx = order[start : start + batch_size]
+    for start in range(0, len(x), cfg.batch_size):
+        idx = order[start : start + cfg.batch_size]
         if len(idx) < 2:  # BatchNorm cannot train on a single example
             continue
         inputs, labels = torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(inputs), labels)
+        with autocast(cfg.amp):
+            loss = loss_fn(model(inputs).float(), idx, labels)
         loss.backward()
         optimizer.step()
         schedule.step()

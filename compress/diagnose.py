@@ -1,0 +1,79 @@
+""" "Will it be faster?": flag pruned or quantized variants that are not really faster than their
+parent, and name the likely reason visible in the ONNX graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress.report.render import pareto_batch
+from compress.report.schema import Report, Variant
+
+MIN_SPEEDUP = 1.10
+ROUND_TO = 8
+WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+# Ops that ONNX Runtime's CPU provider runs in INT8 when wrapped in QuantizeLinear/DequantizeLinear.
+INT8_OPS = WEIGHTED_OPS | {
+    "Add", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Clip", "Sigmoid", "Resize",
+    "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Gather", "Softmax", "LeakyRelu", "Flatten", "Split",
+    "Where", "Pad", "ArgMax", "Slice", "Expand", "Tile", "Identity", "Cast", "Shape",
+}  # fmt: skip
+
+
+def not_faster_warnings(report: Report, folder: Path) -> list[str]:
+    """One warning per (variant, target) where a compressed variant is < 10 % faster than its parent."""
+    warnings = []
+    for target in report.targets:
+        batch = pareto_batch(report, target)
+        for v in report.variants:
+            parent = report.variant(v.parent) if v.parent else None
+            mine, theirs = v.latency_at(target.name, batch), parent.latency_at(target.name, batch) if parent else None
+            if not (mine and theirs):
+                continue
+            speedup = theirs.p50_ms / mine.p50_ms
+            v.speedup_vs_parent[target.name] = round(speedup, 4)
+            if speedup < MIN_SPEEDUP and _compressed(v, parent):
+                reasons = likely_reasons(folder / v.path) or ["no cause visible in the graph; compare the profiles"]
+                warnings.append(f"{v.name} is only {speedup:.2f}× faster than {parent.name} on {target.name} "
+                                f"(batch {batch}); likely: {'; '.join(reasons)}")  # fmt: skip
+    return warnings
+
+
+def _compressed(v: Variant, parent: Variant) -> bool:
+    """Quantized relative to its parent, or pruned along the way."""
+    return (v.precision != parent.precision) or "pruning" in v.details
+
+
+def likely_reasons(path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    init = {t.name: t for t in graph.initializer}
+    produced_by = {out: node for node in graph.node for out in node.output}
+    reasons = []
+    off = [n.name for n in graph.node if n.op_type == "Conv" and _out_channels(n, init, produced_by) % ROUND_TO]
+    if off:
+        reasons.append(
+            f"{len(off)} convolution(s) with channel counts that are not multiples of {ROUND_TO} (set round_to)"
+        )
+    quantized = any(n.op_type == "DequantizeLinear" for n in graph.node)
+    if quantized:
+        floats = [n.name for n in graph.node if n.op_type in WEIGHTED_OPS and not _fed_by_dq(n, produced_by)]
+        if floats:
+            reasons.append(f"{len(floats)} weighted layer(s) left in floating point, e.g. {floats[0]}")
+        wrapped = sorted({n.op_type for n in graph.node if n.op_type not in INT8_OPS | {"QuantizeLinear", "DequantizeLinear"}
+                          and _fed_by_dq(n, produced_by)})  # fmt: skip
+        if wrapped:
+            reasons.append(f"quantize/dequantize pairs around ops without INT8 kernels: {', '.join(wrapped)}")
+    return reasons
+
+
+def _fed_by_dq(node, produced_by: dict) -> bool:
+    return any(produced_by.get(i) is not None and produced_by[i].op_type == "DequantizeLinear" for i in node.input)
+
+
+def _out_channels(node, init: dict, produced_by: dict) -> int:
+    """Output channels of a Conv from its weight, looking through a DequantizeLinear."""
+    weight = node.input[1]
+    if weight not in init and weight in produced_by:
+        weight = produced_by[weight].input[0]
+    return init[weight].dims[0] if weight in init else 0

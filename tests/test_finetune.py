@@ -1,0 +1,83 @@
+"""Fine-tuning with logit and feature distillation; teacher outputs computed once and cached."""
+
+from __future__ import annotations
+
+import pytest
+
+from compress.artifact import Artifact, save_torch
+from compress.errors import RecipeError, StageError
+from compress.models import build_model
+from compress.recipe import Distill, FeaturePair, FinetuneStage, ModelSpec, recipe_from_text
+from compress.stages import run_stage
+from tests.test_prune import make_splits, stage_ctx
+
+
+def artifact(tmp_path, model, name: str) -> Artifact:
+    folder = tmp_path / name
+    folder.mkdir()
+    return Artifact("torch", save_torch(model, folder), key=f"key-{name}", folder=folder)
+
+
+def test_distillation_with_feature_projection_and_cached_teacher(tmp_path):
+    splits = make_splits(16)
+    teacher = build_model(ModelSpec(arch="resnet", options={"width": 16, "blocks": [1, 1]}), tmp_path, 1, 10, 16)
+    student = build_model(ModelSpec(arch="resnet", options={"width": 8, "blocks": [1, 1]}), tmp_path, 1, 10, 16)
+    refs = {"train": artifact(tmp_path, teacher.eval(), "teacher")}
+    distill = Distill(teacher="train", features=[FeaturePair(student="layers.0", teacher="layers.0")])
+    cfg = FinetuneStage(type="finetune", name="ft", epochs=2, batch_size=8, distill=distill)
+    logs: list[str] = []
+    for run in ("a", "b"):
+        ctx = stage_ctx(tmp_path, splits, f"ft-{run}")
+        ctx.refs, ctx.log = refs, logs.append
+        out = run_stage(cfg, artifact(tmp_path, student, f"student-{run}"), ctx)
+        assert out.meta["distilled_from"] == "train" and len(out.meta["history"]) == 2
+    assert (tmp_path / "teacher-logits-key-teacher.npy").is_file()
+    assert any("reusing cached teacher outputs" in line for line in logs)
+
+
+def test_unknown_feature_layer_is_a_clear_error(tmp_path):
+    splits = make_splits(16)
+    model = build_model(ModelSpec(arch="resnet", options={"width": 8, "blocks": [1, 1]}), tmp_path, 1, 10, 16)
+    cfg = FinetuneStage(type="finetune", name="ft", epochs=1,
+                        distill=Distill(teacher="t", features=[FeaturePair(student="layer9", teacher="layers.0")]))  # fmt: skip
+    ctx = stage_ctx(tmp_path, splits, "ft")
+    ctx.refs = {"t": artifact(tmp_path, model.eval(), "t")}
+    with pytest.raises(StageError) as info:
+        run_stage(cfg, artifact(tmp_path, model, "s"), ctx)
+    assert "layer9" in info.value.message and "layers.0" in info.value.hint
+
+
+CHAIN = """\
+name: r
+model: {arch: resnet}
+stages:
+  - type: train
+  - type: prune
+  - type: finetune
+    distill: {}
+  - type: export
+"""
+
+
+def test_default_teacher_is_the_model_before_pruning():
+    recipe = recipe_from_text(CHAIN, "r.yaml")
+    assert recipe.stage("finetune").distill.teacher == "train"
+
+
+def test_distill_without_pruning_needs_a_named_teacher():
+    with pytest.raises(RecipeError) as info:
+        recipe_from_text(CHAIN.replace("  - type: prune\n", ""), "r.yaml")
+    assert "stages[1].distill: no default teacher" in str(info.value.problems[0])
+
+
+def test_named_teacher_must_exist():
+    text = CHAIN.replace("distill: {}", "distill: {teacher: trian}")
+    with pytest.raises(RecipeError) as info:
+        recipe_from_text(text, "r.yaml")
+    assert "did you mean 'train'" in str(info.value.problems[0])
+    text = CHAIN.replace("distill: {}", "distill: {teacher: teacher}")
+    with pytest.raises(RecipeError) as info:
+        recipe_from_text(text, "r.yaml")
+    assert "needs a top-level 'teacher:'" in str(info.value.problems[0])
+    ok = recipe_from_text("teacher: {arch: resnet, options: {width: 64}}\n" + text, "r.yaml")
+    assert ok.stage("finetune").references() == ["teacher"]

@@ -1,0 +1,124 @@
+"""Structured pruning makes real CNNs smaller: fewer parameters, a smaller ONNX file that still runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from compress.artifact import Artifact, load_torch, save_torch
+from compress.data import Splits
+from compress.errors import StageError
+from compress.models import build_model
+from compress.recipe import ExportStage, ModelSpec, PruneStage
+from compress.runtimes.onnxruntime import OnnxSession
+from compress.stages import StageContext, run_stage
+from compress.tasks import get_task
+
+MODELS = {
+    "resnet": ModelSpec(arch="resnet", options={"width": 16, "blocks": [1, 1]}),
+    "mobilenetv2": ModelSpec(arch="mobilenetv2", options={"width": 8, "blocks": [1, 1, 1]}),
+    "torchvision-resnet18": ModelSpec(arch="torchvision:resnet18"),
+    "torchvision-mobilenet_v3_small": ModelSpec(arch="torchvision:mobilenet_v3_small"),
+}
+
+
+def make_splits(size: int, channels: int = 1) -> Splits:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, channels, size, size)).astype(np.float32)
+    y = (np.arange(24) % 10).astype(np.int64)
+    return Splits(x, y, x, y, x, y, [str(i) for i in range(10)])
+
+
+def stage_ctx(tmp_path, splits: Splits, name: str) -> StageContext:
+    work = tmp_path / name
+    work.mkdir()
+    return StageContext(splits=splits, task=get_task("classification"), seed=0, workdir=work, log=lambda m: None,
+                        shared_cache=tmp_path)  # fmt: skip
+
+
+def prune_and_export(tmp_path, model, splits, cfg: PruneStage) -> tuple[Artifact, Artifact, Artifact]:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    source = Artifact("torch", save_torch(model, folder), folder=folder)
+    pruned = run_stage(cfg, source, stage_ctx(tmp_path, splits, "pruned"))
+    pruned.folder = tmp_path / "pruned"
+    exported = {}
+    for name, art in (("full", source), ("small", pruned)):
+        out = run_stage(ExportStage(type="export", name=f"export-{name}"), art, stage_ctx(tmp_path, splits, name))
+        out.folder = tmp_path / name
+        exported[name] = out
+    return pruned, exported["full"], exported["small"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(MODELS))
+def test_prune_export_and_run_in_onnxruntime(name, tmp_path):
+    size = 64 if name.startswith("torchvision") else 16
+    splits = make_splits(size)
+    model = build_model(MODELS[name], tmp_path, 1, 10, size).eval()
+    cfg = PruneStage(type="prune", name="prune", ratio=0.5)
+    pruned, full, small = prune_and_export(tmp_path, model, splits, cfg)
+    info = pruned.meta["pruning"]
+    assert info["params_after"] < 0.6 * info["params_before"] and info["macs_after"] < info["macs_before"]
+    assert small.path.stat().st_size < 0.6 * full.path.stat().st_size
+    logits = OnnxSession(small.path, threads=1).run({"input": splits.x_test[:3]})[0]
+    assert logits.shape == (3, 10), "the classifier keeps every class"
+    reloaded = load_torch(pruned)  # the pruned module reloads without the recipe
+    assert sum(p.numel() for p in reloaded.parameters()) == info["params_after"]
+
+
+def test_round_to_keeps_channel_multiples(tmp_path):
+    splits = make_splits(16)
+    model = build_model(MODELS["resnet"], tmp_path, 1, 10, 16).eval()
+    pruned, _, _ = prune_and_export(tmp_path, model, splits, PruneStage(type="prune", name="p", ratio=0.4, round_to=8))
+    convs = [m for m in load_torch(pruned).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.out_channels % 8 == 0 for c in convs)
+
+
+@pytest.mark.parametrize("goal", [{"macs_reduction": 2.0}, {"params_reduction": 3.0}])
+def test_prune_to_a_target_reduction(goal, tmp_path):
+    splits = make_splits(16)
+    model = build_model(MODELS["resnet"], tmp_path, 1, 10, 16).eval()
+    cfg = PruneStage(type="prune", name="p", importance="taylor", **goal)
+    pruned, _, _ = prune_and_export(tmp_path, model, splits, cfg)
+    info = pruned.meta["pruning"]
+    if "macs_reduction" in goal:
+        assert info["macs_before"] / info["macs_after"] >= 2.0
+    else:
+        assert info["params_before"] / info["params_after"] >= 3.0
+
+
+@pytest.mark.parametrize("importance", ["l1", "bn_scale"])
+def test_other_importances_and_global_scope(importance, tmp_path):
+    splits = make_splits(16)
+    model = build_model(MODELS["resnet"], tmp_path, 1, 10, 16).eval()
+    cfg = PruneStage(type="prune", name="p", importance=importance, scope="global", ratio=0.3, steps=2)
+    pruned, _, _ = prune_and_export(tmp_path, model, splits, cfg)
+    assert pruned.meta["pruning"]["steps"] == 2
+
+
+def test_ignored_layers_are_left_whole(tmp_path):
+    splits = make_splits(16)
+    model = build_model(MODELS["resnet"], tmp_path, 1, 10, 16).eval()
+    cfg = PruneStage(type="prune", name="p", ratio=0.5, ignore=["stem.0", "re:^layers\\.1\\."])
+    pruned, _, _ = prune_and_export(tmp_path, model, splits, cfg)
+    small = dict(load_torch(pruned).named_modules())
+    assert small["stem.0"].out_channels == 16 and small["layers.1.conv1"].out_channels == 32
+
+
+def test_unknown_ignore_pattern_is_a_clear_error(tmp_path):
+    splits = make_splits(16)
+    model = build_model(MODELS["resnet"], tmp_path, 1, 10, 16).eval()
+    with pytest.raises(StageError) as info:
+        prune_and_export(tmp_path, model, splits, PruneStage(type="prune", name="p", ignore=["stemm"]))
+    assert "match no module" in info.value.message and "stem" in info.value.hint
+
+
+def test_high_ratio_with_round_to_still_prunes_every_group(tmp_path):
+    splits = make_splits(16)
+    model = build_model(ModelSpec(arch="resnet", options={"width": 32, "blocks": [1, 1]}), tmp_path, 1, 10, 16).eval()
+    pruned, _, _ = prune_and_export(tmp_path, model, splits, PruneStage(type="prune", name="p", ratio=0.85, round_to=8))
+    convs = [m.out_channels for m in load_torch(pruned).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0] == 8, convs  # 32 * 0.15 = 4.8 channels -> the nearest multiple of 8, not "unpruned"
+    assert all(c % 8 == 0 for c in convs)
