@@ -60,11 +60,27 @@ def likely_reasons(path: Path) -> list[str]:
         floats = [n.name for n in graph.node if n.op_type in WEIGHTED_OPS and not _fed_by_dq(n, produced_by)]
         if floats:
             reasons.append(f"{len(floats)} weighted layer(s) left in floating point, e.g. {floats[0]}")
+        if _signed_activations(graph, init):
+            reasons.append(
+                "signed INT8 activations (S8S8): ONNX Runtime's fast x86 kernels take unsigned activations (U8S8)"
+            )
         wrapped = sorted({n.op_type for n in graph.node if n.op_type not in INT8_OPS | {"QuantizeLinear", "DequantizeLinear"}
                           and _fed_by_dq(n, produced_by)})  # fmt: skip
         if wrapped:
             reasons.append(f"quantize/dequantize pairs around ops without INT8 kernels: {', '.join(wrapped)}")
     return reasons
+
+
+def _signed_activations(graph, init: dict) -> bool:
+    """True when activations (not weights) are quantized to int8."""
+    from onnx import TensorProto
+
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] not in init and len(node.input) > 2:
+            zero_point = init.get(node.input[2])
+            if zero_point is not None and zero_point.data_type == TensorProto.INT8:
+                return True
+    return False
 
 
 def _fed_by_dq(node, produced_by: dict) -> bool:

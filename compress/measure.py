@@ -21,25 +21,36 @@ from compress.targets import TargetSpec
 from compress.tasks import Task
 
 
+@dataclass(frozen=True)
+class Deployable:
+    """A variant's file as a runtime sees it."""
+
+    path: Path
+    kind: str  # artifact kind: "onnx" or "openvino"
+    precision: str
+
+
 @dataclass
 class TargetResults:
     accuracy: dict[str, Accuracy] = field(default_factory=dict)
     latency: dict[str, list[Latency]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # variants this runtime cannot load, and why
     versions: dict[str, str] = field(default_factory=dict)
 
 
-def measure_target(
-    target: TargetSpec, models: dict[str, tuple[Path, str]], splits: Splits, task: Task, log
-) -> TargetResults:
-    """Accuracy, then interleaved latency, of every model ({name: (file, precision)}) on one target."""
-    runtime = get_runtime(target.runtime)
+def measure_target(target: TargetSpec, models: dict[str, Deployable], splits: Splits, task: Task, log) -> TargetResults:
+    """Accuracy, then interleaved latency, of every model this target's runtime can run."""
+    runtime = get_runtime(target)
     results = TargetResults(versions=runtime.versions())
     sessions: dict[str, Session] = {}
-    for name, (path, _) in models.items():
+    for name, model in models.items():
+        if model.kind not in runtime.formats:
+            results.skipped[name] = f"{target.runtime} cannot run {model.kind} files"
+            continue
         try:
-            results.accuracy[name] = evaluate(runtime.load(path, os.cpu_count() or 1), splits, task, target)
-            sessions[name] = runtime.load(path, target.threads)
+            results.accuracy[name] = evaluate(runtime.load(model.path, os.cpu_count() or 1), splits, task, target)
+            sessions[name] = runtime.load(model.path, target.threads)
         except CompressError as exc:
             results.errors[name] = exc.message
         except Exception as exc:  # a runtime refusing one file must not lose the other variants
@@ -49,7 +60,7 @@ def measure_target(
     for batch in target.batch_sizes:
         runnable = {n: s for n, s in sessions.items() if s.fixed_batch in (None, batch)}
         log(f"{target.name}: timing {len(runnable)} variant(s) at batch {batch} with {target.threads} thread(s)")
-        precisions = {n: s.precision or models[n][1] for n, s in runnable.items()}
+        precisions = {n: s.precision or models[n].precision for n, s in runnable.items()}
         for name, stats in time_batch(runnable, precisions, splits.x_test, batch, target).items():
             results.latency.setdefault(name, []).append(stats)
     return results
@@ -58,11 +69,22 @@ def measure_target(
 def evaluate(session: Session, splits: Splits, task: Task, target: TargetSpec) -> Accuracy:
     """Run the test split through the runtime and score it with the task's metric."""
     x, y = splits.x_test, splits.y_test
-    step = session.fixed_batch or target.eval_batch_size
-    outputs = [session.run({session.input_names[0]: x[i : i + step]})[0] for i in range(0, len(x), step)]
-    value = task.score(np.concatenate(outputs), y)
+    value = task.score(predict(session, x, target.eval_batch_size), y)
     return Accuracy(metric=task.metric, value=round(value, 4), split="test", runtime=target.runtime,
                     target=target.name, samples=len(y))  # fmt: skip
+
+
+def predict(session: Session, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """The first output for all of `x`, run in batches (one at a time for fixed-batch models)."""
+    step = session.fixed_batch or batch_size
+    return np.concatenate([session.run({session.input_names[0]: x[i : i + step]})[0] for i in range(0, len(x), step)])
+
+
+def quick_p50(session: Session, x: np.ndarray) -> float:
+    """A short single-thread latency probe (batch 1) for comparing candidates inside a stage."""
+    feeds = {session.input_names[0]: np.ascontiguousarray(x[:1])}
+    raw = measure_interleaved({"m": lambda: session.run(feeds)}, 5, 50, 0.2, 5.0, 1)
+    return summarize(raw["m"][0], 1).p50_ms
 
 
 def time_batch(

@@ -21,12 +21,13 @@ from compress.artifact import Artifact, save_torch
 from compress.data import Splits, load_data
 from compress.diagnose import not_faster_warnings
 from compress.lock import run_lock
-from compress.measure import TargetResults, measure_target
-from compress.recipe import ONNX, Recipe, target_search_dirs
+from compress.measure import Deployable, TargetResults, measure_target
+from compress.recipe import DEPLOYABLE, TORCH, Recipe, target_search_dirs
 from compress.report.pareto import mark_fronts
 from compress.report.plots import write_plots
 from compress.report.render import to_markdown
 from compress.report.schema import RecipeInfo, Report, TargetInfo, Variant, write_atomic
+from compress.runtimes import check_available
 from compress.stages import StageContext, run_stage
 from compress.targets import TargetSpec, resolve_targets
 from compress.tasks import get_task
@@ -59,6 +60,7 @@ class Pipeline:
     def run(self) -> Report:
         with run_lock(self.out):
             targets = resolve_targets(self.recipe.targets, target_search_dirs(self.recipe))
+            check_available(targets)
             splits, data_key = self.prepare_data()
             outputs = self.run_stages(splits, data_key)
             report = self.measure_and_report(outputs, targets, splits)
@@ -128,8 +130,11 @@ class Pipeline:
         return artifact
 
     def build_source(self, name: str, spec, splits: Splits, workdir: Path) -> Artifact:
+        import torch
+
         from compress.models import build_model, count_params
 
+        torch.manual_seed(self.recipe.seed)  # the same seed gives the same initial weights
         shape = splits.input_shape
         model = build_model(spec, self.recipe.base_dir, shape[0], splits.num_classes, shape[-1])
         file = save_torch(model, workdir)
@@ -147,11 +152,12 @@ class Pipeline:
     def variants(self, outputs: dict[str, Artifact]) -> list[tuple[str, str | None, Artifact]]:
         """(variant name, parent variant, artifact) for each stage that made a deployable model."""
         found: list[tuple[str, str | None, Artifact]] = []
+        entry_stages = {s.name for s in self.recipe.stages if s.consumes == TORCH and s.produces in DEPLOYABLE}
         for stage in self.recipe.stages:
-            if stage.produces == ONNX:
+            if stage.produces in DEPLOYABLE:
                 artifact = outputs[stage.name]
                 earlier = [(name, a.lineage) for name, _, a in found]
-                found.append((stage.variant, parent_variant(artifact.lineage, earlier), artifact))
+                found.append((stage.variant, parent_variant(artifact.lineage, earlier, entry_stages), artifact))
         return found
 
     def measure_and_report(self, outputs: dict[str, Artifact], targets: list[TargetSpec], splits: Splits) -> Report:
@@ -159,7 +165,10 @@ class Pipeline:
         models_dir = self.out / "models"
         models_dir.mkdir(parents=True, exist_ok=True)
         variants = [self.publish(name, parent, artifact, models_dir) for name, parent, artifact in found]
-        models = {v.name: (self.out / v.path, v.precision) for v in variants}
+        models = {
+            v.name: Deployable(self.out / v.path, a.kind, v.precision)
+            for v, (_, _, a) in zip(variants, found, strict=True)
+        }
         target_infos = []
         for target in targets:
             results = measure_target(target, models, splits, self.task, self.log)
@@ -182,34 +191,45 @@ class Pipeline:
         return report
 
     def publish(self, name: str, parent: str | None, artifact: Artifact, models_dir: Path) -> Variant:
-        """Copy a deployable artifact to models/<variant>.onnx and describe it."""
+        """Copy a deployable artifact to models/<variant>.<ext> (with companion files) and describe it."""
         dest = models_dir / f"{name}{artifact.path.suffix}"
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        shutil.copyfile(artifact.path, tmp)
-        os.replace(tmp, dest)
+        size = 0
+        for file in model_files(artifact):
+            target = models_dir / f"{name}{file.suffix}"
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(file, tmp)
+            os.replace(tmp, target)
+            size += target.stat().st_size
         meta = artifact.meta
         details = {k: v for k, v in meta.items() if k not in ("params", "macs", "precision", "format")}
-        return Variant(name=name, stages=artifact.lineage, parent=parent, format=meta.get("format", "onnx"),
+        return Variant(name=name, stages=artifact.lineage, parent=parent, format=meta.get("format", artifact.kind),
                        precision=meta.get("precision", "fp32"), path=str(dest.relative_to(self.out)),
-                       size_bytes=dest.stat().st_size, params=meta.get("params"), macs=meta.get("macs"),
-                       details=details)  # fmt: skip
+                       size_bytes=size, params=meta.get("params"), macs=meta.get("macs"), details=details)  # fmt: skip
 
     def write_outputs(self, report: Report) -> None:
         report.save(self.out / "report.json")
         render_all(report, self.out, plot=self.recipe.report.plot)
 
 
-def parent_variant(lineage: list[str], earlier: list[tuple[str, list[str]]]) -> str | None:
+def model_files(artifact: Artifact) -> list[Path]:
+    """The model file and its companions (OpenVINO's .bin beside the .xml)."""
+    stem = artifact.path.with_suffix("")
+    return [artifact.path, *(p for p in [stem.with_suffix(".bin")] if artifact.kind == "openvino" and p.is_file())]
+
+
+def parent_variant(lineage: list[str], earlier: list[tuple[str, list[str]]], entry_stages: set[str]) -> str | None:
     """The closest earlier variant this one derives from.
 
-    A variant W is an ancestor of V when the chain that made W, less its own last stage, is a prefix
-    of V's chain; siblings (two fine-tunings of one pruned model) are not. The longest such chain wins.
+    W is an ancestor of V when W's chain is a prefix of V's (V was made from W), or when W is the
+    deployable form of a model in V's chain (W's last stage turned a PyTorch model from V's chain
+    into a file). Siblings, such as two quantizations of one export, are not. The longest chain wins.
     """
     best, best_len = None, 0
     for name, other in earlier:
-        stem = other[:-1]
-        if stem and lineage[: len(stem)] == stem and len(stem) > best_len:
-            best, best_len = name, len(stem)
+        ancestor = lineage[: len(other)] == other
+        exported = other[-1] in entry_stages and lineage[: len(other) - 1] == other[:-1]
+        if (ancestor or exported) and len(other) > best_len:
+            best, best_len = name, len(other)
     return best
 
 

@@ -21,7 +21,8 @@ from compress.errors import Problem, RecipeError
 from compress.targets import TargetSpec, find_target, missing_target_problem
 from compress.yamlconfig import Marks, locate, parse_yaml, read_yaml, suggest, validate
 
-TORCH, ONNX = "torch", "onnx"  # artifact kinds that flow between stages
+TORCH, ONNX, OPENVINO = "torch", "onnx", "openvino"  # artifact kinds that flow between stages
+DEPLOYABLE = (ONNX, OPENVINO)  # kinds a runtime can measure; each such stage output is a variant
 
 
 class Strict(BaseModel):
@@ -65,17 +66,25 @@ class StageBase(Strict):
     name: str | None = Field(None, description="unique stage name; defaults to its type")
     input: str | None = Field(None, description="name of the stage whose output this one takes")
     variant: str | None = Field(None, description="report name of the model this stage produces")
-    consumes: ClassVar[str] = TORCH
-    produces: ClassVar[str] = TORCH
     default_variant: ClassVar[str | None] = None  # set on stages whose output is deployable
+
+    @property
+    def consumes(self) -> str:
+        """The artifact kind this stage takes."""
+        return TORCH
+
+    @property
+    def produces(self) -> str:
+        """The artifact kind this stage makes."""
+        return TORCH
 
     def references(self) -> list[str]:
         """Artifacts this stage reads besides its input (e.g. a teacher)."""
         return []
 
 
-class TrainingBase(StageBase):
-    """Optimisation settings shared by `train` and `finetune`."""
+class TrainingOptions(Strict):
+    """Optimisation settings shared by `train`, `finetune` and quantization-aware training."""
 
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(64, ge=2, le=65_536)
@@ -86,6 +95,10 @@ class TrainingBase(StageBase):
     schedule: Literal["cosine", "constant"] = "cosine"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     amp: bool = Field(False, description="bfloat16 autocast where the CPU supports it")
+
+
+class TrainingBase(StageBase, TrainingOptions):
+    pass
 
 
 class TrainStage(TrainingBase):
@@ -161,32 +174,82 @@ class ExportStage(StageBase):
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
     dynamic_batch: bool = True
     check: ExportCheck = Field(default_factory=ExportCheck)
-    consumes: ClassVar[str] = TORCH
-    produces: ClassVar[str] = ONNX
     default_variant: ClassVar[str | None] = "fp32"
+
+    @property
+    def produces(self) -> str:
+        return ONNX
 
 
 class Calibration(Strict):
-    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    method: Literal["minmax", "entropy", "percentile", "mean_minmax"] = "minmax"
     samples: int = Field(256, ge=1, le=100_000, description="drawn from the training split")
     percentile: float = Field(99.999, gt=90, le=100, description="percentile method only")
 
 
+class QatOptions(TrainingOptions):
+    """Fine-tuning with fake quantization (method: qat)."""
+
+    epochs: int = Field(3, ge=1, le=10_000)
+    lr: float = Field(1e-4, gt=0, le=10)
+    distill: Distill | None = None
+
+
+ORT_ONLY = ("activations", "weights", "reduce_range")
+OPENVINO_ONLY = ("preset", "bias_correction")
+
+
 class QuantizeStage(StageBase):
-    """INT8 post-training static quantization (QDQ) of an exported ONNX model."""
+    """INT8 quantization: post-training (ONNX Runtime QDQ or NNCF to OpenVINO IR) or quantization-aware."""
 
     type: Literal["quantize"]
-    method: Literal["ptq"] = "ptq"
-    backend: Literal["onnxruntime"] = "onnxruntime"
+    method: Literal["ptq", "qat"] = "ptq"
+    backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
     calibration: Calibration = Field(default_factory=Calibration)
     per_channel: bool = True
     activations: Literal["uint8", "int8"] = "uint8"
     weights: Literal["int8", "uint8"] = "int8"
-    reduce_range: bool = False
+    reduce_range: bool | None = Field(None, description="7-bit weights; default: on for CPUs without VNNI")
+    preset: Literal["symmetric", "mixed"] | None = Field(None, description="NNCF preset (openvino)")
+    bias_correction: bool | None = Field(None, description="NNCF fast bias correction (openvino); default on")
+    model_type: Literal["cnn", "transformer"] = "cnn"
     ignore: list[str] = Field(default_factory=list, description="node names, op types or re: patterns kept in float")
-    consumes: ClassVar[str] = ONNX
-    produces: ClassVar[str] = ONNX
+    max_accuracy_drop: float | None = Field(None, gt=0, description="accuracy-aware PTQ budget, in points or relative")
+    drop_type: Literal["absolute", "relative"] = "absolute"
+    qat: QatOptions | None = Field(None, description="training settings for method: qat")
     default_variant: ClassVar[str | None] = "int8"
+
+    @model_validator(mode="after")
+    def _options_fit_backend(self) -> QuantizeStage:
+        other = OPENVINO_ONLY if self.backend == "onnxruntime" else ORT_ONLY
+        given = [k for k in other if k in self.model_fields_set]
+        if given:
+            raise ValueError(f"{', '.join(given)} do(es) not apply to backend '{self.backend}'")
+        if self.backend == "openvino" and self.calibration.method == "entropy":
+            raise ValueError("calibration.method 'entropy' is ONNX Runtime's; use minmax, mean_minmax or percentile")
+        if self.method == "qat" and self.backend != "onnxruntime":
+            raise ValueError(
+                "method 'qat' exports a QDQ ONNX file (runs in ONNX Runtime and OpenVINO); use backend onnxruntime"
+            )
+        if self.qat is not None and self.method != "qat":
+            raise ValueError("'qat' settings need method: qat")
+        if self.method == "qat" and self.max_accuracy_drop is not None:
+            raise ValueError("max_accuracy_drop applies to method: ptq")
+        if self.method == "qat" and self.qat is None:
+            self.qat = QatOptions()
+        return self
+
+    @property
+    def consumes(self) -> str:
+        return TORCH if self.method == "qat" else ONNX
+
+    @property
+    def produces(self) -> str:
+        return OPENVINO if self.backend == "openvino" else ONNX
+
+    def references(self) -> list[str]:
+        distill = self.qat.distill if self.qat else None
+        return [distill.teacher] if distill and distill.teacher else []
 
 
 Stage = Annotated[Union[TrainStage, PruneStage, FinetuneStage, ExportStage, QuantizeStage], Field(discriminator="type")]
@@ -386,14 +449,14 @@ def _check_stages(recipe: Recipe, marks: Marks, filename: str) -> list[Problem]:
         if kind != stage.consumes:
             problems.append(locate((*here, "type"), marks, filename, _order_message(stage, kind, source)))
         chain = [*lineage.get(source, []), stage.name]
-        if isinstance(stage, FinetuneStage) and stage.distill:
-            problems += _check_teacher(
-                recipe, stage, chain, produced, lineage, (*here, "distill", "teacher"), marks, filename
-            )
+        distill = _distill_of(stage)
+        if distill:
+            where = (*here, "qat", "distill", "teacher") if stage.type == "quantize" else (*here, "distill", "teacher")
+            problems += _check_teacher(recipe, distill, chain, produced, where, marks, filename)
         if stage.variant and stage.variant in variants:
             msg = f"variant name '{stage.variant}' is also produced by stage '{variants[stage.variant]}'; set a distinct 'variant'"
             problems.append(locate((*here, "variant"), marks, filename, msg))
-        if stage.produces == ONNX and stage.variant:
+        if stage.produces in DEPLOYABLE and stage.variant:
             variants[stage.variant] = stage.name
         produced[stage.name], lineage[stage.name] = stage.produces, chain
         previous = stage.name
@@ -404,9 +467,16 @@ def _check_stages(recipe: Recipe, marks: Marks, filename: str) -> list[Problem]:
     return problems
 
 
-def _check_teacher(recipe, stage, chain, produced, lineage, path, marks, filename) -> list[Problem]:
+def _distill_of(stage: Any) -> Distill | None:
+    if isinstance(stage, FinetuneStage):
+        return stage.distill
+    if isinstance(stage, QuantizeStage) and stage.qat:
+        return stage.qat.distill
+    return None
+
+
+def _check_teacher(recipe, distill: Distill, chain, produced, path, marks, filename) -> list[Problem]:
     """Resolve the default teacher (the model before the first prune) and check a named one."""
-    distill = stage.distill
     if distill.teacher is None:
         types = {s.name: s.type for s in recipe.stages}
         first_prune = next((i for i, name in enumerate(chain) if types.get(name) == "prune"), None)
@@ -425,8 +495,9 @@ def _check_teacher(recipe, stage, chain, produced, lineage, path, marks, filenam
 
 
 def _order_message(stage: Any, kind: str, source: str) -> str:
-    need = {TORCH: "a PyTorch model", ONNX: "an exported ONNX model"}
-    fix = {ONNX: "place it after an 'export' stage", TORCH: "place it before the 'export' stage"}
+    need = {TORCH: "a PyTorch model", ONNX: "an exported ONNX model", OPENVINO: "an OpenVINO IR model"}
+    fix = {ONNX: "place it after an 'export' stage", TORCH: "place it before the 'export' stage",
+           OPENVINO: "give it an OpenVINO model"}  # fmt: skip
     return (
         f"stage '{stage.name}' ({stage.type}) needs {need[stage.consumes]} but '{source}' gives "
         f"{need[kind]}; {fix[stage.consumes]}"

@@ -19,6 +19,7 @@ STAGES = {
 
 RUNTIMES = {
     "onnxruntime": "compress.runtimes.onnxruntime:OnnxRuntime",
+    "openvino": "compress.runtimes.openvino:OpenVINORuntime",
 }
 
 MODELS = {

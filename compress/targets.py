@@ -14,8 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from compress.errors import Problem, RecipeError
 from compress.yamlconfig import read_yaml, suggest, validate
 
-RUNTIME_NAMES = ("onnxruntime",)
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -42,9 +40,14 @@ class TargetSpec(Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
-    runtime: Literal["onnxruntime"]
+    runtime: Literal["onnxruntime", "openvino"]
     device: Literal["cpu"] = "cpu"
     threads: int = Field(1, ge=1, le=1024, description="intra-op threads used for latency")
+    streams: int = Field(1, ge=1, le=256, description="OpenVINO inference streams")
+    performance_hint: Literal["latency", "throughput"] = Field("latency", description="OpenVINO performance hint")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="precision of floating-point layers; OpenVINO would pick bf16 on AVX-512 BF16 CPUs"
+    )
     batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
     protocol: LatencyProtocol = Field(default_factory=LatencyProtocol)
     eval_batch_size: int = Field(64, ge=1, le=65_536, description="batch for accuracy runs")

@@ -62,12 +62,16 @@ def test_report_round_trips_through_json_and_plots(tmp_path):
 def test_parent_is_the_closest_ancestor_not_a_sibling():
     from compress.pipeline import parent_variant
 
-    fp32, int8 = ["train", "export"], ["train", "export", "quantize"]
+    fp32, int8, int8_ov = ["train", "export"], ["train", "export", "quantize"], ["train", "export", "quantize-ov"]
+    qat = ["train", "qat"]
     kd, ce = ["train", "prune", "ft-kd", "export-kd"], ["train", "prune", "ft-ce", "export-ce"]
     kd_int8 = [*kd, "quantize-kd"]
+    entry = {"export", "export-kd", "export-ce", "qat"}
     earlier = [("fp32", fp32), ("int8", int8), ("kd", kd)]
-    assert parent_variant(fp32, []) is None
-    assert parent_variant(int8, earlier[:1]) == "fp32"
-    assert parent_variant(kd, earlier[:2]) == "fp32"
-    assert parent_variant(ce, earlier) == "fp32"
-    assert parent_variant(kd_int8, earlier) == "kd"
+    assert parent_variant(fp32, [], entry) is None
+    assert parent_variant(int8, earlier[:1], entry) == "fp32"
+    assert parent_variant(int8_ov, earlier[:2], entry) == "fp32"  # a sibling quantization is not a parent
+    assert parent_variant(qat, earlier[:2], entry) == "fp32"
+    assert parent_variant(kd, earlier[:2], entry) == "fp32"
+    assert parent_variant(ce, earlier, entry) == "fp32"
+    assert parent_variant(kd_int8, earlier, entry) == "kd"

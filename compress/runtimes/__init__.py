@@ -9,14 +9,24 @@ from compress.errors import RuntimeMissingError
 
 if TYPE_CHECKING:
     from compress.runtimes.base import Runtime
+    from compress.targets import TargetSpec
 
 
-def get_runtime(name: str) -> Runtime:
-    """The runtime registered as `name`; a clear error naming the extra when it is not installed."""
-    cls = registry.resolve(registry.RUNTIMES, name)
-    if not cls.available():
-        raise RuntimeMissingError(
-            f"runtime '{name}' is not installed",
-            hint=f"pip install 'compress[{cls.extra}]'" if cls.extra else f"install {cls.package}",
-        )
-    return cls()
+def runtime_class(name: str) -> type[Runtime]:
+    return registry.resolve(registry.RUNTIMES, name)
+
+
+def check_available(targets: list[TargetSpec]) -> None:
+    """Fail before any work when a target's runtime is missing, naming the extra to install."""
+    for target in targets:
+        cls = runtime_class(target.runtime)
+        if not cls.available():
+            install = f"pip install 'compress[{cls.extra}]'" if cls.extra else f"pip install {cls.package}"
+            raise RuntimeMissingError(f"target '{target.name}' needs runtime '{target.runtime}', which is not installed",
+                                      hint=f"{install}, or remove the target from the recipe")  # fmt: skip
+
+
+def get_runtime(target: TargetSpec) -> Runtime:
+    """The runtime a target names, configured from the target."""
+    check_available([target])
+    return runtime_class(target.runtime)(target)

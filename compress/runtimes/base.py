@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from compress.targets import TargetSpec
 
 
 class Session(ABC):
@@ -27,10 +30,18 @@ class Runtime(ABC):
     name: ClassVar[str]
     package: ClassVar[str]  # import name checked by available()
     extra: ClassVar[str | None] = None  # pip extra that installs it, if optional
+    formats: ClassVar[tuple[str, ...]] = ("onnx",)  # artifact formats it can load
+
+    def __init__(self, target: TargetSpec | None = None) -> None:
+        self.target = target
 
     @classmethod
     def available(cls) -> bool:
-        return importlib.util.find_spec(cls.package) is not None
+        try:
+            importlib.import_module(cls.package)
+        except ImportError:
+            return False
+        return True
 
     @abstractmethod
     def load(self, path: Path, threads: int) -> Session:

@@ -8,6 +8,7 @@ student's width differs. Teacher logits on the training split are computed once 
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -25,20 +26,27 @@ from compress.stages.train import fit, save_trained
 def run(cfg: FinetuneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     model = load_torch(artifact)
     if cfg.distill is None:
-        return save_trained(model, cfg, artifact, ctx, fit(model, cfg, ctx))
-    teacher_artifact = ctx.refs[cfg.distill.teacher]
+        return save_trained(model, cfg, artifact, ctx, fit(model, cfg, ctx, cfg.name))
+    with distillation(cfg.distill, cfg.label_smoothing, model, ctx) as (loss, extra_params):
+        history = fit(model, cfg, ctx, cfg.name, loss, extra_params)
+    return save_trained(model, cfg, artifact, ctx, history, distilled_from=cfg.distill.teacher)
+
+
+@contextlib.contextmanager
+def distillation(cfg: Distill, smoothing: float, student: nn.Module, ctx: StageContext):
+    """Yield (loss function, extra trainable parameters) for distilling into `student`."""
+    teacher_artifact = ctx.refs[cfg.teacher]
     teacher = load_torch(teacher_artifact).eval()
     logits = teacher_logits(teacher, teacher_artifact, ctx)
-    student_taps = FeatureTaps(model, [p.student for p in cfg.distill.features])
-    teacher_taps = FeatureTaps(teacher, [p.teacher for p in cfg.distill.features])
-    projections = make_projections(model, teacher, student_taps, teacher_taps, ctx)
-    loss = distill_loss(cfg.distill, cfg.label_smoothing, logits, teacher, student_taps, teacher_taps, projections, ctx)
+    student_taps = FeatureTaps(student, [p.student for p in cfg.features])
+    teacher_taps = FeatureTaps(teacher, [p.teacher for p in cfg.features])
     try:
-        history = fit(model, cfg, ctx, loss, list(projections.parameters()))
+        projections = make_projections(student, teacher, student_taps, teacher_taps, ctx)
+        loss = distill_loss(cfg, smoothing, logits, teacher, student_taps, teacher_taps, projections, ctx)
+        yield loss, list(projections.parameters())
     finally:
         student_taps.remove()
         teacher_taps.remove()
-    return save_trained(model, cfg, artifact, ctx, history, distilled_from=cfg.distill.teacher)
 
 
 def teacher_logits(teacher: nn.Module, artifact: Artifact, ctx: StageContext) -> np.ndarray:

@@ -1,61 +1,136 @@
-"""`quantize` (method: ptq, backend: onnxruntime): static INT8 quantization in QDQ format.
+"""`quantize`: INT8 by post-training quantization (ONNX Runtime or NNCF/OpenVINO) or QAT.
 
-Follows ONNX Runtime's static quantization: graph pre-processing (shape inference, folding),
-calibration of activation ranges on a training subset, then QuantizeLinear/DequantizeLinear pairs
-that the runtime fuses into integer kernels. Unsigned activations with signed weights (U8S8) is
-the default: on x86 CPUs with VNNI it is the fast path.
+The ONNX Runtime path follows its static quantization: graph pre-processing (shape inference,
+folding), calibration of activation ranges on a training subset, then QuantizeLinear /
+DequantizeLinear pairs that the runtime fuses into integer kernels. Unsigned activations with
+signed weights (U8S8) is the default: on x86 CPUs with VNNI it is the fast path. On CPUs without
+VNNI, U8S8 kernels can saturate, so weights get 7 bits (reduce_range) unless the recipe says.
+With `max_accuracy_drop`, layers go back to floating point in order of measured sensitivity
+until the validation accuracy is within budget (see accuracy_control.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import logging
+from pathlib import Path
+
 import numpy as np
 
 from compress.artifact import Artifact
+from compress.environment import cpu_info
 from compress.errors import StageError
 from compress.recipe import QuantizeStage
 from compress.selection import matches
 from compress.stages import StageContext
 
 CALIBRATION_BATCH = 32
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def run(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Artifact:
+    if cfg.method == "qat":
+        from compress.stages.qat import run_qat
+
+        return run_qat(cfg, artifact, ctx)
+    if cfg.backend == "openvino":
+        from compress.stages.quantize_openvino import run_openvino
+
+        return run_openvino(cfg, artifact, ctx)
+    return run_onnxruntime(cfg, artifact, ctx)
+
+
+def run_onnxruntime(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Artifact:
+    source = preprocess(artifact.path, ctx)
+    reduce_range, reason = choose_reduce_range(cfg, cpu_info()["isa"])
+    if reason:
+        ctx.log(f"{cfg.name}: {reason}")
+    base_excluded = excluded_nodes(source, cfg.ignore, ctx)
+    calibration = ctx.splits.calibration(cfg.calibration.samples, ctx.seed)
+    out = ctx.workdir / "model.onnx"
+
+    def quantize(excluded: list[str], path: Path = out) -> Path:
+        quantize_ort(cfg, source, path, calibration, excluded, reduce_range, ctx)
+        return path
+
+    control = None
+    if cfg.max_accuracy_drop is None:
+        quantize(base_excluded)
+    else:
+        from compress.stages.accuracy_control import control_accuracy
+
+        control = control_accuracy(cfg, artifact.path, source, base_excluded, quantize, out, ctx)
+    if source != artifact.path:
+        source.unlink(missing_ok=True)
+    excluded = control["float_nodes"] if control else base_excluded
+    meta = ort_meta(cfg, out, excluded, len(calibration), reduce_range, reason)
+    if control:
+        meta["accuracy_control"] = control
+    ctx.log(f"{cfg.name}: {meta['quantized_ops']} ops quantized ({cfg.activations} activations, {cfg.weights} weights)")
+    return Artifact("onnx", out.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
+
+
+def inherited(artifact: Artifact) -> dict:
+    """Metadata a quantized model keeps from its float parent (params, MACs, pruning, ...)."""
+    drop = ("precision", "export_max_abs_diff", "history", "format")
+    return {k: v for k, v in artifact.meta.items() if k not in drop}
+
+
+def choose_reduce_range(cfg: QuantizeStage, isa: list[str]) -> tuple[bool, str | None]:
+    """ONNX Runtime's documented remedy for U8S8 saturation on CPUs without VNNI: 7-bit weights."""
+    if cfg.reduce_range is not None:
+        return cfg.reduce_range, None
+    u8s8 = cfg.activations == "uint8" and cfg.weights == "int8"
+    if u8s8 and isa and not any(flag in isa for flag in VNNI_FLAGS):
+        return True, "this CPU has no VNNI: U8S8 kernels can saturate, so weights use 7 bits (reduce_range)"
+    return False, None
+
+
+def quantize_ort(cfg, source: Path, out: Path, calibration: np.ndarray, excluded, reduce_range, ctx) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    source = preprocess(artifact.path, ctx)
-    excluded = excluded_nodes(source, cfg.ignore, ctx)
-    calibration = ctx.splits.calibration(cfg.calibration.samples, ctx.seed)
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}  # fmt: skip
-    out = ctx.workdir / "model.onnx"
+    if cfg.calibration.method not in methods:
+        raise StageError(f"calibration method '{cfg.calibration.method}' is not available in ONNX Runtime",
+                         hint="use minmax, entropy or percentile")  # fmt: skip
+    extra = {}
+    if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        extra["calibration_cache_path"] = ctx.workdir / "calibration.json"  # calibrate once, requantize fast
     try:
-        quantize_static(
-            source, out, _reader(ctx.task.input_names[0], calibration),
-            quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
+        with quiet_root_logger():  # the quantizer logs a warning per 1-D weight through the root logger
+            quantize_static(
+                source, out, _reader(ctx.task.input_names[0], calibration),
+            quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel, reduce_range=reduce_range,
             activation_type=types[cfg.activations], weight_type=types[cfg.weights],
-            calibrate_method=methods[cfg.calibration.method], nodes_to_exclude=excluded,
-            extra_options={"CalibPercentile": cfg.calibration.percentile},
-        )  # fmt: skip
+            calibrate_method=methods[cfg.calibration.method], nodes_to_exclude=list(excluded),
+                extra_options={"CalibPercentile": cfg.calibration.percentile}, **extra,
+            )  # fmt: skip
     except Exception as exc:  # the quantizer raises bare exceptions; keep the first line for the user
-        raise StageError(f"ONNX Runtime quantization failed: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+        first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        raise StageError(f"ONNX Runtime quantization failed: {first}",
                          hint=f"try another calibration method or add the failing node to 'ignore' in stage '{cfg.name}'") from None  # fmt: skip
+
+
+@contextlib.contextmanager
+def quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
     finally:
-        if source != artifact.path:
-            source.unlink(missing_ok=True)
-    meta = quantization_meta(cfg, out, excluded, len(calibration))
-    ctx.log(
-        f"{cfg.name}: {meta['quantized_ops']} ops quantized ({meta['activations']} activations, {meta['weights']} weights)"
-    )
-    base = {k: v for k, v in artifact.meta.items() if k not in ("precision", "export_max_abs_diff")}
-    return Artifact("onnx", out.name, lineage=[*artifact.lineage, cfg.name], meta={**base, **meta})
+        root.setLevel(level)
 
 
-def preprocess(path, ctx: StageContext):
+def preprocess(path: Path, ctx: StageContext) -> Path:
     """ORT's recommended pre-processing; symbolic shape inference fails on some graphs, so retry without."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = ctx.workdir / "preprocessed.onnx"
+    reason = ""
     for skip_symbolic in (False, True):
         try:
             quant_pre_process(str(path), str(out), skip_symbolic_shape=skip_symbolic)
@@ -66,7 +141,7 @@ def preprocess(path, ctx: StageContext):
     return path
 
 
-def excluded_nodes(path, patterns: list[str], ctx: StageContext) -> list[str]:
+def excluded_nodes(path: Path, patterns: list[str], ctx: StageContext) -> list[str]:
     import onnx
 
     if not patterns:
@@ -79,19 +154,28 @@ def excluded_nodes(path, patterns: list[str], ctx: StageContext) -> list[str]:
     return names
 
 
-def quantization_meta(cfg: QuantizeStage, path, excluded: list[str], samples: int) -> dict:
+def count_quantized_ops(path: Path) -> int:
+    """Ops (other than Q/DQ themselves) that take at least one dequantized input."""
     import onnx
 
     graph = onnx.load(str(path)).graph
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    quantized = [n for n in graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
-                 and any(i in dequantized for i in n.input)]  # fmt: skip
+    skip = ("QuantizeLinear", "DequantizeLinear")
+    return sum(1 for n in graph.node if n.op_type not in skip and any(i in dequantized for i in n.input))
+
+
+def ort_meta(cfg: QuantizeStage, path: Path, excluded: list[str], samples: int, reduce_range: bool, reason) -> dict:
     return {
         "precision": "int8", "format": "onnx-qdq", "method": "ptq", "backend": "onnxruntime",
         "activations": cfg.activations, "weights": cfg.weights, "per_channel": cfg.per_channel,
-        "reduce_range": cfg.reduce_range, "calibration": {"method": cfg.calibration.method, "samples": samples},
-        "quantized_ops": len(quantized), "float_nodes": excluded,
+        "reduce_range": reduce_range, **({"reduce_range_reason": reason} if reason else {}),
+        "calibration": {"method": cfg.calibration.method, "samples": samples},
+        "quantized_ops": count_quantized_ops(path), "float_nodes": excluded,
     }  # fmt: skip
+
+
+def calibration_batches(data: np.ndarray, step: int = CALIBRATION_BATCH) -> list[np.ndarray]:
+    return [data[i : i + step] for i in range(0, len(data), step)]
 
 
 def _reader(input_name: str, data: np.ndarray):
@@ -100,8 +184,7 @@ def _reader(input_name: str, data: np.ndarray):
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            step = CALIBRATION_BATCH
-            self._batches = iter([{input_name: data[i : i + step]} for i in range(0, len(data), step)])
+            self._batches = iter([{input_name: b} for b in calibration_batches(data)])
 
         def get_next(self):
             return next(self._batches, None)

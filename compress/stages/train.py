@@ -18,7 +18,7 @@ from torch import nn
 from compress.artifact import Artifact, load_torch, save_torch
 from compress.models import count_params
 from compress.progress import progress_bar
-from compress.recipe import TrainingBase, TrainStage
+from compress.recipe import TrainingOptions, TrainStage
 from compress.stages import StageContext
 
 # (model outputs, batch indices into the training split, labels) -> loss
@@ -27,11 +27,11 @@ LossFn = Callable[[torch.Tensor, np.ndarray, torch.Tensor], torch.Tensor]
 
 def run(cfg: TrainStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     model = load_torch(artifact)
-    history = fit(model, cfg, ctx)
+    history = fit(model, cfg, ctx, cfg.name)
     return save_trained(model, cfg, artifact, ctx, history)
 
 
-def fit(model: nn.Module, cfg: TrainingBase, ctx: StageContext, loss_fn: LossFn | None = None,
+def fit(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str, loss_fn: LossFn | None = None,
         extra_params: list[nn.Parameter] = ()) -> list[dict]:  # fmt: skip
     """Train `model` in place and load the weights of its best validation epoch."""
     torch.manual_seed(ctx.seed)
@@ -43,7 +43,7 @@ def fit(model: nn.Module, cfg: TrainingBase, ctx: StageContext, loss_fn: LossFn 
     loss_fn = loss_fn or (lambda out, idx, labels: ce(out, labels))
     rng = np.random.default_rng(ctx.seed)
     best_acc, best_state, history = -1.0, None, []
-    with progress_bar(f"{cfg.type} {cfg.name}", cfg.epochs, ctx.show_progress) as advance:
+    with progress_bar(label, cfg.epochs, ctx.show_progress) as advance:
         for epoch in range(cfg.epochs):
             loss = train_epoch(model, splits.x_train, splits.y_train, cfg, optimizer, schedule, loss_fn, rng)
             acc = evaluate(model, splits.x_val, splits.y_val)
@@ -53,7 +53,7 @@ def fit(model: nn.Module, cfg: TrainingBase, ctx: StageContext, loss_fn: LossFn 
             advance(f"loss {loss:.3f} val {acc:.1f}%")
     model.load_state_dict(best_state)
     model.eval()
-    ctx.log(f"{cfg.name}: best validation accuracy {best_acc:.2f}% after {cfg.epochs} epochs")
+    ctx.log(f"{label}: best validation accuracy {best_acc:.2f}% after {cfg.epochs} epochs")
     return history
 
 
@@ -64,13 +64,13 @@ def save_trained(model: nn.Module, cfg, artifact: Artifact, ctx: StageContext, h
     return Artifact("torch", file, lineage=[*artifact.lineage, cfg.name], meta=meta)
 
 
-def make_optimizer(cfg: TrainingBase, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainingOptions, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def make_schedule(cfg: TrainingBase, optimizer: torch.optim.Optimizer, steps: int):
+def make_schedule(cfg: TrainingOptions, optimizer: torch.optim.Optimizer, steps: int):
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
@@ -83,7 +83,7 @@ def autocast(enabled: bool):
     return contextlib.nullcontext()
 
 
-def train_epoch(model, x, y, cfg: TrainingBase, optimizer, schedule, loss_fn: LossFn, rng) -> float:
+def train_epoch(model, x, y, cfg: TrainingOptions, optimizer, schedule, loss_fn: LossFn, rng) -> float:
     model.train()
     order = rng.permutation(len(x))
     total, count = 0.0, 0

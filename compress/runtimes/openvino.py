@@ -1,0 +1,72 @@
+"""OpenVINO on the CPU: runs ONNX files and OpenVINO IR with fixed threads, streams and precision.
+
+OpenVINO's CPU plugin computes "fp32" models in bf16 by default on CPUs with AVX-512 BF16 or AMX;
+this runtime always sets INFERENCE_PRECISION_HINT from the target and records the precision the
+compiled model reports, so a report never calls a bf16 run fp32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from compress.runtimes.base import Runtime, Session
+
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+class OpenVINOSession(Session):
+    def __init__(self, path: Path, threads: int, streams: int, hint: str, precision: str) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(path))
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": streams,
+            "PERFORMANCE_HINT": hint.upper(),
+            "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+            "ENABLE_CPU_PINNING": False,
+        }
+        self._compiled = core.compile_model(model, "CPU", config)
+        self._request = self._compiled.create_infer_request()
+        first = model.inputs[0].get_partial_shape()[0]
+        self.input_names = [i.get_any_name() for i in model.inputs]
+        self.fixed_batch = first.get_length() if first.is_static else None
+        used = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self.float_precision = {v: k for k, v in PRECISIONS.items()}.get(used, used)
+        self.int8 = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+        self.precision = "int8" if self.int8 else self.float_precision
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        result = self._request.infer(feeds)
+        return [np.asarray(result[out]) for out in self._compiled.outputs]
+
+    def layer_precisions(self, layer_type: str = "Convolution") -> dict[str, int]:
+        """How many executed layers of a type run in each precision, e.g. {'u8': 12} for INT8 kernels."""
+        counts: dict[str, int] = {}
+        for op in self._compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            if info["layerType"].astype(str) == layer_type:
+                key = info["runtimePrecision"].astype(str)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+
+class OpenVINORuntime(Runtime):
+    name = "openvino"
+    package = "openvino"
+    extra = "openvino"
+    formats = ("onnx", "openvino")
+
+    def load(self, path: Path, threads: int) -> Session:
+        t = self.target
+        if t is None:
+            return OpenVINOSession(path, threads, 1, "latency", "fp32")
+        return OpenVINOSession(path, threads, t.streams, t.performance_hint, t.precision)
+
+    def versions(self) -> dict[str, str]:
+        import openvino as ov
+
+        return {"openvino": ov.get_version()}

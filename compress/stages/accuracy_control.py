@@ -1,0 +1,96 @@
+"""Accuracy-aware PTQ for the ONNX Runtime backend.
+
+Quantize everything; if validation accuracy drops more than the budget, measure each weighted
+layer's sensitivity (the accuracy regained by keeping it alone in floating point), then return
+layers to floating point in that order until the budget holds. Decisions use the validation
+split; the test split stays for the report. If the budget cannot be met, the most accurate model
+found is kept and the run says so.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from compress.measure import predict, quick_p50
+from compress.recipe import QuantizeStage
+from compress.runtimes.onnxruntime import OnnxSession
+from compress.stages import StageContext
+
+WEIGHTED = ("Conv", "Gemm", "MatMul", "ConvTranspose")
+
+
+def val_accuracy(path: Path, ctx: StageContext) -> float:
+    session = OnnxSession(path, threads=0)
+    return ctx.task.score(predict(session, ctx.splits.x_val), ctx.splits.y_val)
+
+
+def allowed_drop(cfg: QuantizeStage, fp32_acc: float) -> float:
+    """The budget in points; `relative` reads max_accuracy_drop as a percentage of fp32 accuracy."""
+    return cfg.max_accuracy_drop if cfg.drop_type == "absolute" else fp32_acc * cfg.max_accuracy_drop / 100
+
+
+def control_accuracy(cfg: QuantizeStage, fp32: Path, source: Path, excluded: list[str],
+                     quantize: Callable[..., Path], out: Path, ctx: StageContext) -> dict:  # fmt: skip
+    fp32_acc = val_accuracy(fp32, ctx)
+    budget = allowed_drop(cfg, fp32_acc)
+    acc = val_accuracy(quantize(excluded), ctx)
+    ctx.log(f"{cfg.name}: fp32 {fp32_acc:.2f}%, int8 {acc:.2f}% on val (budget {budget:.2f} points)")
+    steps = [
+        {
+            "float_layer": None,
+            "val_accuracy": round(acc, 3),
+            "p50_ms": round(quick_p50(OnnxSession(out, 1), ctx.splits.x_val), 4),
+        }
+    ]
+    if fp32_acc - acc <= budget:
+        return summary(fp32_acc, budget, steps, excluded, met=True)
+    ranking = sensitivity(source, excluded, acc, quantize, ctx)
+    best_acc, best_excluded = acc, list(excluded)
+    shutil.copyfile(out, ctx.workdir / "best.onnx")
+    current = list(excluded)
+    for layer, gain in ranking:
+        current.append(layer)
+        acc = val_accuracy(quantize(current), ctx)
+        p50 = quick_p50(OnnxSession(out, 1), ctx.splits.x_val)
+        steps.append(
+            {
+                "float_layer": layer,
+                "sensitivity": round(gain, 3),
+                "val_accuracy": round(acc, 3),
+                "p50_ms": round(p50, 4),
+            }
+        )
+        ctx.log(f"{cfg.name}: {layer} back to float -> {acc:.2f}% on val, p50 {p50:.3f} ms")
+        if acc > best_acc:
+            best_acc, best_excluded = acc, list(current)
+            shutil.copyfile(out, ctx.workdir / "best.onnx")
+        if fp32_acc - acc <= budget:
+            return summary(fp32_acc, budget, steps, current, met=True)
+    ctx.log(
+        f"warning: {cfg.name}: the {budget:.2f}-point budget cannot be met; keeping the most accurate model ({best_acc:.2f}% on val)"
+    )
+    shutil.copyfile(ctx.workdir / "best.onnx", out)
+    return summary(fp32_acc, budget, steps, best_excluded, met=False)
+
+
+def sensitivity(
+    source: Path, excluded: list[str], base_acc: float, quantize, ctx: StageContext
+) -> list[tuple[str, float]]:
+    """Accuracy regained by keeping each weighted layer alone in float, most sensitive first."""
+    import onnx
+
+    layers = [n.name for n in onnx.load(str(source)).graph.node if n.op_type in WEIGHTED and n.name not in excluded]
+    probe = ctx.workdir / "probe.onnx"
+    gains = [(layer, val_accuracy(quantize([*excluded, layer], probe), ctx) - base_acc) for layer in layers]
+    probe.unlink(missing_ok=True)
+    ctx.log(
+        f"sensitivity of {len(layers)} layers measured; most sensitive: {max(gains, key=lambda g: g[1])[0] if gains else 'none'}"
+    )
+    return sorted(gains, key=lambda g: -g[1])
+
+
+def summary(fp32_acc: float, budget: float, steps: list[dict], float_nodes: list[str], met: bool) -> dict:
+    return {"fp32_val_accuracy": round(fp32_acc, 3), "budget_points": round(budget, 3), "met": met,
+            "steps": steps, "float_nodes": float_nodes}  # fmt: skip

@@ -1,0 +1,269 @@
+"""Quantization-aware training (`quantize` with `method: qat`), exported as a QDQ ONNX file.
+
+BatchNorm is folded into the preceding convolutions (torch.fx), then fake quantization is placed
+where ONNX Runtime's static quantizer puts QuantizeLinear/DequantizeLinear pairs: per-channel
+symmetric INT8 on Conv/Linear weights (or per-tensor), per-tensor activations on each Conv/Linear input and on
+each Conv/Linear output (after a following ReLU) and residual addition. Fine-tuning lets the
+weights adapt to the rounding (Jacob et al., 2018). The export turns each fake quantizer into a
+QuantizeLinear/DequantizeLinear pair, and the weights are stored as INT8, so ONNX Runtime and
+OpenVINO run the file with integer kernels.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from compress.errors import StageError
+
+QUANTIZED = (nn.Conv2d, nn.Linear)
+RELUS = (nn.ReLU, nn.ReLU6, F.relu, torch.relu, F.relu6)
+ADDS = (operator.add, torch.add)
+
+
+class FakeQuant(nn.Module):
+    """Per-tensor affine fake quantization of activations with an EMA min/max observer."""
+
+    def __init__(self, signed: bool = False, momentum: float = 0.05) -> None:
+        super().__init__()
+        self.qmin, self.qmax = (-128, 127) if signed else (0, 255)
+        self.momentum = momentum
+        self.register_buffer("low", torch.tensor(float("inf")))
+        self.register_buffer("high", torch.tensor(float("-inf")))
+        self.enabled = False
+
+    def observe(self, x: torch.Tensor) -> None:
+        low, high = x.detach().min(), x.detach().max()
+        if torch.isinf(self.low):
+            self.low.copy_(low), self.high.copy_(high)
+        else:
+            self.low.lerp_(low, self.momentum), self.high.lerp_(high, self.momentum)
+
+    def qparams(self) -> tuple[float, int]:
+        low, high = min(float(self.low), 0.0), max(float(self.high), 0.0)
+        scale = max((high - low) / (self.qmax - self.qmin), 1e-8)
+        zero_point = int(np.clip(round(self.qmin - low / scale), self.qmin, self.qmax))
+        return scale, zero_point
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or not self.enabled:  # training keeps ranges current; calibration sets them
+            self.observe(x)
+        if not self.enabled:
+            return x
+        scale, zero_point = self.qparams()
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, self.qmin, self.qmax)
+
+
+def weight_scale(weight: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
+    """Symmetric INT8 scales, per output channel or per tensor, as the runtimes store weights."""
+    dims = tuple(range(1, weight.dim())) if per_channel else tuple(range(weight.dim()))
+    return (weight.detach().abs().amax(dim=dims) / 127.0).clamp(min=1e-8).float()
+
+
+class WeightFakeQuant:
+    """Mixin for Conv2d / Linear: fake-quantized weights; `freeze()` fixes the scales for export."""
+
+    frozen_scale: torch.Tensor | None = None
+    per_channel: bool = True
+
+    def quantized_weight(self) -> torch.Tensor:
+        scale = self.frozen_scale if self.frozen_scale is not None else weight_scale(self.weight, self.per_channel)
+        if not self.per_channel:
+            return torch.fake_quantize_per_tensor_affine(self.weight, float(scale), 0, -128, 127)
+        zero_point = torch.zeros(scale.shape, dtype=torch.int32)
+        return torch.fake_quantize_per_channel_affine(self.weight, scale, zero_point, 0, -128, 127)
+
+    def freeze(self) -> None:
+        self.frozen_scale = weight_scale(self.weight, self.per_channel)
+
+
+class QuantConv2d(WeightFakeQuant, nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+
+class QuantLinear(WeightFakeQuant, nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.quantized_weight(), self.bias)
+
+
+def _quantized_copy(module: nn.Module, per_channel: bool) -> nn.Module:
+    cls = QuantConv2d if isinstance(module, nn.Conv2d) else QuantLinear
+    new = cls.__new__(cls)
+    new.__dict__ = module.__dict__.copy()
+    new.per_channel = per_channel
+    return new
+
+
+def freeze(model: nn.Module) -> None:
+    """Fix weight scales so the export stores them as constants (and the weights as INT8)."""
+    for module in model.modules():
+        if isinstance(module, WeightFakeQuant):
+            module.freeze()
+
+
+def prepare(model: nn.Module, signed_activations: bool = False, per_channel: bool = True) -> fx.GraphModule:
+    """Fold BatchNorm and insert fake quantizers; the result trains like any module."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        gm = fuse(model.eval())
+    except Exception as exc:  # symbolic tracing fails on data-dependent Python control flow
+        raise StageError(f"QAT needs a traceable model (torch.fx): {str(exc).splitlines()[0]}",
+                         hint="use method: ptq for this model, or remove data-dependent control flow") from None  # fmt: skip
+    modules = dict(gm.named_modules())
+    quantized: dict[fx.Node, fx.Node] = {}  # tensor -> its fake-quantized version
+    count = 0
+
+    def fq_after(node: fx.Node) -> fx.Node:
+        nonlocal count
+        if node in quantized:
+            return quantized[node]
+        name = f"fq{count}"
+        count += 1
+        gm.add_submodule(name, FakeQuant(signed_activations))
+        with gm.graph.inserting_after(node):
+            fq = gm.graph.call_module(name, (node,))
+        node.replace_all_uses_with(fq, delete_user_cb=lambda user: user is not fq)
+        quantized[node] = quantized[fq] = fq
+        return fq
+
+    for node in list(gm.graph.nodes):
+        module = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(module, QUANTIZED):
+            _swap(gm, node.target, _quantized_copy(module, per_channel))
+            source = node.args[0]
+            node.replace_input_with(source, fq_after(source) if source not in quantized else quantized[source])
+            output = _following_relu(node, modules)
+            if not any(user.op == "output" for user in output.users):
+                fq_after(output)
+        elif node.op == "call_function" and node.target in ADDS:
+            fq_after(_following_relu(node, modules))
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def _following_relu(node: fx.Node, modules: dict) -> fx.Node:
+    """The ReLU that directly follows `node`, if it is its only user (fused into the kernel)."""
+    users = list(node.users)
+    if len(users) == 1:
+        user = users[0]
+        target = modules.get(user.target) if user.op == "call_module" else user.target
+        if isinstance(target, RELUS[:2]) or target in RELUS[2:]:
+            return user
+    return node
+
+
+def _swap(gm: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(gm.get_submodule(parent_name) if parent_name else gm, attr, new)
+
+
+def fake_quantizers(model: nn.Module) -> list[FakeQuant]:
+    return [m for m in model.modules() if isinstance(m, FakeQuant)]
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: list[np.ndarray]) -> None:
+    """Observe activation ranges on calibration data, then switch fake quantization on."""
+    model.eval()
+    for fq in fake_quantizers(model):
+        fq.enabled = False
+    for batch in batches:
+        model(torch.from_numpy(batch))
+    for fq in fake_quantizers(model):
+        fq.enabled = True
+
+
+def store_int8_weights(path) -> int:
+    """Replace QuantizeLinear on constant weights by INT8 initializers; returns how many."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    init = {t.name: t for t in graph.initializer}
+    consts = {n.output[0]: n.attribute[0].t for n in graph.node if n.op_type == "Constant" and n.attribute}
+    values = {**consts, **init}
+    folded, keep = 0, []
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] in init and all(i in values for i in node.input[1:]):
+            w = numpy_helper.to_array(init[node.input[0]])
+            scale = numpy_helper.to_array(values[node.input[1]])
+            zp = numpy_helper.to_array(values[node.input[2]])
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            shape = [1] * w.ndim
+            if scale.ndim:
+                shape[axis] = -1
+            q = np.clip(
+                np.round(w / scale.reshape(shape)) + zp.reshape(shape), np.iinfo(zp.dtype).min, np.iinfo(zp.dtype).max
+            )
+            graph.initializer.append(numpy_helper.from_array(q.astype(zp.dtype), node.output[0]))
+            folded += 1
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    alive = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(alive)
+    onnx.save(model, str(path))
+    return folded
+
+
+def run_qat(cfg, artifact, ctx):
+    """Fold, insert fake quantizers, calibrate, fine-tune (optionally distilling), export QDQ."""
+    from compress.artifact import Artifact, load_torch
+    from compress.recipe import ExportStage
+    from compress.stages.export import export_onnx
+    from compress.stages.finetune import distillation
+    from compress.stages.quantize import calibration_batches, count_quantized_ops, inherited
+    from compress.stages.train import fit
+
+    model = prepare(load_torch(artifact), signed_activations=cfg.activations == "int8", per_channel=cfg.per_channel)
+    calibrate(model, calibration_batches(ctx.splits.calibration(cfg.calibration.samples, ctx.seed)))
+    opts, label = cfg.qat, f"{cfg.name} (qat)"
+    if opts.distill:
+        with distillation(opts.distill, opts.label_smoothing, model, ctx) as (loss, extra):
+            history = fit(model, opts, ctx, label, loss, extra)
+    else:
+        history = fit(model, opts, ctx, label)
+    freeze(model)
+    model.eval()
+    path = ctx.workdir / "model.onnx"
+    x = ctx.splits.x_test
+    export_onnx(model, torch.from_numpy(x[:2]), path, ExportStage(type="export", name=cfg.name, opset=17), ctx.task)
+    folded = store_int8_weights(path)
+    agreement = check_qat_export(model, path, x[2:66])
+    ctx.log(f"{cfg.name}: QAT export stores {folded} INT8 weight tensors; top-1 agrees with PyTorch on {agreement:.1%}")
+    meta = {"precision": "int8", "format": "onnx-qdq", "method": "qat", "backend": "onnxruntime",
+            "activations": cfg.activations, "weights": "int8", "per_channel": cfg.per_channel,
+            "calibration": {"method": "minmax-ema", "samples": cfg.calibration.samples},
+            "quantized_ops": count_quantized_ops(path), "int8_weight_tensors": folded, "history": history,
+            "export_top1_agreement": agreement,
+            **({"distilled_from": opts.distill.teacher} if opts.distill else {})}  # fmt: skip
+    return Artifact("onnx", path.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
+
+
+MIN_AGREEMENT = 0.98
+
+
+def check_qat_export(model: nn.Module, path, x: np.ndarray) -> float:
+    """Integer kernels round differently from fake quantization, so compare predictions, not logits."""
+    from compress.runtimes.onnxruntime import OnnxSession
+
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy().argmax(1)
+    session = OnnxSession(path, threads=1)
+    got = session.run({session.input_names[0]: x})[0].argmax(1)
+    agreement = float((expected == got).mean())
+    if agreement < MIN_AGREEMENT:
+        raise StageError(f"the QAT export disagrees with the fake-quantized model on {1 - agreement:.1%} of test inputs",
+                         hint="an op may be quantized differently by the runtime; try method: ptq")  # fmt: skip
+    return agreement

@@ -1,0 +1,127 @@
+"""`quantize` with `backend: openvino`: NNCF post-training quantization to an OpenVINO IR.
+
+Follows NNCF's `quantize` (min-max statistics, fast bias correction) and, with
+`max_accuracy_drop`, `quantize_with_accuracy_control`, which returns the most sensitive layers to
+floating point until the validation metric is within budget.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compress.artifact import Artifact
+from compress.errors import StageError
+from compress.recipe import QuantizeStage
+from compress.selection import matches
+from compress.stages import StageContext
+from compress.stages.quantize import inherited
+
+WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
+
+
+def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Artifact:
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(artifact.path))
+    calibration = ctx.splits.calibration(cfg.calibration.samples, ctx.seed)
+    dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
+    options = nncf_options(cfg, model, len(calibration))
+    try:
+        if cfg.max_accuracy_drop is None:
+            quantized = nncf.quantize(model, dataset, **options)
+        else:
+            quantized = nncf.quantize_with_accuracy_control(
+                model, dataset, validation_dataset(ctx), validation_fn(ctx), max_drop=drop(cfg),
+                drop_type=nncf.DropType.ABSOLUTE if cfg.drop_type == "absolute" else nncf.DropType.RELATIVE,
+                **{k: v for k, v in options.items() if k != "advanced_parameters"},
+                advanced_quantization_parameters=options.get("advanced_parameters"),
+            )  # fmt: skip
+    except (RuntimeError, ValueError) as exc:  # NNCF's own errors derive from these
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StageError(f"NNCF quantization failed: {first}", hint=f"check 'ignore' in stage '{cfg.name}'") from None
+    out = ctx.workdir / "model.xml"
+    ov.save_model(quantized, str(out), compress_to_fp16=False)
+    meta = openvino_meta(cfg, quantized, len(calibration))
+    ctx.log(f"{cfg.name}: NNCF quantized {meta['quantized_layers']} layers; {len(meta['float_layers'])} left in float")
+    return Artifact("openvino", out.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
+
+
+def nncf_options(cfg: QuantizeStage, model, samples: int) -> dict:
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet as Ranges
+
+    ranges = {"minmax": Ranges.MINMAX, "mean_minmax": Ranges.MEAN_MINMAX, "percentile": Ranges.MEAN_QUANTILE}
+    advanced = AdvancedQuantizationParameters(
+        disable_bias_correction=cfg.bias_correction is False,
+        activations_range_estimator_params=ranges[cfg.calibration.method],
+        weights_quantization_params=None if cfg.per_channel else QuantizationParameters(per_channel=False),
+    )
+    options = {"subset_size": samples, "fast_bias_correction": True, "advanced_parameters": advanced,
+               "target_device": nncf.TargetDevice.CPU}  # fmt: skip
+    if cfg.preset:
+        options["preset"] = {"symmetric": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}[
+            cfg.preset
+        ]
+    if cfg.model_type == "transformer":
+        options["model_type"] = nncf.ModelType.TRANSFORMER
+    if cfg.ignore:
+        options["ignored_scope"] = ignored_scope(model, cfg.ignore)
+    return options
+
+
+def ignored_scope(model, patterns: list[str]):
+    """Our selection grammar (names, op types, re:) as an NNCF IgnoredScope."""
+    import nncf
+
+    ops = model.get_ordered_ops()
+    names = [op.get_friendly_name() for op in ops if matches(op.get_friendly_name(), op.get_type_name(), patterns)]
+    if not names:
+        raise StageError(f"ignore patterns {patterns} match no layer",
+                         hint=f"layer names look like {ops[min(3, len(ops) - 1)].get_friendly_name()!r}")  # fmt: skip
+    return nncf.IgnoredScope(names=names, validate=False)
+
+
+def validation_dataset(ctx: StageContext):
+    import nncf
+
+    x, y = ctx.splits.x_val, ctx.splits.y_val
+    return nncf.Dataset([(x[i : i + 64], y[i : i + 64]) for i in range(0, len(x), 64)])
+
+
+def validation_fn(ctx: StageContext):
+    def validate(compiled, items) -> float:
+        outputs, labels = [], []
+        for x, y in items:
+            outputs.append(compiled(x)[compiled.output(0)])
+            labels.append(y)
+        return ctx.task.score(np.concatenate(outputs), np.concatenate(labels))
+
+    return validate
+
+
+def drop(cfg: QuantizeStage) -> float:
+    """NNCF's units: metric points when absolute (ours are percent points), a fraction when relative."""
+    return cfg.max_accuracy_drop if cfg.drop_type == "absolute" else cfg.max_accuracy_drop / 100
+
+
+def openvino_meta(cfg: QuantizeStage, model, samples: int) -> dict:
+    ops = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+    weighted = [op for op in ops.values() if op.get_type_name() in WEIGHTED]
+    quantized = [op for op in weighted if _fed_by_fake_quantize(op)]
+    return {
+        "precision": "int8", "format": "openvino-ir", "method": "ptq", "backend": "openvino",
+        "preset": cfg.preset or "default", "model_type": cfg.model_type, "per_channel": cfg.per_channel,
+        "bias_correction": cfg.bias_correction is not False,
+        "calibration": {"method": cfg.calibration.method, "samples": samples},
+        "quantized_layers": len(quantized),
+        "float_layers": [op.get_friendly_name() for op in weighted if op not in quantized],
+        **({"max_accuracy_drop": cfg.max_accuracy_drop, "drop_type": cfg.drop_type} if cfg.max_accuracy_drop else {}),
+    }  # fmt: skip
+
+
+def _fed_by_fake_quantize(op) -> bool:
+    """True when the layer's activation input comes (through a Convert, if any) from a FakeQuantize."""
+    source = op.input_value(0).get_node()
+    return source.get_type_name() == "FakeQuantize"

@@ -1,0 +1,212 @@
+"""INT8 quantization: backends, options, accuracy-aware PTQ and QAT, run for real."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from compress.artifact import Artifact, save_torch
+from compress.data import load_data
+from compress.errors import RecipeError
+from compress.recipe import DataSpec, ExportStage, QuantizeStage, TrainStage, recipe_from_text
+from compress.stages import StageContext, run_stage
+from compress.stages.quantize import choose_reduce_range
+from compress.tasks import get_task
+
+openvino = pytest.importorskip("openvino", reason="the openvino extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return load_data(DataSpec(image_size=8), tmp_path_factory.mktemp("data"), seed=0)
+
+
+def ctx(tmp_path, splits, name: str) -> StageContext:
+    work = tmp_path / name
+    work.mkdir()
+    return StageContext(splits=splits, task=get_task("classification"), seed=0, workdir=work, log=lambda m: None,
+                        shared_cache=tmp_path, show_progress=False)  # fmt: skip
+
+
+def stage(cfg, artifact: Artifact, tmp_path, splits) -> Artifact:
+    out = run_stage(cfg, artifact, ctx(tmp_path, splits, cfg.name))
+    out.folder = tmp_path / cfg.name
+    return out
+
+
+def source(tmp_path, model) -> Artifact:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    return Artifact("torch", save_torch(model, folder), folder=folder, key="src")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, digits):
+    """A small CNN trained on 8x8 digits, and its fp32 ONNX export."""
+    tmp = tmp_path_factory.mktemp("trained")
+    torch.manual_seed(0)
+    from compress.models.zoo import resnet
+
+    model = resnet(in_channels=1, num_classes=10, image_size=8, width=8, blocks=(1, 1))
+    art = stage(TrainStage(type="train", name="train", epochs=4, lr=0.01), source(tmp, model), tmp, digits)
+    return tmp, art, stage(ExportStage(type="export", name="export"), art, tmp, digits)
+
+
+def test_reduce_range_is_chosen_from_the_isa():
+    cfg = QuantizeStage(type="quantize", name="q")
+    assert choose_reduce_range(cfg, ["avx2", "avx512f", "avx512_vnni"]) == (False, None)
+    on, reason = choose_reduce_range(cfg, ["avx2", "avx512f"])
+    assert on and "no VNNI" in reason
+    assert choose_reduce_range(QuantizeStage(type="quantize", name="q", reduce_range=False), ["avx2"]) == (False, None)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [("preset: mixed", "preset do(es) not apply to backend 'onnxruntime'"),
+     ("backend: openvino\n    activations: int8", "activations do(es) not apply to backend 'openvino'"),
+     ("backend: openvino\n    calibration: {method: entropy}", "'entropy' is ONNX Runtime's"),
+     ("method: qat\n    backend: openvino", "method 'qat' exports a QDQ ONNX file"),
+     ("qat: {epochs: 1}", "'qat' settings need method: qat")],
+)  # fmt: skip
+def test_options_must_fit_the_backend(extra, message):
+    text = f"name: r\nmodel: {{arch: resnet}}\nstages:\n  - type: export\n  - type: quantize\n    {extra}\n"
+    if "method: qat" in extra:
+        text = (
+            text.replace("  - type: export\n  - type: quantize", "  - type: quantize").replace(extra, extra)
+            + "  - type: export\n"
+        )
+    with pytest.raises(RecipeError) as info:
+        recipe_from_text(text, "r.yaml")
+    assert any(message in str(p) for p in info.value.problems), info.value.problems
+
+
+def test_qat_takes_a_pytorch_model():
+    text = "name: r\nmodel: {arch: resnet}\nstages:\n  - type: export\n  - type: quantize\n    method: qat\n"
+    with pytest.raises(RecipeError) as info:
+        recipe_from_text(text, "r.yaml")
+    assert "needs a PyTorch model" in str(info.value.problems[0])
+
+
+def test_nncf_ptq_gives_an_ir_with_int8_kernels(trained, digits):
+    from compress.runtimes.openvino import OpenVINOSession
+
+    tmp, _, exported = trained
+    cfg = QuantizeStage(type="quantize", name="ov", backend="openvino", calibration={"samples": 64})
+    out = stage(cfg, exported, tmp, digits)
+    assert out.kind == "openvino" and out.path.suffix == ".xml" and out.path.with_suffix(".bin").is_file()
+    session = OpenVINOSession(out.path, 1, 1, "latency", "fp32")
+    assert session.precision == "int8" and set(session.layer_precisions()) <= {"u8", "i8"}
+
+
+def test_openvino_records_the_precision_it_runs_in(trained):
+    from compress.runtimes.openvino import OpenVINOSession
+
+    _, _, exported = trained
+    assert OpenVINOSession(exported.path, 1, 1, "latency", "fp32").precision == "fp32"
+    bf16 = OpenVINOSession(exported.path, 1, 1, "latency", "bf16")
+    assert bf16.precision in ("bf16", "fp32")  # fp32 where the CPU has no bf16 support, and then says so
+
+
+def ort_optimized_ops(path, tmp_path) -> Counter:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+def test_qat_export_runs_int8_kernels_in_both_runtimes(trained, digits, tmp_path):
+    from compress.runtimes.onnxruntime import OnnxSession
+    from compress.runtimes.openvino import OpenVINOSession
+
+    tmp, train, exported = trained
+    cfg = QuantizeStage(type="quantize", name="qat", method="qat", qat={"epochs": 1, "lr": 1e-4})
+    out = stage(cfg, train, tmp, digits)
+    assert out.meta["method"] == "qat" and out.meta["export_top1_agreement"] >= 0.98
+    convs = sum(n.op_type in ("Conv", "Gemm") for n in onnx.load(str(exported.path)).graph.node)
+    assert out.meta["int8_weight_tensors"] == convs, "every weight is stored as INT8"
+    ops = ort_optimized_ops(out.path, tmp_path)
+    assert ops["QLinearConv"] >= 4, ops  # ONNX Runtime runs the convolutions as integer kernels
+    assert OpenVINOSession(out.path, 1, 1, "latency", "fp32").layer_precisions().keys() <= {"u8", "i8"}
+    x, y = digits.x_test, digits.y_test
+    ort_acc = (OnnxSession(out.path, 1).run({"input": x})[0].argmax(1) == y).mean()
+    ov_acc = (OpenVINOSession(out.path, 1, 1, "latency", "fp32").run({"input": x})[0].argmax(1) == y).mean()
+    assert abs(ort_acc - ov_acc) <= 0.02
+
+
+def outlier_mlp(digits) -> nn.Module:
+    """A trained MLP rescaled so its function is unchanged but per-tensor INT8 ruins one layer:
+    one hidden unit's input weights are multiplied by 1000 and its output weights divided by 1000."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    opt = torch.optim.Adam(model.parameters(), 0.01)
+    x, y = torch.from_numpy(digits.x_train), torch.from_numpy(digits.y_train)
+    for _ in range(200):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    with torch.no_grad():
+        model[1].weight[0] *= 1000
+        model[1].bias[0] *= 1000
+        model[3].weight[:, 0] /= 1000
+    return model.eval()
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_accuracy_aware_ptq_meets_a_budget_plain_ptq_misses(backend, digits, tmp_path):
+    exported = stage(ExportStage(type="export", name="export"), source(tmp_path, outlier_mlp(digits)), tmp_path, digits)
+    common = dict(type="quantize", backend=backend, per_channel=False, calibration={"samples": 128})
+    plain = stage(QuantizeStage(name="plain", **common), exported, tmp_path, digits)
+    aware = stage(QuantizeStage(name="aware", max_accuracy_drop=0.5, **common), exported, tmp_path, digits)
+    from compress.measure import predict
+    from compress.runtimes import get_runtime
+    from compress.targets import TargetSpec
+
+    runtime = get_runtime(TargetSpec(name="t", runtime="openvino" if backend == "openvino" else "onnxruntime"))
+
+    def val(art):
+        return digits_score(predict(runtime.load(art.path, 2), digits.x_val), digits.y_val)
+
+    fp32 = val(exported)
+    assert fp32 - val(plain) > 0.5, "the rescaled layer breaks per-tensor INT8"
+    assert fp32 - val(aware) <= 0.5
+    if backend == "onnxruntime":
+        control = aware.meta["accuracy_control"]
+        assert control["met"] and control["float_nodes"] and control["steps"][-1]["float_layer"]
+    else:
+        assert aware.meta["float_layers"]
+
+
+def digits_score(outputs: np.ndarray, labels: np.ndarray) -> float:
+    return float((outputs.argmax(1) == labels).mean() * 100)
+
+
+def test_missing_runtime_names_the_extra(tiny_recipe, tmp_path):
+    """A recipe naming the OpenVINO target on a machine without OpenVINO exits 3 with the extra to install."""
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('openvino', 'nncf'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, _Block())\n"
+    )
+    text = tiny_recipe.read_text().replace("targets: [tiny-ort]", "targets: [tiny-ort, cpu-openvino]")
+    tiny_recipe.write_text(text)
+    env = {"PYTHONPATH": str(block), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "compress", "run", str(tiny_recipe), "-o", str(tmp_path / "o")],
+                            capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "pip install 'compress[openvino]'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o" / "cache").exists(), "nothing ran before the check"
