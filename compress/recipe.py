@@ -146,6 +146,8 @@ class PruneStage(StageBase):
     steps: int = Field(1, ge=1, le=100, description="iterative steps to reach a ratio")
     max_steps: int = Field(40, ge=2, le=1000, description="resolution when pruning to a target reduction")
     ignore: list[str] = Field(default_factory=list, description="module names, class names or re: patterns left whole")
+    heads_ratio: float | None = Field(None, ge=0, lt=1, description="share of attention heads removed (Transformers)")
+    embedding: bool = Field(False, description="also prune a Transformer's embedding (residual) width")
     round_to: int | None = Field(8, ge=1, le=256, description="keep channel counts multiples of this")
     taylor_batches: int = Field(8, ge=1, le=10_000, description="batches of gradients for taylor importance")
 

@@ -122,3 +122,27 @@ def test_high_ratio_with_round_to_still_prunes_every_group(tmp_path):
     convs = [m.out_channels for m in load_torch(pruned).modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs[0] == 8, convs  # 32 * 0.15 = 4.8 channels -> the nearest multiple of 8, not "unpruned"
     assert all(c % 8 == 0 for c in convs)
+
+
+def test_vit_heads_and_mlp_are_pruned_and_the_model_still_exports(tmp_path):
+    splits = make_splits(16)
+    model = build_model(ModelSpec(arch="vit", options={"dim": 64, "depth": 2, "heads": 4}), tmp_path, 1, 10, 16)
+    cfg = PruneStage(type="prune", name="p", ratio=0.5, heads_ratio=0.5)
+    pruned, full, small = prune_and_export(tmp_path, model.eval(), splits, cfg)
+    vit = load_torch(pruned)
+    for block in vit.blocks:
+        assert (block.attn.num_heads, block.attn.head_dim) == (2, 16)  # whole heads go, head size stays
+        assert block.mlp[0].out_features == 64
+    assert vit.patch_embed.out_channels == 64, "the residual width is kept by default"
+    assert pruned.meta["pruning"]["heads"] == [[4, 2], [4, 2]]
+    assert OnnxSession(small.path, threads=1).run({"input": splits.x_test[:2]})[0].shape == (2, 10)
+
+
+def test_vit_embedding_width_is_pruned_on_request(tmp_path):
+    splits = make_splits(16)
+    model = build_model(ModelSpec(arch="vit", options={"dim": 64, "depth": 2, "heads": 4}), tmp_path, 1, 10, 16)
+    pruned, _, small = prune_and_export(tmp_path, model.eval(), splits,
+                                        PruneStage(type="prune", name="p", ratio=0.5, embedding=True))  # fmt: skip
+    vit = load_torch(pruned)
+    assert vit.patch_embed.out_channels == 32 and vit.pos_embed.shape[-1] == 32
+    assert OnnxSession(small.path, threads=1).run({"input": splits.x_test[:2]})[0].shape == (2, 10)

@@ -13,6 +13,7 @@ from torch import nn
 
 from compress.artifact import Artifact, load_torch, save_torch
 from compress.errors import StageError
+from compress.models.attention import attention_layers
 from compress.recipe import PruneStage
 from compress.selection import matches
 from compress.stages import StageContext
@@ -25,8 +26,12 @@ def run(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     example = torch.from_numpy(ctx.splits.x_train[:1])
     base_macs, base_params = tp.utils.count_ops_and_params(model, example)
     ignored = ignored_layers(model, cfg, ctx.splits.num_classes)
-    pruner = make_pruner(tp, model, example, cfg, ignored)
+    attention = attention_layers(model)
+    if attention and not cfg.embedding:
+        ignored += residual_layers(model, attention)
+    pruner = make_pruner(tp, model, example, cfg, ignored, attention)
     steps = prune_steps(cfg, pruner, model, example, base_macs, base_params, ctx)
+    heads = update_heads(pruner, attention)
     macs, params = tp.utils.count_ops_and_params(model, example)
     ctx.log(f"{cfg.name}: {steps} step(s); params {base_params:,} -> {params:,} ({base_params / params:.2f}x), "
             f"MACs {base_macs:,.0f} -> {macs:,.0f} ({base_macs / macs:.2f}x)")  # fmt: skip
@@ -34,6 +39,7 @@ def run(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     file = save_torch(model, ctx.workdir)
     meta = {**artifact.meta, "params": int(params), "macs": int(macs), "pruning": {
         "importance": cfg.importance, "scope": cfg.scope, "round_to": cfg.round_to, "steps": steps,
+        **({"heads": heads} if heads else {}),
         "params_before": int(base_params), "params_after": int(params),
         "macs_before": int(base_macs), "macs_after": int(macs)}}  # fmt: skip
     meta.pop("history", None)
@@ -85,15 +91,48 @@ def rounded_pruner_class(tp):
     return RoundedPruner
 
 
-def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module]):
+def residual_layers(model: nn.Module, attention: list) -> list[nn.Module]:
+    """Layers writing a Transformer's residual stream (width d_model), kept whole unless
+    `embedding: true`; the query/key/value projections, also d_model wide, stay prunable by head."""
+    d_model = attention[0][1].projections(attention[0][0])[0].in_features
+    qkv = {id(p) for m, a in attention for p in a.projections(m)}
+    widths = {nn.Linear: "out_features", nn.Conv2d: "out_channels", nn.Embedding: "embedding_dim"}
+    return [m for m in model.modules() if id(m) not in qkv
+            and any(isinstance(m, t) and getattr(m, w) == d_model for t, w in widths.items())]  # fmt: skip
+
+
+def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], attention: list):
     by_ratio = cfg.ratio is not None
+    heads = {p: a.heads(m) for m, a in attention for p in a.projections(m)}
     return rounded_pruner_class(tp)(
         model, example, make_importance(tp, cfg),
         pruning_ratio=cfg.ratio if by_ratio else 0.95,
         iterative_steps=cfg.steps if by_ratio else cfg.max_steps,
         global_pruning=cfg.scope == "global", ignored_layers=ignored,
         round_to=cfg.round_to if cfg.round_to and cfg.round_to > 1 else None,
+        num_heads=heads, prune_num_heads=bool(cfg.heads_ratio), prune_head_dims=False,
+        head_pruning_ratio=cfg.heads_ratio or 0.0, unwrapped_parameters=free_parameters(model) or None,
     )  # fmt: skip
+
+
+LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)
+
+
+def free_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
+    """Parameters outside standard layers (a ViT's class token and position embedding); their
+    last axis follows the residual width."""
+    return [(p, p.dim() - 1) for m in model.modules() if not isinstance(m, LAYERS)
+            for p in m.parameters(recurse=False)]  # fmt: skip
+
+
+def update_heads(pruner, attention: list) -> list[list[int]]:
+    """Write the new head counts into each attention layer; returns [before, after] per layer."""
+    changes = []
+    for module, adapter in attention:
+        before, after = adapter.heads(module), pruner.num_heads[adapter.projections(module)[0]]
+        adapter.set_heads(module, after)
+        changes.append([before, after])
+    return changes
 
 
 def prune_steps(cfg: PruneStage, pruner, model, example, base_macs, base_params, ctx: StageContext) -> int:
