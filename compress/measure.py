@@ -61,7 +61,9 @@ def measure_target(target: TargetSpec, models: dict[str, Deployable], splits: Sp
         runnable = {n: s for n, s in sessions.items() if s.fixed_batch in (None, batch)}
         log(f"{target.name}: timing {len(runnable)} variant(s) at batch {batch} with {target.threads} thread(s)")
         precisions = {n: s.precision or models[n].precision for n, s in runnable.items()}
-        for name, stats in time_batch(runnable, precisions, splits.x_test, batch, target).items():
+        for name, stats in time_batch(
+            runnable, precisions, task.feeds(batch_of(splits.x_test, batch)), batch, target
+        ).items():
             results.latency.setdefault(name, []).append(stats)
     return results
 
@@ -69,29 +71,32 @@ def measure_target(target: TargetSpec, models: dict[str, Deployable], splits: Sp
 def evaluate(session: Session, splits: Splits, task: Task, target: TargetSpec) -> Accuracy:
     """Run the test split through the runtime and score it with the task's metric."""
     x, y = splits.x_test, splits.y_test
-    value = task.score(predict(session, x, target.eval_batch_size), y)
+    value = task.score(predict(session, task, x, target.eval_batch_size), y)
     return Accuracy(metric=task.metric, value=round(value, 4), split="test", runtime=target.runtime,
                     target=target.name, samples=len(y))  # fmt: skip
 
 
-def predict(session: Session, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def predict(session: Session, task: Task, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """The first output for all of `x`, run in batches (one at a time for fixed-batch models)."""
     step = session.fixed_batch or batch_size
-    return np.concatenate([session.run({session.input_names[0]: x[i : i + step]})[0] for i in range(0, len(x), step)])
+    return np.concatenate([session.run(task.feeds(x[i : i + step]))[0] for i in range(0, len(x), step)])
 
 
-def quick_p50(session: Session, x: np.ndarray) -> float:
+def quick_p50(session: Session, task: Task, x: np.ndarray) -> float:
     """A short single-thread latency probe (batch 1) for comparing candidates inside a stage."""
-    feeds = {session.input_names[0]: np.ascontiguousarray(x[:1])}
+    feeds = task.feeds(x[:1])
     raw = measure_interleaved({"m": lambda: session.run(feeds)}, 5, 50, 0.2, 5.0, 1)
     return summarize(raw["m"][0], 1).p50_ms
 
 
 def time_batch(
-    sessions: dict[str, Session], precisions: dict[str, str], x: np.ndarray, batch: int, target: TargetSpec
+    sessions: dict[str, Session],
+    precisions: dict[str, str],
+    feeds: dict[str, np.ndarray],
+    batch: int,
+    target: TargetSpec,
 ) -> dict[str, Latency]:
-    feeds = {n: {s.input_names[0]: batch_of(x, batch)} for n, s in sessions.items()}
-    calls = {n: (lambda s=s, f=feeds[n]: s.run(f)) for n, s in sessions.items()}
+    calls = {n: (lambda s=s: s.run(feeds)) for n, s in sessions.items()}
     p = target.protocol
     raw = measure_interleaved(calls, p.warmup, p.min_iterations, p.min_seconds, p.max_seconds, p.rounds)
     out = {}

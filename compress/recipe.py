@@ -205,7 +205,7 @@ class QuantizeStage(StageBase):
     """INT8 quantization: post-training (ONNX Runtime QDQ or NNCF to OpenVINO IR) or quantization-aware."""
 
     type: Literal["quantize"]
-    method: Literal["ptq", "qat"] = "ptq"
+    method: Literal["ptq", "dynamic", "qat"] = "ptq"
     backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
     calibration: Calibration = Field(default_factory=Calibration)
     per_channel: bool = True
@@ -235,8 +235,10 @@ class QuantizeStage(StageBase):
             )
         if self.qat is not None and self.method != "qat":
             raise ValueError("'qat' settings need method: qat")
-        if self.method == "qat" and self.max_accuracy_drop is not None:
+        if self.method != "ptq" and self.max_accuracy_drop is not None:
             raise ValueError("max_accuracy_drop applies to method: ptq")
+        if self.method == "dynamic" and self.backend != "onnxruntime":
+            raise ValueError("method 'dynamic' is ONNX Runtime's dynamic quantization; use backend onnxruntime")
         if self.method == "qat" and self.qat is None:
             self.qat = QatOptions()
         return self

@@ -1,33 +1,105 @@
-"""What a task fixes: the model's input and output names, the metric, and how outputs are scored.
+"""What a task fixes: model inputs and outputs, how a batch is fed to PyTorch and to a runtime,
+the training loss, the distillation loss and the metric.
 
-Stages, export and runtimes ask the task instead of assuming image classification.
+Stages, export and runtimes ask the task instead of assuming image classification. Examples are
+stored as one array per split: images (N, C, H, W) float32, or token ids and attention masks
+stacked as (N, 2, L) int64 for text.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 
-@dataclass(frozen=True)
 class Task:
-    name: str
-    input_names: tuple[str, ...]
-    output_names: tuple[str, ...]
-    metric: str  # name of the score reported for every variant
-    higher_is_better: bool = True
+    name: ClassVar[str]
+    input_names: ClassVar[tuple[str, ...]]
+    output_names: ClassVar[tuple[str, ...]]
+    metric: ClassVar[str]  # reported with every variant, in points (percent)
+    labels_from_model: ClassVar[bool] = False  # labels are the source model's own outputs
+
+    def inputs(self, x: np.ndarray) -> tuple:
+        """A batch as the PyTorch model's positional arguments."""
+        import torch
+
+        return (torch.from_numpy(np.ascontiguousarray(x)),)
+
+    def feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch as a runtime's named inputs."""
+        return {self.input_names[0]: np.ascontiguousarray(x)}
+
+    def dynamic_axes(self, dynamic_batch: bool) -> dict[str, dict[int, str]]:
+        return {n: {0: "batch"} for n in self.input_names + self.output_names} if dynamic_batch else {}
+
+    def loss(self, outputs, labels, smoothing: float = 0.0):
+        raise NotImplementedError
+
+    def distill_loss(self, outputs, teacher_outputs, temperature: float):
+        raise NotImplementedError
 
     def score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
-        """The task metric in points (percent) for a batch of model outputs."""
-        if self.metric == "accuracy":
-            return float((outputs.argmax(axis=1) == labels).mean() * 100.0)
-        raise NotImplementedError(self.metric)
+        raise NotImplementedError
 
 
-TASKS = {
-    "classification": Task("classification", ("input",), ("logits",), "accuracy"),
-}
+class Classification(Task):
+    name, metric = "classification", "accuracy"
+    input_names, output_names = ("input",), ("logits",)
+
+    def loss(self, outputs, labels, smoothing: float = 0.0):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(outputs, labels, label_smoothing=smoothing)
+
+    def distill_loss(self, outputs, teacher_outputs, temperature: float):
+        """KL divergence of softened distributions, scaled by T^2 (Hinton et al., 2015)."""
+        import torch.nn.functional as F
+
+        t = temperature
+        kl = F.kl_div(F.log_softmax(outputs / t, 1), F.softmax(teacher_outputs / t, 1), reduction="batchmean")
+        return kl * t * t
+
+    def score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
+        return float((outputs.argmax(axis=1) == labels).mean() * 100.0)
+
+
+class Embedding(Task):
+    """Sentence embeddings. Labels are the source model's embeddings, so the metric is fidelity:
+    100 x the mean cosine similarity to the original fp32 model on held-out sentences."""
+
+    name, metric = "embedding", "cosine"
+    input_names, output_names = ("input_ids", "attention_mask"), ("embedding",)
+    labels_from_model = True
+
+    def inputs(self, x: np.ndarray) -> tuple:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(x[:, 0])), torch.from_numpy(np.ascontiguousarray(x[:, 1]))
+
+    def feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {"input_ids": np.ascontiguousarray(x[:, 0]), "attention_mask": np.ascontiguousarray(x[:, 1])}
+
+    def dynamic_axes(self, dynamic_batch: bool) -> dict[str, dict[int, str]]:
+        axes = {n: {0: "batch", 1: "sequence"} for n in self.input_names}
+        axes["embedding"] = {0: "batch"}
+        return axes if dynamic_batch else {n: {1: "sequence"} for n in self.input_names}
+
+    def loss(self, outputs, labels, smoothing: float = 0.0):
+        import torch.nn.functional as F
+
+        return (1 - F.cosine_similarity(outputs, labels, dim=-1)).mean()
+
+    def distill_loss(self, outputs, teacher_outputs, temperature: float):
+        return self.loss(outputs, teacher_outputs)
+
+    def score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
+        a = outputs / np.linalg.norm(outputs, axis=1, keepdims=True).clip(1e-12)
+        b = labels / np.linalg.norm(labels, axis=1, keepdims=True).clip(1e-12)
+        return float((a * b).sum(axis=1).mean() * 100.0)
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (Classification(), Embedding())}
 
 
 def get_task(name: str) -> Task:

@@ -174,7 +174,7 @@ def test_accuracy_aware_ptq_meets_a_budget_plain_ptq_misses(backend, digits, tmp
     runtime = get_runtime(TargetSpec(name="t", runtime="openvino" if backend == "openvino" else "onnxruntime"))
 
     def val(art):
-        return digits_score(predict(runtime.load(art.path, 2), digits.x_val), digits.y_val)
+        return digits_score(predict(runtime.load(art.path, 2), get_task("classification"), digits.x_val), digits.y_val)
 
     fp32 = val(exported)
     assert fp32 - val(plain) > 0.5, "the rescaled layer breaks per-tensor INT8"

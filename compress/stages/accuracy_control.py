@@ -23,7 +23,7 @@ WEIGHTED = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 
 def val_accuracy(path: Path, ctx: StageContext) -> float:
     session = OnnxSession(path, threads=0)
-    return ctx.task.score(predict(session, ctx.splits.x_val), ctx.splits.y_val)
+    return ctx.task.score(predict(session, ctx.task, ctx.splits.x_val), ctx.splits.y_val)
 
 
 def allowed_drop(cfg: QuantizeStage, fp32_acc: float) -> float:
@@ -41,7 +41,7 @@ def control_accuracy(cfg: QuantizeStage, fp32: Path, source: Path, excluded: lis
         {
             "float_layer": None,
             "val_accuracy": round(acc, 3),
-            "p50_ms": round(quick_p50(OnnxSession(out, 1), ctx.splits.x_val), 4),
+            "p50_ms": round(quick_p50(OnnxSession(out, 1), ctx.task, ctx.splits.x_val), 4),
         }
     ]
     if fp32_acc - acc <= budget:
@@ -53,7 +53,7 @@ def control_accuracy(cfg: QuantizeStage, fp32: Path, source: Path, excluded: lis
     for layer, gain in ranking:
         current.append(layer)
         acc = val_accuracy(quantize(current), ctx)
-        p50 = quick_p50(OnnxSession(out, 1), ctx.splits.x_val)
+        p50 = quick_p50(OnnxSession(out, 1), ctx.task, ctx.splits.x_val)
         steps.append(
             {
                 "float_layer": layer,

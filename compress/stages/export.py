@@ -19,19 +19,19 @@ def run(cfg: ExportStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     x = ctx.splits.x_test
     # Trace on two inputs, check on others at another batch size: constants baked in by tracing
     # and shapes frozen to the traced batch both show up as a mismatch.
-    trace = torch.from_numpy(x[: 2 if cfg.dynamic_batch else 1])
-    check = torch.from_numpy(x[2 : 2 + cfg.check.samples] if len(x) > 2 else x)
+    trace = x[: 2 if cfg.dynamic_batch else 1]
+    check = x[2 : 2 + cfg.check.samples] if len(x) > 2 else x
     path = ctx.workdir / "model.onnx"
     export_onnx(model, trace, path, cfg, ctx.task)
-    max_diff = check_export(model, check, path, cfg)
+    max_diff = check_export(model, check, path, cfg, ctx.task)
     ctx.log(f"{cfg.name}: ONNX matches PyTorch on {len(check)} test inputs (max |diff| {max_diff:.2e})")
-    meta = {**artifact.meta, "macs": count_macs(model, trace[:1]), "format": "onnx", "precision": "fp32", "opset": cfg.opset,
+    meta = {**artifact.meta, "macs": count_macs(model, ctx.task.inputs(trace[:1])), "format": "onnx", "precision": "fp32", "opset": cfg.opset,
             "exporter": cfg.exporter, "export_max_abs_diff": max_diff}  # fmt: skip
     meta.pop("history", None)
     return Artifact("onnx", path.name, lineage=[*artifact.lineage, cfg.name], meta=meta)
 
 
-def count_macs(model: torch.nn.Module, example: torch.Tensor) -> int | None:
+def count_macs(model: torch.nn.Module, example: tuple) -> int | None:
     """Multiply-accumulates per example, as torch-pruning counts them (None if it cannot)."""
     try:
         import torch_pruning as tp
@@ -41,20 +41,23 @@ def count_macs(model: torch.nn.Module, example: torch.Tensor) -> int | None:
         return None
 
 
-def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path, cfg: ExportStage, task) -> None:
+def export_onnx(model: torch.nn.Module, sample: np.ndarray, path, cfg: ExportStage, task) -> None:
+    """Export with the task's input/output names and dynamic axes (batch, and sequence for text)."""
     inputs, outputs = list(task.input_names), list(task.output_names)
+    args = task.inputs(sample)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if cfg.exporter == "dynamo":
-                dims = {inputs[0]: {0: torch.export.Dim("batch")}} if cfg.dynamic_batch else None
-                torch.onnx.export(model, (sample,), str(path), dynamo=True, opset_version=cfg.opset,
-                                  input_names=inputs, output_names=outputs, dynamic_shapes=dims,
+                dims = {n: {axis: torch.export.Dim(label) for axis, label in spec.items()}
+                        for n, spec in task.dynamic_axes(cfg.dynamic_batch).items() if n in inputs}  # fmt: skip
+                torch.onnx.export(model, args, str(path), dynamo=True, opset_version=cfg.opset,
+                                  input_names=inputs, output_names=outputs, dynamic_shapes=dims or None,
                                   verbose=False, optimize=True, external_data=False)  # fmt: skip
             else:
-                axes = {n: {0: "batch"} for n in inputs + outputs} if cfg.dynamic_batch else None
-                torch.onnx.export(model, (sample,), str(path), dynamo=False, opset_version=cfg.opset,
-                                  input_names=inputs, output_names=outputs, dynamic_axes=axes,
+                torch.onnx.export(model, args, str(path), dynamo=False, opset_version=cfg.opset,
+                                  input_names=inputs, output_names=outputs,
+                                  dynamic_axes=task.dynamic_axes(cfg.dynamic_batch) or None,
                                   do_constant_folding=True)  # fmt: skip
     except Exception as exc:  # exporters raise many types; the user needs the first line and a next step
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -63,16 +66,16 @@ def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path, cfg: ExportS
                          hint=f"try `exporter: {other}` or another opset in stage '{cfg.name}'") from None  # fmt: skip
 
 
-def check_export(model: torch.nn.Module, sample: torch.Tensor, path, cfg: ExportStage) -> float:
+def check_export(model: torch.nn.Module, sample: np.ndarray, path, cfg: ExportStage, task) -> float:
     """Run the ONNX file in ONNX Runtime and compare with PyTorch; refuse a file that differs."""
     import onnx
 
     onnx.checker.check_model(str(path))
     with torch.no_grad():
-        expected = model(sample).numpy()
+        expected = model(*task.inputs(sample)).numpy()
     session = OnnxSession(path, threads=1)
-    batches = [sample.numpy()] if cfg.dynamic_batch else [row[None] for row in sample.numpy()]
-    got = np.concatenate([session.run({session.input_names[0]: b})[0] for b in batches])
+    batches = [sample] if cfg.dynamic_batch else [row[None] for row in sample]
+    got = np.concatenate([session.run(task.feeds(b))[0] for b in batches])
     diff = float(np.max(np.abs(got - expected)))
     if not np.allclose(got, expected, atol=cfg.check.atol, rtol=cfg.check.rtol):
         raise StageError(

@@ -57,7 +57,7 @@ def teacher_logits(teacher: nn.Module, artifact: Artifact, ctx: StageContext) ->
         return np.load(path)
     x = ctx.splits.x_train
     with torch.no_grad():
-        out = np.concatenate([teacher(torch.from_numpy(x[i : i + 256])).numpy() for i in range(0, len(x), 256)])
+        out = np.concatenate([teacher(*ctx.task.inputs(x[i : i + 256])).numpy() for i in range(0, len(x), 256)])
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
     np.save(tmp, out)
     os.replace(tmp, path)
@@ -91,10 +91,10 @@ def make_projections(student, teacher, s_taps: FeatureTaps, t_taps: FeatureTaps,
     """A 1x1 convolution (or linear map) per feature pair whose widths differ; identity otherwise."""
     if not s_taps.names:
         return nn.ModuleList()
-    sample = torch.from_numpy(ctx.splits.x_train[:2])
+    sample = ctx.task.inputs(ctx.splits.x_train[:2])
     with torch.no_grad():
-        student.eval()(sample)
-        teacher(sample)
+        student.eval()(*sample)
+        teacher(*sample)
     projections = nn.ModuleList()
     for s_name, t_name in zip(s_taps.names, t_taps.names, strict=True):
         s_out, t_out = s_taps.outputs[s_name], t_taps.outputs[t_name]
@@ -115,17 +115,14 @@ def _width(feature: torch.Tensor) -> int:
 
 
 def distill_loss(cfg: Distill, smoothing: float, logits: np.ndarray, teacher, s_taps, t_taps, projections, ctx):
-    ce = nn.CrossEntropyLoss(label_smoothing=smoothing)
-    temperature = cfg.temperature
-    x = ctx.splits.x_train
+    task, x = ctx.task, ctx.splits.x_train
 
     def loss(out: torch.Tensor, idx: np.ndarray, labels: torch.Tensor) -> torch.Tensor:
-        target = torch.from_numpy(logits[idx])
-        kd = F.kl_div(F.log_softmax(out / temperature, 1), F.softmax(target / temperature, 1), reduction="batchmean")
-        total = cfg.alpha * kd * temperature**2 + (1 - cfg.alpha) * ce(out, labels)
+        kd = task.distill_loss(out, torch.from_numpy(logits[idx]), cfg.temperature)
+        total = cfg.alpha * kd + (1 - cfg.alpha) * task.loss(out, labels, smoothing)
         if s_taps.names:
             with torch.no_grad():
-                teacher(torch.from_numpy(x[idx]))
+                teacher(*task.inputs(x[idx]))
             for proj, s_name, t_name in zip(projections, s_taps.names, t_taps.names, strict=True):
                 total = total + cfg.feature_weight * F.mse_loss(proj(s_taps.outputs[s_name]), t_taps.outputs[t_name])
         return total

@@ -23,7 +23,7 @@ def run(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     import torch_pruning as tp
 
     model = load_torch(artifact).eval()
-    example = torch.from_numpy(ctx.splits.x_train[:1])
+    example = ctx.task.inputs(ctx.splits.x_train[:1])
     base_macs, base_params = tp.utils.count_ops_and_params(model, example)
     ignored = ignored_layers(model, cfg, ctx.splits.num_classes)
     attention = attention_layers(model)
@@ -164,5 +164,5 @@ def accumulate_gradients(model: nn.Module, cfg: PruneStage, ctx: StageContext) -
     x, y = ctx.splits.x_train, ctx.splits.y_train
     for _ in range(cfg.taylor_batches):
         idx = rng.choice(len(x), min(64, len(x)), replace=False)
-        loss = nn.functional.cross_entropy(model(torch.from_numpy(x[idx])), torch.from_numpy(y[idx]))
+        loss = ctx.task.loss(model(*ctx.task.inputs(x[idx])), torch.from_numpy(y[idx]))
         loss.backward()

@@ -169,13 +169,13 @@ def fake_quantizers(model: nn.Module) -> list[FakeQuant]:
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batches: list[np.ndarray]) -> None:
+def calibrate(model: nn.Module, batches: list[np.ndarray], task) -> None:
     """Observe activation ranges on calibration data, then switch fake quantization on."""
     model.eval()
     for fq in fake_quantizers(model):
         fq.enabled = False
     for batch in batches:
-        model(torch.from_numpy(batch))
+        model(*task.inputs(batch))
     for fq in fake_quantizers(model):
         fq.enabled = True
 
@@ -227,7 +227,7 @@ def run_qat(cfg, artifact, ctx):
     from compress.stages.train import fit
 
     model = prepare(load_torch(artifact), signed_activations=cfg.activations == "int8", per_channel=cfg.per_channel)
-    calibrate(model, calibration_batches(ctx.splits.calibration(cfg.calibration.samples, ctx.seed)))
+    calibrate(model, calibration_batches(ctx.splits.calibration(cfg.calibration.samples, ctx.seed)), ctx.task)
     opts, label = cfg.qat, f"{cfg.name} (qat)"
     if opts.distill:
         with distillation(opts.distill, opts.label_smoothing, model, ctx) as (loss, extra):
@@ -238,9 +238,9 @@ def run_qat(cfg, artifact, ctx):
     model.eval()
     path = ctx.workdir / "model.onnx"
     x = ctx.splits.x_test
-    export_onnx(model, torch.from_numpy(x[:2]), path, ExportStage(type="export", name=cfg.name, opset=17), ctx.task)
+    export_onnx(model, x[:2], path, ExportStage(type="export", name=cfg.name, opset=17), ctx.task)
     folded = store_int8_weights(path)
-    agreement = check_qat_export(model, path, x[2:66])
+    agreement = check_qat_export(model, path, x[2:66], ctx.task)
     ctx.log(f"{cfg.name}: QAT export stores {folded} INT8 weight tensors; top-1 agrees with PyTorch on {agreement:.1%}")
     meta = {"precision": "int8", "format": "onnx-qdq", "method": "qat", "backend": "onnxruntime",
             "activations": cfg.activations, "weights": "int8", "per_channel": cfg.per_channel,
@@ -254,14 +254,13 @@ def run_qat(cfg, artifact, ctx):
 MIN_AGREEMENT = 0.98
 
 
-def check_qat_export(model: nn.Module, path, x: np.ndarray) -> float:
+def check_qat_export(model: nn.Module, path, x: np.ndarray, task) -> float:
     """Integer kernels round differently from fake quantization, so compare predictions, not logits."""
     from compress.runtimes.onnxruntime import OnnxSession
 
     with torch.no_grad():
-        expected = model(torch.from_numpy(x)).numpy().argmax(1)
-    session = OnnxSession(path, threads=1)
-    got = session.run({session.input_names[0]: x})[0].argmax(1)
+        expected = model(*task.inputs(x)).numpy().argmax(1)
+    got = OnnxSession(path, threads=1).run(task.feeds(x))[0].argmax(1)
     agreement = float((expected == got).mean())
     if agreement < MIN_AGREEMENT:
         raise StageError(f"the QAT export disagrees with the fake-quantized model on {1 - agreement:.1%} of test inputs",

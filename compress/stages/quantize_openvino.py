@@ -25,7 +25,7 @@ def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> A
 
     model = ov.Core().read_model(str(artifact.path))
     calibration = ctx.splits.calibration(cfg.calibration.samples, ctx.seed)
-    dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
+    dataset = nncf.Dataset([ctx.task.feeds(calibration[i : i + 1]) for i in range(len(calibration))])
     options = nncf_options(cfg, model, len(calibration))
     try:
         if cfg.max_accuracy_drop is None:
@@ -94,7 +94,7 @@ def validation_fn(ctx: StageContext):
     def validate(compiled, items) -> float:
         outputs, labels = [], []
         for x, y in items:
-            outputs.append(compiled(x)[compiled.output(0)])
+            outputs.append(compiled(ctx.task.feeds(x))[compiled.output(0)])
             labels.append(y)
         return ctx.task.score(np.concatenate(outputs), np.concatenate(labels))
 

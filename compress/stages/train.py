@@ -39,14 +39,14 @@ def fit(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str, l
     splits = ctx.splits
     optimizer = make_optimizer(cfg, [*model.parameters(), *extra_params])
     schedule = make_schedule(cfg, optimizer, cfg.epochs * math.ceil(len(splits.x_train) / cfg.batch_size))
-    ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    loss_fn = loss_fn or (lambda out, idx, labels: ce(out, labels))
+    task = ctx.task
+    loss_fn = loss_fn or (lambda out, idx, labels: task.loss(out, labels, cfg.label_smoothing))
     rng = np.random.default_rng(ctx.seed)
     best_acc, best_state, history = -1.0, None, []
     with progress_bar(label, cfg.epochs, ctx.show_progress) as advance:
         for epoch in range(cfg.epochs):
-            loss = train_epoch(model, splits.x_train, splits.y_train, cfg, optimizer, schedule, loss_fn, rng)
-            acc = evaluate(model, splits.x_val, splits.y_val)
+            loss = train_epoch(model, task, splits.x_train, splits.y_train, cfg, optimizer, schedule, loss_fn, rng)
+            acc = evaluate(model, task, splits.x_val, splits.y_val)
             history.append({"epoch": epoch + 1, "loss": round(loss, 5), "val_accuracy": round(acc, 3)})
             if acc > best_acc:
                 best_acc, best_state = acc, copy.deepcopy(model.state_dict())
@@ -83,7 +83,7 @@ def autocast(enabled: bool):
     return contextlib.nullcontext()
 
 
-def train_epoch(model, x, y, cfg: TrainingOptions, optimizer, schedule, loss_fn: LossFn, rng) -> float:
+def train_epoch(model, task, x, y, cfg: TrainingOptions, optimizer, schedule, loss_fn: LossFn, rng) -> float:
     model.train()
     order = rng.permutation(len(x))
     total, count = 0.0, 0
@@ -91,10 +91,10 @@ def train_epoch(model, x, y, cfg: TrainingOptions, optimizer, schedule, loss_fn:
         idx = order[start : start + cfg.batch_size]
         if len(idx) < 2:  # BatchNorm cannot train on a single example
             continue
-        inputs, labels = torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
+        inputs, labels = task.inputs(x[idx]), torch.from_numpy(y[idx])
         optimizer.zero_grad(set_to_none=True)
         with autocast(cfg.amp):
-            loss = loss_fn(model(inputs).float(), idx, labels)
+            loss = loss_fn(model(*inputs).float(), idx, labels)
         loss.backward()
         optimizer.step()
         schedule.step()
@@ -103,11 +103,8 @@ def train_epoch(model, x, y, cfg: TrainingOptions, optimizer, schedule, loss_fn:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
-    """Accuracy of the PyTorch module (used only to pick the best epoch, never for reports)."""
+def evaluate(model: nn.Module, task, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    """The task metric of the PyTorch module (used only to pick the best epoch, never for reports)."""
     model.eval()
-    correct = 0
-    for start in range(0, len(x), batch_size):
-        logits = model(torch.from_numpy(x[start : start + batch_size]))
-        correct += int((logits.argmax(1).numpy() == y[start : start + batch_size]).sum())
-    return 100.0 * correct / max(len(x), 1)
+    outputs = [model(*task.inputs(x[i : i + batch_size])).float().numpy() for i in range(0, len(x), batch_size)]
+    return task.score(np.concatenate(outputs), y)
