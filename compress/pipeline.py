@@ -16,6 +16,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from compress import environment
 from compress.artifact import Artifact, save_torch
 from compress.data import Splits, load_data
@@ -62,7 +64,10 @@ class Pipeline:
             targets = resolve_targets(self.recipe.targets, target_search_dirs(self.recipe))
             check_available(targets)
             splits, data_key = self.prepare_data()
-            outputs = self.run_stages(splits, data_key)
+            sources = self.sources(splits, data_key)
+            if self.task.labels_from_model:
+                splits, data_key = self.label_with(sources["model"], splits, data_key)
+            outputs = self.run_stages(sources, splits, data_key)
             report = self.measure_and_report(outputs, targets, splits)
             self.write_outputs(report)
             return report
@@ -72,27 +77,52 @@ class Pipeline:
     def prepare_data(self) -> tuple[Splits, str]:
         spec = self.recipe.data
         key = cache_key("data", spec.model_dump(), self.recipe.seed, self.versions)
-        path = self.cache / f"data-{key}.npz"
-        if path.is_file():
-            self.log(f"data: reusing cached {spec.source} splits")
-            return Splits.load(path), key
-        splits = load_data(spec, self.recipe.base_dir, self.recipe.seed)
-        self.cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        splits.save(tmp)
-        os.replace(tmp, path)
+        splits = self.cached_splits(
+            f"data-{key}", lambda: load_data(spec, self.recipe.base_dir, self.recipe.seed, self.recipe.model.arch)
+        )
         sizes = f"{len(splits.x_train)}/{len(splits.x_val)}/{len(splits.x_test)}"
         self.log(
             f"data: {spec.source}, {splits.num_classes} classes, train/val/test {sizes}, input {splits.input_shape}"
         )
         return splits, key
 
-    def run_stages(self, splits: Splits, data_key: str) -> dict[str, Artifact]:
+    def cached_splits(self, name: str, make) -> Splits:
+        path = self.cache / f"{name}.npz"
+        if path.is_file():
+            return Splits.load(path)
+        splits = make()
+        self.cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        splits.save(tmp)
+        os.replace(tmp, path)
+        return splits
+
+    def label_with(self, source: Artifact, splits: Splits, data_key: str) -> tuple[Splits, str]:
+        """Tasks whose labels are the source model's outputs (embedding fidelity): compute them once."""
+        import torch
+
+        from compress.artifact import load_torch
+
+        model = load_torch(source).eval()
+
+        @torch.no_grad()
+        def label(x):
+            return np.concatenate([model(*self.task.inputs(x[i : i + 64])).numpy() for i in range(0, len(x), 64)])
+
+        key = cache_key(data_key, source.key)
+        self.log("data: labelling every split with the source model's outputs")
+        return self.cached_splits(f"labels-{key}", lambda: splits.with_labels(label)), key
+
+    def sources(self, splits: Splits, data_key: str) -> dict[str, Artifact]:
+        out = {"model": self.source("model", self.recipe.model, splits, data_key)}
+        if self.recipe.teacher:
+            out["teacher"] = self.source("teacher", self.recipe.teacher, splits, data_key)
+        return out
+
+    def run_stages(self, sources: dict[str, Artifact], splits: Splits, data_key: str) -> dict[str, Artifact]:
         ctx_base = dict(splits=splits, task=self.task, seed=self.recipe.seed, log=self.log,
                         show_progress=self.show_progress, shared_cache=self.cache)  # fmt: skip
-        outputs = {"model": self.source("model", self.recipe.model, splits, data_key)}
-        if self.recipe.teacher:
-            outputs["teacher"] = self.source("teacher", self.recipe.teacher, splits, data_key)
+        outputs = dict(sources)
         previous = "model"
         for stage in self.recipe.stages:
             parent = outputs[stage.input or previous]

@@ -47,9 +47,11 @@ class ModelSpec(Strict):
 class DataSpec(Strict):
     """Where examples come from and how they are split; the task fixes inputs, outputs and metric."""
 
-    source: Literal["digits", "imagefolder", "npz"] = "digits"
-    path: str | None = Field(None, description="folder (imagefolder) or .npz file (npz)")
-    task: Literal["classification"] = "classification"
+    source: Literal["digits", "imagefolder", "npz", "text"] = "digits"
+    path: str | None = Field(None, description="folder (imagefolder), .npz file (npz) or text file (text)")
+    task: Literal["classification", "embedding"] = "classification"
+    max_length: int = Field(128, ge=8, le=4096, description="text: tokens per example (padded)")
+    tokenizer: str | None = Field(None, description="text: hf folder or package; default: the model's")
     image_size: int = Field(32, ge=4, le=1024)
     channels: Literal[1, 3] = 1
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
@@ -57,8 +59,10 @@ class DataSpec(Strict):
 
     @model_validator(mode="after")
     def _path_when_needed(self) -> DataSpec:
-        if self.source != "digits" and not self.path:
+        if self.source in ("imagefolder", "npz") and not self.path:
             raise ValueError(f"data source '{self.source}' needs 'path'")
+        if (self.task == "embedding") != (self.source == "text"):
+            raise ValueError("task 'embedding' goes with source 'text' (and text data with task 'embedding')")
         return self
 
 
@@ -529,6 +533,12 @@ def _check_model(recipe: Recipe, spec: ModelSpec, section: str, marks: Marks, fi
 
 def _check_arch(spec: ModelSpec, section: str, marks: Marks, filename: str) -> list[Problem]:
     arch = spec.arch or ""
+    if arch.startswith("hf:"):
+        if importlib.util.find_spec("transformers") is None:
+            return [
+                locate((section, "arch"), marks, filename, "hf: models need transformers; pip install 'compress[text]'")
+            ]
+        return []
     if arch.startswith("torchvision:"):
         if importlib.util.find_spec("torchvision") is None:
             return [locate((section, "arch"), marks, filename, "torchvision is not installed; pip install torchvision")]
@@ -561,8 +571,8 @@ def _check_data(recipe: Recipe, marks: Marks, filename: str) -> list[Problem]:
     if data.path is None:
         return []
     path = recipe.resolve_path(data.path)
-    exists = path.is_file() if data.source == "npz" else path.is_dir()
-    expected = "an .npz file" if data.source == "npz" else "a folder of class folders"
+    exists = path.is_dir() if data.source == "imagefolder" else path.is_file()
+    expected = {"npz": "an .npz file", "text": "a text file"}.get(data.source, "a folder of class folders")
     if exists:
         return []
     return [locate(("data", "path"), marks, filename, f"{expected} was expected at {path}, but it does not exist")]

@@ -32,6 +32,7 @@ DATASETS = {
     "digits": "compress.data.digits:load",
     "imagefolder": "compress.data.imagefolder:load",
     "npz": "compress.data.npz:load",
+    "text": "compress.data.text:load",
 }
 
 

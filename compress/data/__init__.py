@@ -43,6 +43,11 @@ class Splits:
         count = min(samples, len(self.x_train))
         return self.x_train[np.sort(rng.choice(len(self.x_train), count, replace=False))]
 
+    def with_labels(self, label) -> Splits:
+        """The same examples with labels computed by `label(x)` (e.g. a reference model's outputs)."""
+        return Splits(self.x_train, label(self.x_train), self.x_val, label(self.x_val), self.x_test,
+                      label(self.x_test), self.class_names)  # fmt: skip
+
     def save(self, path: Path) -> None:
         arrays = {k: getattr(self, k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
         np.savez(path, class_names=np.array(self.class_names), **arrays)
@@ -54,20 +59,29 @@ class Splits:
             return cls(**arrays, class_names=[str(c) for c in f["class_names"]])
 
 
-def load_data(spec: DataSpec, base_dir: Path, seed: int) -> Splits:
+def load_data(spec: DataSpec, base_dir: Path, seed: int, model_arch: str | None = None) -> Splits:
     """Load the recipe's data source and split it deterministically from the seed."""
     loader = registry.resolve(registry.DATASETS, spec.source)
     path = (base_dir / spec.path) if spec.path else None
+    if spec.source == "text":
+        tokenizer = spec.tokenizer or (model_arch[3:] if model_arch and model_arch.startswith("hf:") else None)
+        return loader(spec, path, seed, tokenizer, base_dir)
     return loader(spec, path, seed)
 
 
-def split(x: np.ndarray, y: np.ndarray, spec: DataSpec, seed: int, class_names: list[str]) -> Splits:
-    """Stratified train/val/test split; the same seed always gives the same split."""
+def split(
+    x: np.ndarray, y: np.ndarray, spec: DataSpec, seed: int, class_names: list[str], stratify: bool = True
+) -> Splits:
+    """Train/val/test split, stratified by class when there are classes; the same seed, the same split."""
     from sklearn.model_selection import train_test_split
 
-    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=spec.test_fraction, random_state=seed, stratify=y)
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        x, y, test_size=spec.test_fraction, random_state=seed, stratify=y if stratify else None
+    )
     val = spec.val_fraction / (1 - spec.test_fraction)
-    x_train, x_val, y_train, y_val = train_test_split(x_rest, y_rest, test_size=val, random_state=seed, stratify=y_rest)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=val, random_state=seed, stratify=y_rest if stratify else None
+    )
     return Splits(x_train, y_train, x_val, y_val, x_test, y_test, class_names)
 
 

@@ -20,6 +20,10 @@ def build_model(spec: ModelSpec, base_dir: Path, in_channels: int, num_classes: 
     """Create the model described by `spec` and load its checkpoint, if any."""
     if spec.python:
         model = _from_python(spec, base_dir)
+    elif spec.arch.startswith("hf:"):
+        from compress.models.hf import load_hf
+
+        model = load_hf(spec.arch[3:], base_dir, num_classes, **spec.options)
     elif spec.arch.startswith("torchvision:"):
         model = _from_torchvision(spec.arch.split(":", 1)[1], in_channels, num_classes, spec.options)
     else:

@@ -64,8 +64,18 @@ class SequenceClassifier(nn.Module):
         return self.classifier((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9))
 
 
+def _offline() -> None:
+    """A folder on disk never needs the network; keep the library's progress bars out of logs."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def load_hf(ref: str, base_dir: Path, num_classes: int, head: str = "embedding", normalize: bool = True) -> nn.Module:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a folder on disk never needs the network
+    _offline()
     from transformers import AutoModel
 
     path = resolve_hf_path(ref, base_dir)
@@ -77,7 +87,7 @@ def load_hf(ref: str, base_dir: Path, num_classes: int, head: str = "embedding",
 
 
 def load_tokenizer(ref: str, base_dir: Path):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _offline()
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(resolve_hf_path(ref, base_dir)), local_files_only=True)

@@ -5,8 +5,16 @@ from __future__ import annotations
 from compress.report.schema import Report, TargetInfo, Variant
 
 MB = 1_000_000
-COLUMNS = ("variant", "parent", "size MB", "× smaller", "accuracy %", "Δ pts", "p50 ms", "p90 ms", "× faster",
+COLUMNS = ("variant", "parent", "size MB", "× smaller", "{metric} %", "Δ pts", "p50 ms", "p90 ms", "× faster",
            "× vs parent", "front")  # fmt: skip
+
+
+def columns(report: Report) -> tuple[str, ...]:
+    """The comparison columns, naming the task's metric (accuracy, cosine, ...)."""
+    metric = next((v.accuracy.metric for v in report.variants if v.accuracy), "accuracy")
+    return tuple(c.format(metric=metric) for c in COLUMNS)
+
+
 BATCH_COLUMNS = ("variant", "p50 ms", "p90 ms", "items/s", "× faster")
 
 
@@ -78,7 +86,7 @@ def to_markdown(report: Report) -> str:
     for target in report.targets:
         batch = pareto_batch(report, target)
         lines += [f"## {target_title(target)}", "", f"Batch size {batch}; ratios are against `{report.baseline}`.", ""]
-        lines += _md_table(COLUMNS, comparison_rows(report, target)) + [""]
+        lines += _md_table(columns(report), comparison_rows(report, target)) + [""]
         for other in target.batch_sizes:
             if other != batch:
                 lines += (
@@ -121,7 +129,7 @@ def print_tables(report: Report, console) -> None:
 
     for target in report.targets:
         table = Table(title=f"{target_title(target)}, batch {pareto_batch(report, target)}")
-        for i, column in enumerate(COLUMNS):
+        for i, column in enumerate(columns(report)):
             table.add_column(column, justify="left" if i < 2 else "right")
         for row in comparison_rows(report, target):
             table.add_row(*row)

