@@ -114,10 +114,7 @@ class Pipeline:
         return self.cached_splits(f"labels-{key}", lambda: splits.with_labels(label)), key
 
     def sources(self, splits: Splits, data_key: str) -> dict[str, Artifact]:
-        out = {"model": self.source("model", self.recipe.model, splits, data_key)}
-        if self.recipe.teacher:
-            out["teacher"] = self.source("teacher", self.recipe.teacher, splits, data_key)
-        return out
+        return {name: self.source(name, spec, splits, data_key) for name, spec in self.recipe.sources().items()}
 
     def run_stages(self, sources: dict[str, Artifact], splits: Splits, data_key: str) -> dict[str, Artifact]:
         ctx_base = dict(splits=splits, task=self.task, seed=self.recipe.seed, log=self.log,
@@ -170,7 +167,7 @@ class Pipeline:
         file = save_torch(model, workdir)
         arch = spec.arch or spec.python
         self.log(f"{name}: {arch}, {count_params(model):,} parameters")
-        return Artifact("torch", file, lineage=[], meta={"params": count_params(model), "arch": arch})
+        return Artifact("torch", file, lineage=[], meta={"params": count_params(model), "arch": arch, "source": name})
 
     def _checkpoint_hash(self, spec) -> str | None:
         if not spec.checkpoint:

@@ -10,8 +10,17 @@ from collections.abc import Callable, Iterator
 @contextlib.contextmanager
 def progress_bar(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[str], None]]:
     """Yield `advance(status)`; draws a rich bar only when stderr is a terminal."""
-    if not (enabled and sys.stderr.isatty()):
+    if not enabled:
         yield lambda status="": None
+        return
+    if not sys.stderr.isatty():  # logs and CI: one plain line per step instead of a bar
+        done = [0]
+
+        def line(status: str = "") -> None:
+            done[0] += 1
+            print(f"{label}: {done[0]}/{total} {status}", file=sys.stderr, flush=True)
+
+        yield line
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

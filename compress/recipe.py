@@ -61,8 +61,10 @@ class DataSpec(Strict):
     def _path_when_needed(self) -> DataSpec:
         if self.source in ("imagefolder", "npz") and not self.path:
             raise ValueError(f"data source '{self.source}' needs 'path'")
-        if (self.task == "embedding") != (self.source == "text"):
-            raise ValueError("task 'embedding' goes with source 'text' (and text data with task 'embedding')")
+        if self.task == "embedding" and self.source != "text":
+            raise ValueError("task 'embedding' needs source 'text'")
+        if self.source == "text" and self.task == "classification" and not self.path:
+            raise ValueError("text classification needs 'path': a file of 'label<TAB>sentence' lines")
         return self
 
 
@@ -286,6 +288,9 @@ class Recipe(Strict):
     seed: int = Field(0, ge=0)
     model: ModelSpec
     teacher: ModelSpec | None = None
+    models: dict[str, ModelSpec] = Field(
+        default_factory=dict, description="more named models; a stage takes one with input: NAME"
+    )
     data: DataSpec = Field(default_factory=DataSpec)
     stages: list[Stage] = Field(min_length=1)
     targets: list[TargetRef] = Field(default_factory=lambda: ["cpu-onnxruntime"], min_length=1)
@@ -322,6 +327,10 @@ class Recipe(Strict):
         """Paths in a recipe are relative to the recipe file."""
         path = Path(value).expanduser()
         return path if path.is_absolute() else self.base_dir / path
+
+    def sources(self) -> dict[str, ModelSpec]:
+        """Every model a chain can start from: `model`, `teacher` and the named `models`."""
+        return {"model": self.model, **({"teacher": self.teacher} if self.teacher else {}), **self.models}
 
     def stage(self, name: str) -> Any:
         return next(s for s in self.stages if s.name == name)
@@ -431,9 +440,11 @@ def _stage_index(items: list, part: Any, field: str, where: str) -> tuple[Any, P
 def check_recipe(recipe: Recipe, marks: Marks, filename: str) -> list[Problem]:
     """Checks that no single field can make: stage order, references, files, model names."""
     problems = _check_stages(recipe, marks, filename)
-    problems += _check_model(recipe, recipe.model, "model", marks, filename)
-    if recipe.teacher:
-        problems += _check_model(recipe, recipe.teacher, "teacher", marks, filename)
+    for name, spec in recipe.sources().items():
+        section = ("models", name) if name in recipe.models else (name,)
+        problems += _check_model(recipe, spec, section, marks, filename)
+        if name in recipe.models and (name in ("model", "teacher") or not re.fullmatch(r"[A-Za-z0-9._-]+", name)):
+            problems.append(locate(section, marks, filename, f"model name '{name}' is reserved or not a plain name"))
     problems += _check_data(recipe, marks, filename)
     problems += _check_targets(recipe, marks, filename)
     return problems
@@ -441,8 +452,8 @@ def check_recipe(recipe: Recipe, marks: Marks, filename: str) -> list[Problem]:
 
 def _check_stages(recipe: Recipe, marks: Marks, filename: str) -> list[Problem]:
     problems: list[Problem] = []
-    produced = {"model": TORCH, **({"teacher": TORCH} if recipe.teacher else {})}  # name -> artifact kind
-    lineage: dict[str, list[str]] = {"model": [], "teacher": []}
+    produced = dict.fromkeys(recipe.sources(), TORCH)  # artifact name -> kind
+    lineage: dict[str, list[str]] = {name: [] for name in produced}
     variants: dict[str, str] = {}
     previous = "model"
     for i, stage in enumerate(recipe.stages):
@@ -512,7 +523,7 @@ def _order_message(stage: Any, kind: str, source: str) -> str:
     )
 
 
-def _check_model(recipe: Recipe, spec: ModelSpec, section: str, marks: Marks, filename: str) -> list[Problem]:
+def _check_model(recipe: Recipe, spec: ModelSpec, section: tuple, marks: Marks, filename: str) -> list[Problem]:
     problems: list[Problem] = []
     if spec.arch is not None:
         problems += _check_arch(spec, section, marks, filename)
@@ -520,37 +531,45 @@ def _check_model(recipe: Recipe, spec: ModelSpec, section: str, marks: Marks, fi
         file, sep, func = spec.python.rpartition(":")
         if not sep or not file.endswith(".py") or not func.isidentifier():
             msg = f"expected 'path/to/file.py:function', got {spec.python!r}"
-            problems.append(locate((section, "python"), marks, filename, msg))
+            problems.append(locate((*section, "python"), marks, filename, msg))
         elif not recipe.resolve_path(file).is_file():
             problems.append(
-                locate((section, "python"), marks, filename, f"file not found: {recipe.resolve_path(file)}")
+                locate((*section, "python"), marks, filename, f"file not found: {recipe.resolve_path(file)}")
             )
     if spec.checkpoint and not recipe.resolve_path(spec.checkpoint).is_file():
         msg = f"checkpoint not found: {recipe.resolve_path(spec.checkpoint)}"
-        problems.append(locate((section, "checkpoint"), marks, filename, msg))
+        problems.append(locate((*section, "checkpoint"), marks, filename, msg))
     return problems
 
 
-def _check_arch(spec: ModelSpec, section: str, marks: Marks, filename: str) -> list[Problem]:
+def _check_arch(spec: ModelSpec, section: tuple, marks: Marks, filename: str) -> list[Problem]:
     arch = spec.arch or ""
     if arch.startswith("hf:"):
         if importlib.util.find_spec("transformers") is None:
             return [
-                locate((section, "arch"), marks, filename, "hf: models need transformers; pip install 'compress[text]'")
+                locate(
+                    (*section, "arch"), marks, filename, "hf: models need transformers; pip install 'compress[text]'"
+                )
             ]
+        return []
+    if arch.startswith("timm:"):
+        if importlib.util.find_spec("timm") is None:
+            return [locate((*section, "arch"), marks, filename, "timm is not installed; pip install timm")]
         return []
     if arch.startswith("torchvision:"):
         if importlib.util.find_spec("torchvision") is None:
-            return [locate((section, "arch"), marks, filename, "torchvision is not installed; pip install torchvision")]
+            return [
+                locate((*section, "arch"), marks, filename, "torchvision is not installed; pip install torchvision")
+            ]
         return []
     if arch not in registry.MODELS:
         known = list(registry.MODELS)
         msg = f"unknown model '{arch}'{suggest(arch, known)}; built-in: {', '.join(known)}, or torchvision:<name>"
-        return [locate((section, "arch"), marks, filename, msg)]
+        return [locate((*section, "arch"), marks, filename, msg)]
     accepted = builder_options(arch)
     return [
         locate(
-            (section, "options", key),
+            (*section, "options", key),
             marks,
             filename,
             f"'{arch}' has no option '{key}'{suggest(key, accepted)}; options: {', '.join(accepted)}",

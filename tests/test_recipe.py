@@ -123,3 +123,21 @@ def test_missing_recipe_file(tmp_path):
     with pytest.raises(RecipeError) as info:
         load_recipe(tmp_path / "nope.yaml")
     assert "file not found" in str(info.value.problems[0])
+
+
+def test_named_models_start_their_own_chains():
+    text = (
+        BASE
+        + "models:\n  vit: {arch: vit}\n"
+        + "  - {type: train, name: vit-train, input: vit}\n  - {type: export, name: vit-export}\n"
+    )
+    text = BASE.replace("stages:\n", "models:\n  vit: {arch: vit}\nstages:\n") + (
+        "  - {type: train, name: vit-train, input: vit}\n  - {type: export, name: vit-export}\n"
+    )
+    recipe = recipe_from_text(text, "r.yaml")
+    assert list(recipe.sources()) == ["model", "vit"]
+    assert recipe.stage("vit-export").variant == "vit-export"
+    (msg,) = problems(text.replace("input: vit}", "input: vti}"))
+    assert "input 'vti' is not an earlier stage (did you mean 'vit'?)" in msg
+    (msg,) = problems(text.replace("vit: {arch: vit}", "vit: {arch: vitt}"))
+    assert "models.vit.arch" in msg and "did you mean 'vit'" in msg

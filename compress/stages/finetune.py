@@ -78,7 +78,8 @@ class FeatureTaps:
 
     def _keep(self, name: str):
         def hook(module, inputs, output):
-            self.outputs[name] = output
+            # Transformer layers return tuples; the hidden states come first.
+            self.outputs[name] = output[0] if isinstance(output, (tuple, list)) else output
 
         return hook
 
