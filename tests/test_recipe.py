@@ -126,11 +126,6 @@ def test_missing_recipe_file(tmp_path):
 
 
 def test_named_models_start_their_own_chains():
-    text = (
-        BASE
-        + "models:\n  vit: {arch: vit}\n"
-        + "  - {type: train, name: vit-train, input: vit}\n  - {type: export, name: vit-export}\n"
-    )
     text = BASE.replace("stages:\n", "models:\n  vit: {arch: vit}\nstages:\n") + (
         "  - {type: train, name: vit-train, input: vit}\n  - {type: export, name: vit-export}\n"
     )
