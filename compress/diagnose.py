@@ -55,6 +55,9 @@ def likely_reasons(path: Path) -> list[str]:
         reasons.append(
             f"{len(off)} convolution(s) with channel counts that are not multiples of {ROUND_TO} (set round_to)"
         )
+    if any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger") for n in graph.node):
+        reasons.append("dynamic quantization (DynamicQuantizeLinear/MatMulInteger): fast in ONNX Runtime, "
+                       "but other runtimes may run it without INT8 kernels")  # fmt: skip
     quantized = any(n.op_type == "DequantizeLinear" for n in graph.node)
     if quantized:
         floats = [n.name for n in graph.node if n.op_type in WEIGHTED_OPS and not _fed_by_dq(n, produced_by)]

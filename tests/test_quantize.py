@@ -210,3 +210,20 @@ def test_missing_runtime_names_the_extra(tiny_recipe, tmp_path):
     assert result.returncode == 3, result.stderr
     assert "pip install 'compress[openvino]'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o" / "cache").exists(), "nothing ran before the check"
+
+
+def test_not_faster_warning_names_the_cause(trained, digits, tmp_path):
+    from compress.diagnose import likely_reasons, not_faster_warnings
+    from tests.test_report import sample_report
+
+    tmp, _, exported = trained
+    s8s8 = stage(QuantizeStage(type="quantize", name="s8s8", activations="int8"), exported, tmp, digits)
+    assert any("S8S8" in r for r in likely_reasons(s8s8.path))
+    dynamic = stage(QuantizeStage(type="quantize", name="dyn", method="dynamic"), exported, tmp, digits)
+    assert any("dynamic quantization" in r for r in likely_reasons(dynamic.path))
+    report = sample_report()
+    slow = report.variant("worse")  # 1.0 ms against its parent's 2.0 ms would be fine; make it slower
+    slow.latency[0].p50_ms = 1.95
+    slow.precision, slow.path = "int8", str(s8s8.path)
+    warnings = not_faster_warnings(report, tmp_path)
+    assert len(warnings) == 1 and "worse is only 1.03× faster than fp32" in warnings[0] and "S8S8" in warnings[0]

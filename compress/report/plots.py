@@ -27,11 +27,13 @@ def pareto_plot(report: Report, target_name: str) -> bytes:
     biggest = max((p[2] for p in points), default=1)
     families = sorted({p[5] for p in points})
     colors = dict(zip(families, plt.get_cmap("tab10").colors, strict=False))
-    for lat, acc, size, name, on, family in points:
+    for i, (lat, acc, size, name, on, family) in enumerate(sorted(points)):
         ax.scatter(lat, acc, s=60 + 600 * size / biggest, alpha=0.6, color=colors[family],
                    edgecolors="black", linewidths=1.8 if on else 0.5,
                    label=family if len(families) > 1 else None)  # fmt: skip
-        ax.annotate(f"{name}\n{size / 1e6:.2f} MB", (lat, acc), textcoords="offset points", xytext=(8, 6), fontsize=8)
+        # Alternate label sides so neighbours along the latency axis do not overwrite each other.
+        offset = (8, 6) if i % 2 == 0 else (8, -22)
+        ax.annotate(f"{name}\n{size / 1e6:.2f} MB", (lat, acc), textcoords="offset points", xytext=offset, fontsize=8)
     front = sorted((p[0], p[1]) for p in points if p[4])
     if front:
         ax.plot([f[0] for f in front], [f[1] for f in front], "--", color="black", alpha=0.6, label="Pareto front")
