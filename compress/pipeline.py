@@ -109,9 +109,12 @@ class Pipeline:
         def label(x):
             return np.concatenate([model(*self.task.inputs(x[i : i + 64])).numpy() for i in range(0, len(x), 64)])
 
+        def make() -> Splits:
+            self.log("data: labelling every split with the source model's outputs")
+            return splits.with_labels(label)
+
         key = cache_key(data_key, source.key)
-        self.log("data: labelling every split with the source model's outputs")
-        return self.cached_splits(f"labels-{key}", lambda: splits.with_labels(label)), key
+        return self.cached_splits(f"labels-{key}", make), key
 
     def sources(self, splits: Splits, data_key: str) -> dict[str, Artifact]:
         return {name: self.source(name, spec, splits, data_key) for name, spec in self.recipe.sources().items()}
