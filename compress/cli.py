@@ -75,6 +75,10 @@ def run(
     report = run_recipe(loaded, output, log=log, show_progress=not quiet)
     print_tables(report, _console(stderr=False))
     err.print(f"report written to {output_dir(loaded, output)}/report.md", markup=False)
+    if loaded.gates and not loaded.gates.empty():
+        from compress.report.gates import check
+
+        _finish_gates(check(report, loaded.gates), None)
 
 
 @app.command()
@@ -111,6 +115,98 @@ def report(folder: Annotated[Path, typer.Argument(help="output folder holding re
     loaded = Report.load(source)
     render_all(loaded, folder)
     print_tables(loaded, _console(stderr=False))
+
+
+@app.command()
+@handled
+def gate(
+    report: Annotated[Optional[Path], typer.Argument(help="report.json to check")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="check a bare model file's size instead")] = None,
+    max_size_mb: Annotated[Optional[float], typer.Option(help="largest allowed file, MB")] = None,
+    max_latency_ms: Annotated[Optional[float], typer.Option(help="slowest allowed latency, ms")] = None,
+    target: Annotated[Optional[str], typer.Option(help="target of --max-latency-ms [default: every target]")] = None,
+    percentile: Annotated[str, typer.Option(help="p50, p90 or p99 for --max-latency-ms")] = "p50",
+    batch_size: Annotated[int, typer.Option(help="batch size for --max-latency-ms")] = 1,
+    min_accuracy: Annotated[Optional[float], typer.Option(help="lowest allowed metric value")] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option(help="points below the baseline variant")] = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="previous report.json for regressions")] = None,
+    max_latency_regression: Annotated[Optional[str], typer.Option(help="e.g. 5%: p50 slower than --baseline")] = None,
+    max_size_regression: Annotated[Optional[str], typer.Option(help="e.g. 0%: larger than --baseline")] = None,
+    max_accuracy_regression: Annotated[Optional[float], typer.Option(help="points below --baseline")] = None,
+    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="only these variants (repeatable)")] = None,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="write JUnit XML here")] = None,
+) -> None:
+    """Check CI gates on a report (or a model file); exit 0 when all hold, 1 when one fails."""
+    from pydantic import ValidationError
+
+    from compress.report.gates import Gates, check, check_model_file
+
+    if model is not None:
+        if not model.is_file():
+            raise UsageError(f"model file {model} not found", hint="pass the path of an .onnx, .xml or engine file")
+        if max_size_mb is None:
+            raise UsageError(
+                "--model needs --max-size-mb", hint="e.g. compress gate --model model.onnx --max-size-mb 4"
+            )
+        _finish_gates([check_model_file(model, max_size_mb)], junit)
+        return
+    loaded = _load_report(report)
+    options = {k: v for k, v in dict(
+        variants=variant or None, max_size_mb=max_size_mb, min_accuracy=min_accuracy,
+        max_accuracy_drop=max_accuracy_drop, max_latency_regression=max_latency_regression,
+        max_size_regression=max_size_regression, max_accuracy_regression=max_accuracy_regression,
+        max_latency_ms=[{"max_ms": max_latency_ms, "target": target, "percentile": percentile,
+                         "batch_size": batch_size}] if max_latency_ms is not None else None,
+    ).items() if v is not None}  # fmt: skip
+    try:
+        gates = Gates.model_validate({**(loaded.gates or {}), **options})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UsageError(f"bad gate option {'.'.join(map(str, first['loc']))}: {first['msg']}",
+                         hint="see `compress gate --help`") from None  # fmt: skip
+    if gates.empty():
+        raise UsageError(
+            "no gates to check", hint="give limits such as --max-size-mb, or a report whose recipe had gates"
+        )
+    _finish_gates(check(loaded, gates, _load_report(baseline) if baseline else None), junit)
+
+
+def _load_report(path: Path | None):
+    from pydantic import ValidationError
+
+    from compress.report.schema import Report
+
+    if path is None or not path.is_file():
+        raise UsageError(f"report {path} not found", hint="pass the report.json of a finished `compress run`")
+    try:
+        return Report.load(path)
+    except (ValueError, ValidationError) as exc:
+        raise UsageError(f"{path} is not a compress report: {str(exc).splitlines()[0]}") from None
+
+
+def _finish_gates(results, junit: Path | None) -> None:
+    """Print the verdicts, write JUnit / the GitHub step summary, and exit 1 if any gate failed."""
+    import os
+
+    from rich.table import Table
+
+    from compress.report.gates import junit_xml, markdown
+    from compress.report.schema import write_atomic
+
+    table = Table(title="gates")
+    for column in ("gate", "variant", "limit", "value", "verdict"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(r.gate, r.variant, r.limit, r.value, "pass" if r.passed else "FAIL")
+    _console(stderr=False).print(table)
+    if junit:
+        write_atomic(junit, junit_xml(results))
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as f:
+            f.write(markdown(results))
+    if not all(r.passed for r in results):
+        raise typer.Exit(ExitCode.GATE_FAILED)
 
 
 def entry() -> None:

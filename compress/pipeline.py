@@ -215,6 +215,7 @@ class Pipeline:
                               hash=self.recipe.content_hash),
             environment=environment.capture(), baseline=baseline,
             pareto_batch_size=self.recipe.report.pareto_batch_size, targets=target_infos, variants=variants,
+            gates=self.recipe.gates.model_dump(exclude_defaults=True) if self.recipe.gates else None,
         )  # fmt: skip
         mark_fronts(report)
         report.warnings += not_faster_warnings(report, self.out)

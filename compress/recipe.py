@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, T
 
 from compress import registry
 from compress.errors import Problem, RecipeError
+from compress.report.gates import Gates
 from compress.targets import TargetSpec, find_target, missing_target_problem
 from compress.yamlconfig import Marks, locate, parse_yaml, read_yaml, suggest, validate
 
@@ -295,6 +296,7 @@ class Recipe(Strict):
     stages: list[Stage] = Field(min_length=1)
     targets: list[TargetRef] = Field(default_factory=lambda: ["cpu-onnxruntime"], min_length=1)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    gates: Gates | None = Field(None, description="CI limits checked after the run; exit code 1 when one fails")
 
     _path: Path | None = PrivateAttr(None)
     _hash: str = PrivateAttr("")

@@ -51,6 +51,10 @@ def test_run_tiny_recipe_end_to_end(tiny_recipe, tmp_path):
     assert again.returncode == 0
     assert "train: reusing cached result" in again.stderr and "quantize: reusing cached result" in again.stderr
 
+    gated = compress("run", str(tiny_recipe), "--output", str(out), "--set", "stages[train].epochs=1",
+                     "--set", "gates={max_size_mb: 0.001}")  # fmt: skip
+    assert gated.returncode == 1 and "FAIL" in gated.stdout
+
     rerender = compress("report", str(out))
     assert rerender.returncode == 0 and "int8" in rerender.stdout
 

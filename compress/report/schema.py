@@ -96,6 +96,7 @@ class Report(Model):
     targets: list[TargetInfo]
     variants: list[Variant]
     warnings: list[str] = Field(default_factory=list)
+    gates: dict[str, Any] | None = None  # the recipe's gates, so `compress gate` can reuse them
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
