@@ -119,6 +119,25 @@ def report(folder: Annotated[Path, typer.Argument(help="output folder holding re
 
 @app.command()
 @handled
+def compare(
+    old: Annotated[Path, typer.Argument(help="the earlier report.json")],
+    new: Annotated[Path, typer.Argument(help="the later report.json")],
+) -> None:
+    """Print what changed between two reports: size, p50 latency and metric per variant and target."""
+    from rich.table import Table
+
+    from compress.report.compare import compare_rows
+
+    table = Table(title=f"{old} → {new}")
+    for column in ("variant", "target", "size", "p50", "metric (points)"):
+        table.add_column(column)
+    for row in compare_rows(_load_report(old), _load_report(new)):
+        table.add_row(*row)
+    _console(stderr=False).print(table)
+
+
+@app.command()
+@handled
 def gate(
     report: Annotated[Optional[Path], typer.Argument(help="report.json to check")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="check a bare model file's size instead")] = None,

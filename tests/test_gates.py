@@ -96,3 +96,14 @@ def test_check_counts_every_variant_and_target():
     results = check(sample_report(), Gates(max_latency_ms=[{"max_ms": 1.5}], variants=["int8", "worse"]))
     assert [(r.variant, r.passed) for r in results] == [("int8", True), ("worse", True)]
     assert json.dumps([r.gate for r in results])
+
+
+def test_compare_prints_changes(report_file, tmp_path):
+    new = sample_report()
+    new.variants[1].size_bytes = 500_000
+    new.variants = new.variants[:2]
+    new_path = tmp_path / "new.json"
+    new.save(new_path)
+    result = compress("compare", str(report_file), str(new_path))
+    assert result.returncode == 0, result.stderr
+    assert "1.000 → 0.500 MB (-50.0%)" in result.stdout and "gone" in result.stdout
