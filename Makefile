@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quickstart test lint clean
+.PHONY: setup quickstart test lint clean browser
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,14 @@ setup: $(STAMP)
 quickstart: setup
 	$(BIN)/compress run recipes/quickstart.yaml
 
-test: setup
+# Headless Chromium checks report.html; installed from Debian's packages where apt is available.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ; } || \
+	  echo "chromium not installed: the report.html browser test will be skipped"
+
+test: setup browser
 	$(BIN)/python -m pytest
 
 lint: setup

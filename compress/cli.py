@@ -104,7 +104,7 @@ def schema() -> None:
 @app.command()
 @handled
 def report(folder: Annotated[Path, typer.Argument(help="output folder holding report.json")]) -> None:
-    """Re-render report.md and the plots from a folder's report.json."""
+    """Re-render report.md, report.html and the plots from a folder's report.json."""
     from compress.pipeline import render_all
     from compress.report.render import print_tables
     from compress.report.schema import Report

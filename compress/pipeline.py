@@ -275,8 +275,11 @@ def attach(variants: list[Variant], target: TargetSpec, results: TargetResults) 
 
 
 def render_all(report: Report, folder: Path, plot: bool = True) -> None:
-    """Every output rendered from report.json: report.md and one Pareto plot per target."""
+    """Every output rendered from report.json: report.md, report.html and one Pareto plot per target."""
+    from compress.report.html import to_html
+
     write_atomic(folder / "report.md", to_markdown(report))
+    write_atomic(folder / "report.html", to_html(report))
     if plot:
         write_plots(report, folder)
 

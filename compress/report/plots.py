@@ -40,7 +40,7 @@ def pareto_plot(report: Report, target_name: str) -> bytes:
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
     if unique:
-        ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8)
+        ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8, markerscale=0.4)
     ax.set_xlabel(f"p50 latency (ms), batch {batch}, {target.threads} thread(s)")
     metric = next((v.accuracy.metric for v in report.variants if v.accuracy), "accuracy")
     ax.set_ylabel(f"{metric} (%)")

@@ -1,0 +1,88 @@
+"""report.html: one self-contained page (no network) with the plots inline, a sortable table of
+variants per target, each variant's lineage and speed-up over its parent, and the environment."""
+
+from __future__ import annotations
+
+import base64
+import html
+
+from compress.report.plots import pareto_plot
+from compress.report.render import columns, comparison_rows, target_title
+from compress.report.schema import Report
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1200px}
+table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}
+th{background:#f3f3f3;cursor:pointer;user-select:none}td:first-child,td:nth-child(2){text-align:left}
+tr.front td{font-weight:600}img{max-width:100%}code{background:#f6f6f6;padding:0 .2rem}
+.warn{color:#9a5b00}
+"""
+
+# Click a header to sort by that column; numbers sort numerically, '–' last.
+SCRIPT = """
+document.querySelectorAll('table.variants th').forEach((th, col) => th.addEventListener('click', () => {
+  const body = th.closest('table').tBodies[0];
+  const dir = th.dataset.dir = th.dataset.dir === 'asc' ? 'desc' : 'asc';
+  const key = r => { const t = r.cells[col].textContent.replace(/[×%+ ]/g, ''); const n = parseFloat(t);
+                     return isNaN(n) ? (t === '–' ? Infinity : t) : n; };
+  [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
+    return (x > y ? 1 : x < y ? -1 : 0) * (dir === 'asc' ? 1 : -1); }).forEach(r => body.appendChild(r));
+}));
+"""
+
+
+def _table(report: Report, target) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns(report))
+    rows = []
+    for row in comparison_rows(report, target):
+        cls = ' class="front"' if row[-1] == "yes" else ""
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>")
+    return f'<table class="variants"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _plot(report: Report, target) -> str:
+    data = base64.b64encode(pareto_plot(report, target.name)).decode()
+    return f'<img alt="accuracy vs latency on {html.escape(target.name)}" src="data:image/png;base64,{data}">'
+
+
+def _lineage(report: Report) -> str:
+    items = []
+    for v in report.variants:
+        speed = ", ".join(f"{t}: {s:.2f}×" for t, s in v.speedup_vs_parent.items()) or "–"
+        errors = "".join(f'<br><span class="warn">{html.escape(e)}</span>' for e in v.errors)
+        items.append(f"<li><b>{html.escape(v.name)}</b> ({html.escape(v.format)}, {html.escape(v.precision)}): "
+                     f"{html.escape(' → '.join(v.stages))}; parent {html.escape(v.parent or '–')}; "
+                     f"speed-up over parent {html.escape(speed)}; <code>{html.escape(v.path)}</code>{errors}</li>")  # fmt: skip
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+def _environment(report: Report) -> str:
+    env = report.environment
+    cpu = env.get("cpu", {})
+    rows = [("CPU", f"{cpu.get('model')} ({cpu.get('logical_cores')} logical cores)"),
+            ("ISA", ", ".join(cpu.get("isa", []))), ("OS", str(env.get("os"))), ("Python", str(env.get("python"))),
+            ("Packages", ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()))]  # fmt: skip
+    rows += [(t.name, f"{t.runtime} {', '.join(f'{k} {v}' for k, v in t.versions.items())}; {t.threads} thread(s); "
+              f"batches {t.batch_sizes}; protocol {t.protocol}") for t in report.targets]  # fmt: skip
+    body = "".join(
+        f"<tr><td>{html.escape(k)}</td><td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows
+    )
+    return f"<table>{body}</table>"
+
+
+def to_html(report: Report) -> str:
+    r = report.recipe
+    parts = [f"<h1>compress report: {html.escape(r.name)}</h1>",
+             f"<p>Recipe <code>{html.escape(r.path or r.name)}</code> (hash <code>{html.escape(r.hash)}</code>), "
+             f"created {html.escape(report.created)}. Baseline: <code>{html.escape(report.baseline)}</code>. "
+             "Each exported file was run in the target's runtime; click a column header to sort.</p>"]  # fmt: skip
+    for target in report.targets:
+        parts += [f"<h2>{html.escape(target_title(target))}</h2>", _table(report, target), _plot(report, target)]
+    parts += ["<h2>Variants</h2>", _lineage(report)]
+    if report.warnings:
+        parts += (
+            ["<h2>Warnings</h2><ul>"] + [f'<li class="warn">{html.escape(w)}</li>' for w in report.warnings] + ["</ul>"]
+        )
+    parts += ["<h2>Environment</h2>", _environment(report)]
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>compress: {html.escape(r.name)}'
+            f"</title><style>{STYLE}</style></head><body>{''.join(parts)}<script>{SCRIPT}</script></body></html>\n")  # fmt: skip
