@@ -59,6 +59,8 @@ def measure_target(target: TargetSpec, models: dict[str, Deployable], splits: Sp
         log(f"warning: {name} on {target.name}: {error}")
     for batch in target.batch_sizes:
         runnable = {n: s for n, s in sessions.items() if s.fixed_batch in (None, batch)}
+        if not runnable:
+            continue
         log(f"{target.name}: timing {len(runnable)} variant(s) at batch {batch} with {target.threads} thread(s)")
         precisions = {n: s.precision or models[n].precision for n, s in runnable.items()}
         for name, stats in time_batch(

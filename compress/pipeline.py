@@ -22,6 +22,7 @@ from compress import environment
 from compress.artifact import Artifact, save_torch
 from compress.data import Splits, load_data
 from compress.diagnose import not_faster_warnings
+from compress.errors import CompressError
 from compress.lock import run_lock
 from compress.measure import Deployable, TargetResults, measure_target
 from compress.recipe import DEPLOYABLE, TORCH, Recipe, target_search_dirs
@@ -58,6 +59,7 @@ class Pipeline:
         self.cache = out / "cache"
         self.versions = environment.package_versions(CACHE_PACKAGES)
         self.task = get_task(recipe.data.task)
+        self.reused = self.computed = 0  # stage results taken from the cache / computed in this run
 
     def run(self) -> Report:
         with run_lock(self.out):
@@ -67,10 +69,30 @@ class Pipeline:
             sources = self.sources(splits, data_key)
             if self.task.labels_from_model:
                 splits, data_key = self.label_with(sources["model"], splits, data_key)
-            outputs = self.run_stages(sources, splits, data_key)
-            report = self.measure_and_report(outputs, targets, splits)
+            found, failures = self.run_points(sources, splits, data_key)
+            self.log(f"cache: {self.reused} stage result(s) reused, {self.computed} computed")
+            report = self.measure_and_report(found, failures, targets, splits)
             self.write_outputs(report)
             return report
+
+    def run_points(self, sources, splits: Splits, data_key: str) -> tuple[list, list[tuple[str, str]]]:
+        """Run every sweep point's chain (or the recipe's one chain); a failing point is recorded."""
+        per_point, failures = [], []
+        points = self.recipe.points()
+        for label, point in points:
+            if label:
+                self.log(f"sweep point {label}")
+            outputs = dict(sources)
+            try:
+                self.run_stages(point, outputs, splits, data_key)
+            except CompressError as exc:
+                if not label:
+                    raise
+                self.log(f"warning: sweep point {label} failed: {exc.message}")
+                failures.append((label, exc.message))
+            # What a failed point made before failing is still valid and kept.
+            per_point.append((label, self.variants(point, outputs)))
+        return merge_points(per_point, len(points)), failures
 
     # ------------------------------------------------------------------ data and stages
 
@@ -119,12 +141,12 @@ class Pipeline:
     def sources(self, splits: Splits, data_key: str) -> dict[str, Artifact]:
         return {name: self.source(name, spec, splits, data_key) for name, spec in self.recipe.sources().items()}
 
-    def run_stages(self, sources: dict[str, Artifact], splits: Splits, data_key: str) -> dict[str, Artifact]:
+    def run_stages(self, recipe: Recipe, outputs: dict[str, Artifact], splits: Splits, data_key: str) -> None:
+        """Run `recipe`'s stages, adding each result to `outputs` (which starts with the sources)."""
         ctx_base = dict(splits=splits, task=self.task, seed=self.recipe.seed, log=self.log,
                         show_progress=self.show_progress, shared_cache=self.cache)  # fmt: skip
-        outputs = dict(sources)
         previous = "model"
-        for stage in self.recipe.stages:
+        for stage in recipe.stages:
             parent = outputs[stage.input or previous]
             refs = {name: outputs[name] for name in stage.references()}
             key = cache_key(stage.model_dump(), parent.key, {n: a.key for n, a in refs.items()}, data_key,
@@ -132,7 +154,6 @@ class Pipeline:
             make = lambda d, s=stage, p=parent, r=refs: run_stage(s, p, StageContext(workdir=d, refs=r, **ctx_base))  # noqa: E731
             outputs[stage.name] = self.cached(stage.name, key, make)
             previous = stage.name
-        return outputs
 
     def source(self, name: str, spec, splits: Splits, data_key: str) -> Artifact:
         """The initial model (or teacher), built from its recipe section and cached."""
@@ -144,7 +165,9 @@ class Pipeline:
         final = self.cache / f"{name}-{key}"
         if Artifact.exists(final):
             self.log(f"{name}: reusing cached result {final.name}")
+            self.reused += 1
             return Artifact.load(final)
+        self.computed += 1
         self.cache.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.cache))
         try:
@@ -179,19 +202,18 @@ class Pipeline:
 
     # ------------------------------------------------------------------ measurement and report
 
-    def variants(self, outputs: dict[str, Artifact]) -> list[tuple[str, str | None, Artifact]]:
+    def variants(self, recipe: Recipe, outputs: dict[str, Artifact]) -> list[tuple[str, str | None, Artifact]]:
         """(variant name, parent variant, artifact) for each stage that made a deployable model."""
         found: list[tuple[str, str | None, Artifact]] = []
-        entry_stages = {s.name for s in self.recipe.stages if s.consumes == TORCH and s.produces in DEPLOYABLE}
-        for stage in self.recipe.stages:
-            if stage.produces in DEPLOYABLE:
+        entry_stages = {s.name for s in recipe.stages if s.consumes == TORCH and s.produces in DEPLOYABLE}
+        for stage in recipe.stages:
+            if stage.produces in DEPLOYABLE and stage.name in outputs:
                 artifact = outputs[stage.name]
                 earlier = [(name, a.lineage) for name, _, a in found]
                 found.append((stage.variant, parent_variant(artifact.lineage, earlier, entry_stages), artifact))
         return found
 
-    def measure_and_report(self, outputs: dict[str, Artifact], targets: list[TargetSpec], splits: Splits) -> Report:
-        found = self.variants(outputs)
+    def measure_and_report(self, found: list, failures: list, targets: list[TargetSpec], splits: Splits) -> Report:
         models_dir = self.out / "models"
         models_dir.mkdir(parents=True, exist_ok=True)
         variants = [self.publish(name, parent, artifact, models_dir) for name, parent, artifact in found]
@@ -206,9 +228,8 @@ class Pipeline:
             target_infos.append(TargetInfo(name=target.name, runtime=target.runtime, device=target.device,
                                            threads=target.threads, batch_sizes=target.batch_sizes,
                                            protocol=target.protocol.model_dump(), versions=results.versions))  # fmt: skip
-        baseline = self.recipe.report.baseline or next(
-            (v.name for v in variants if v.precision == "fp32"), variants[0].name
-        )
+        fallback = variants[0].name if variants else ""  # empty only when every sweep point failed
+        baseline = self.recipe.report.baseline or next((v.name for v in variants if v.precision == "fp32"), fallback)
         report = Report(
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             recipe=RecipeInfo(name=self.recipe.name, path=str(self.recipe.path) if self.recipe.path else None,
@@ -216,7 +237,10 @@ class Pipeline:
             environment=environment.capture(), baseline=baseline,
             pareto_batch_size=self.recipe.report.pareto_batch_size, targets=target_infos, variants=variants,
             gates=self.recipe.gates.model_dump(exclude_defaults=True) if self.recipe.gates else None,
+            cache={"reused": self.reused, "computed": self.computed},
         )  # fmt: skip
+        report.variants += [failed_variant(label, message) for label, message in failures]
+        report.warnings += [f"sweep point {label} failed: {message}" for label, message in failures]
         mark_fronts(report)
         report.warnings += not_faster_warnings(report, self.out)
         return report
@@ -240,6 +264,35 @@ class Pipeline:
     def write_outputs(self, report: Report) -> None:
         report.save(self.out / "report.json")
         render_all(report, self.out, plot=self.recipe.report.plot)
+
+
+def merge_points(per_point: list[tuple[str, list]], total: int | None = None) -> list[tuple[str, str | None, Artifact]]:
+    """One entry per distinct artifact across sweep points. A variant every point made alike keeps
+    its name; one that differs between points, or that only some points made, is `name[point]`."""
+    keys: dict[str, set[str]] = {}
+    made: dict[str, int] = {}
+    for _, found in per_point:
+        for name, _, artifact in found:
+            keys.setdefault(name, set()).add(artifact.key)
+            made[name] = made.get(name, 0) + 1
+    total = total or len(per_point)
+    seen: set[str] = set()
+    merged = []
+    for label, found in per_point:
+        rename: dict[str, str] = {}
+        for name, parent, artifact in found:
+            alike = len(keys[name]) == 1 and made[name] == total
+            rename[name] = name if alike or not label else f"{name}[{label}]"
+            if artifact.key not in seen:
+                seen.add(artifact.key)
+                merged.append((rename[name], rename.get(parent, parent) if parent else None, artifact))
+    return merged
+
+
+def failed_variant(label: str, message: str) -> Variant:
+    """A sweep point that failed, kept in the report with its error."""
+    return Variant(name=f"failed[{label}]", stages=[], format="–", precision="–", path="", size_bytes=0,
+                   errors=[message])  # fmt: skip
 
 
 def model_files(artifact: Artifact) -> list[Path]:

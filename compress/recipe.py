@@ -283,6 +283,18 @@ class ReportSpec(Strict):
     pareto_batch_size: int = Field(1, ge=1, description="batch size whose latency the front uses")
 
 
+class Sweep(Strict):
+    """Vary stage fields by path; each combination (a point) runs as its own chain, sharing cached
+    stage results with every other point that has the same prefix."""
+
+    mode: Literal["grid", "random"] = "grid"
+    samples: int | None = Field(None, ge=1, le=10_000, description="random: points drawn from the grid")
+    parameters: dict[str, list[Any]] = Field(min_length=1, description="stages[NAME].field: [values]")
+
+
+SWEEPABLE = ("stages",)
+
+
 class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
@@ -297,9 +309,11 @@ class Recipe(Strict):
     targets: list[TargetRef] = Field(default_factory=lambda: ["cpu-onnxruntime"], min_length=1)
     report: ReportSpec = Field(default_factory=ReportSpec)
     gates: Gates | None = Field(None, description="CI limits checked after the run; exit code 1 when one fails")
+    sweep: Sweep | None = None
 
     _path: Path | None = PrivateAttr(None)
     _hash: str = PrivateAttr("")
+    _points: list = PrivateAttr(default_factory=list)  # [(label, Recipe)] when sweeping
 
     @model_validator(mode="after")
     def _default_names(self) -> Recipe:
@@ -329,6 +343,10 @@ class Recipe(Strict):
         """Paths in a recipe are relative to the recipe file."""
         path = Path(value).expanduser()
         return path if path.is_absolute() else self.base_dir / path
+
+    def points(self) -> list[tuple[str, Recipe]]:
+        """(label, recipe) per sweep point; the recipe itself, unlabelled, without a sweep."""
+        return self._points or [("", self)]
 
     def sources(self) -> dict[str, ModelSpec]:
         """Every model a chain can start from: `model`, `teacher` and the named `models`."""
@@ -363,9 +381,59 @@ def recipe_from_data(data: Any, marks: Marks, filename: str, path: Path | None, 
     recipe._path = path.resolve() if path else None
     recipe._hash = hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
     problems = check_recipe(recipe, marks, filename)
+    if not problems and recipe.sweep:
+        recipe._points, problems = expand_sweep(data, recipe, marks, filename, path)
     if problems:
         raise RecipeError(problems)
     return recipe
+
+
+def sweep_grid(sweep: Sweep, seed: int) -> list[dict[str, Any]]:
+    """Every combination (grid), or `samples` of them drawn without replacement (random)."""
+    import itertools
+    import random
+
+    keys = list(sweep.parameters)
+    grid = [dict(zip(keys, values, strict=True)) for values in itertools.product(*sweep.parameters.values())]
+    if sweep.mode == "random":
+        grid = random.Random(seed).sample(grid, min(sweep.samples or len(grid), len(grid)))
+    return grid
+
+
+def point_label(point: dict[str, Any]) -> str:
+    """'stages[prune].ratio' = 0.3 -> 'ratio=0.3' (the full path when last names repeat)."""
+    lasts = [str(parse_field_path(k)[-1]) if parse_field_path(k) else k for k in point]
+    names = lasts if len(set(lasts)) == len(lasts) else list(point)
+    return ",".join(f"{n}={v}" for n, v in zip(names, point.values(), strict=True))
+
+
+def expand_sweep(data: dict, recipe: Recipe, marks: Marks, filename: str, path) -> tuple[list, list[Problem]]:
+    import copy
+    import json
+
+    problems: list[Problem] = []
+    for key in recipe.sweep.parameters:
+        parts = parse_field_path(key)
+        if parts is None or parts[0] not in SWEEPABLE:
+            msg = f"sweep parameter '{key}' must be a stage field path such as stages[prune].ratio"
+            problems.append(locate(("sweep", "parameters", key), marks, filename, msg))
+    if problems:
+        return [], problems
+    base = {k: v for k, v in data.items() if k != "sweep"}
+    points = []
+    for point in sweep_grid(recipe.sweep, recipe.seed):
+        label, point_data = point_label(point), copy.deepcopy(base)
+        errs = [p for k, v in point.items() for p in apply_override(point_data, f"{k}={json.dumps(v)}")]
+        try:
+            if errs:
+                raise RecipeError(errs)
+            point_recipe = recipe_from_data(point_data, marks, filename, path)
+        except RecipeError as exc:
+            problems += [Problem(p.path, f"sweep point {label}: {p.message}", p.file, p.line, p.column)
+                         for p in exc.problems]  # fmt: skip
+            continue
+        points.append((label, point_recipe))
+    return points, problems
 
 
 # ----------------------------------------------------------------------------- overrides

@@ -97,6 +97,7 @@ class Report(Model):
     variants: list[Variant]
     warnings: list[str] = Field(default_factory=list)
     gates: dict[str, Any] | None = None  # the recipe's gates, so `compress gate` can reuse them
+    cache: dict[str, int] = Field(default_factory=dict)  # stage results reused / computed in this run
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
