@@ -75,3 +75,18 @@ def test_parent_is_the_closest_ancestor_not_a_sibling():
     assert parent_variant(kd, earlier[:2], entry) == "fp32"
     assert parent_variant(ce, earlier, entry) == "fp32"
     assert parent_variant(kd_int8, earlier, entry) == "kd"
+
+
+def test_knee_size_objective_and_fronts_across_targets():
+    from compress.report.pareto import knee
+
+    points = {"slow": (99.0, 10.0), "knee": (98.8, 2.0), "fast": (90.0, 1.0)}
+    assert front(points) == {"slow", "knee", "fast"} and knee(points, front(points)) == "knee"
+    # With size as a third objective, a slower but smaller variant joins the front.
+    assert front({"a": (98, 1.0, 4e6), "b": (98, 2.0, 1e6)}) == {"a", "b"}
+    assert front({"a": (98, 1.0), "b": (98, 2.0)}) == {"a"}
+    report = sample_report()
+    p90 = report.front("t", "p90")
+    assert p90 is not None and set(p90.members) == {"fp32", "int8"} and report.front("*").members
+    assert report.front("t", "p50", with_size=True).knee
+    assert "knee: **" in to_markdown(report)

@@ -34,6 +34,10 @@ def pareto_plot(report: Report, target_name: str) -> bytes:
         # Alternate label sides so neighbours along the latency axis do not overwrite each other.
         offset = (8, 6) if i % 2 == 0 else (8, -22)
         ax.annotate(f"{name}\n{size / 1e6:.2f} MB", (lat, acc), textcoords="offset points", xytext=offset, fontsize=8)
+    chosen = report.front(target.name)
+    knee = next((p for p in points if chosen and p[3] == chosen.knee), None)
+    if knee:
+        ax.scatter(knee[0], knee[1], marker="*", s=260, color="gold", edgecolors="black", zorder=5, label="knee")
     front = sorted((p[0], p[1]) for p in points if p[4])
     if front:
         ax.plot([f[0] for f in front], [f[1] for f in front], "--", color="black", alpha=0.6, label="Pareto front")

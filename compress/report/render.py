@@ -87,13 +87,26 @@ def to_markdown(report: Report) -> str:
         batch = pareto_batch(report, target)
         lines += [f"## {target_title(target)}", "", f"Batch size {batch}; ratios are against `{report.baseline}`.", ""]
         lines += _md_table(columns(report), comparison_rows(report, target)) + [""]
+        lines += front_lines(report, target.name) + [""]
         for other in target.batch_sizes:
             if other != batch:
                 lines += (
                     [f"### Batch size {other}", ""] + _md_table(BATCH_COLUMNS, batch_rows(report, target, other)) + [""]
                 )
+    if len(report.targets) > 1:
+        lines += ["## Across targets", ""] + front_lines(report, "*") + [""]
     lines += _details(report) + _environment(report)
     return "\n".join(lines) + "\n"
+
+
+def front_lines(report: Report, target: str) -> list[str]:
+    """One line per front of a target: its members and the suggested knee."""
+    lines = []
+    for f in report.fronts:
+        if f.target == target:
+            name = f"accuracy vs {f.latency}" + (" vs size" if f.with_size else "")
+            lines.append(f"- Front ({name}): {', '.join(f.members) or '–'}; knee: **{f.knee or '–'}**")
+    return lines
 
 
 def _details(report: Report) -> list[str]:

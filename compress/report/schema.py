@@ -80,6 +80,14 @@ class TargetInfo(Model):
     versions: dict[str, str] = Field(default_factory=dict)
 
 
+class Front(Model):
+    target: str  # a target name, or "*" for the front across targets (members are variant@target)
+    latency: str  # "p50" or "p90"
+    with_size: bool  # file size as a third objective
+    members: list[str]
+    knee: str | None = None  # the suggested trade-off
+
+
 class RecipeInfo(Model):
     name: str
     path: str | None
@@ -98,6 +106,12 @@ class Report(Model):
     warnings: list[str] = Field(default_factory=list)
     gates: dict[str, Any] | None = None  # the recipe's gates, so `compress gate` can reuse them
     cache: dict[str, int] = Field(default_factory=dict)  # stage results reused / computed in this run
+    fronts: list[Front] = Field(default_factory=list)
+
+    def front(self, target: str, latency: str = "p50", with_size: bool = False) -> Front | None:
+        return next(
+            (f for f in self.fronts if (f.target, f.latency, f.with_size) == (target, latency, with_size)), None
+        )
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
