@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compress.report.schema import Report, TargetInfo, Variant
+from compress.report.schema import Report, TargetInfo
 
 MB = 1_000_000
 COLUMNS = ("variant", "parent", "size MB", "× smaller", "{metric} %", "Δ pts", "p50 ms", "p90 ms", "× faster",
@@ -149,7 +149,3 @@ def print_tables(report: Report, console) -> None:
         console.print(table)
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
-
-
-def variant_label(v: Variant) -> str:
-    return f"{v.name} ({v.precision})"
