@@ -60,7 +60,9 @@ def likely_reasons(path: Path) -> list[str]:
                        "but other runtimes may run it without INT8 kernels")  # fmt: skip
     quantized = any(n.op_type == "DequantizeLinear" for n in graph.node)
     if quantized:
-        floats = [n.name for n in graph.node if n.op_type in WEIGHTED_OPS and not _fed_by_dq(n, produced_by)]
+        weighted = [n for n in graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1
+                    and (n.input[1] in init or _fed_by_dq(n, produced_by))]  # fmt: skip
+        floats = [n.name for n in weighted if not _fed_by_dq(n, produced_by)]
         if floats:
             reasons.append(f"{len(floats)} weighted layer(s) left in floating point, e.g. {floats[0]}")
         if _signed_activations(graph, init):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.data import Splits
-from compress.errors import CompressError
+from compress.errors import CompressError, StageError
 from compress.profiling import measure_interleaved, summarize
 from compress.report.schema import Accuracy, Latency
 from compress.runtimes import get_runtime
@@ -73,7 +73,11 @@ def measure_target(target: TargetSpec, models: dict[str, Deployable], splits: Sp
 def evaluate(session: Session, splits: Splits, task: Task, target: TargetSpec) -> Accuracy:
     """Run the test split through the runtime and score it with the task's metric."""
     x, y = splits.x_test, splits.y_test
-    value = task.score(predict(session, task, x, target.eval_batch_size), y)
+    outputs = predict(session, task, x, target.eval_batch_size)
+    if not np.isfinite(outputs).all():
+        raise StageError(f"{target.runtime} produced NaN or infinite outputs for this model",
+                         hint="the quantization scheme does not suit this runtime; try another backend or method")  # fmt: skip
+    value = task.score(outputs, y)
     return Accuracy(metric=task.metric, value=round(value, 4), split="test", runtime=target.runtime,
                     target=target.name, samples=len(y))  # fmt: skip
 
