@@ -125,6 +125,7 @@ def compare(
 ) -> None:
     """Print what changed between two reports: size, p50 latency and metric per variant and target."""
     from rich.table import Table
+    from rich.text import Text
 
     from compress.report.compare import compare_rows
 
@@ -132,7 +133,7 @@ def compare(
     for column in ("variant", "target", "size", "p50", "metric (points)"):
         table.add_column(column)
     for row in compare_rows(_load_report(old), _load_report(new)):
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     _console(stderr=False).print(table)
 
 
@@ -208,6 +209,7 @@ def _finish_gates(results, junit: Path | None) -> None:
     import os
 
     from rich.table import Table
+    from rich.text import Text
 
     from compress.report.gates import junit_xml, markdown
     from compress.report.schema import write_atomic
@@ -216,7 +218,7 @@ def _finish_gates(results, junit: Path | None) -> None:
     for column in ("gate", "variant", "limit", "value", "verdict"):
         table.add_column(column)
     for r in results:
-        table.add_row(r.gate, r.variant, r.limit, r.value, "pass" if r.passed else "FAIL")
+        table.add_row(*(Text(c) for c in (r.gate, r.variant, r.limit, r.value, "pass" if r.passed else "FAIL")))
     _console(stderr=False).print(table)
     if junit:
         write_atomic(junit, junit_xml(results))

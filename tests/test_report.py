@@ -90,3 +90,15 @@ def test_knee_size_objective_and_fronts_across_targets():
     assert p90 is not None and set(p90.members) == {"fp32", "int8"} and report.front("*").members
     assert report.front("t", "p50", with_size=True).knee
     assert "knee: **" in to_markdown(report)
+
+
+def test_terminal_table_keeps_bracketed_sweep_names():
+    from rich.console import Console
+
+    from compress.report.render import print_tables
+
+    report = sample_report()
+    report.variants[1].name = "int8[ratio=0.3]"
+    console = Console(record=True, width=200)
+    print_tables(report, console)
+    assert "int8[ratio=0.3]" in console.export_text()

@@ -139,13 +139,14 @@ def _environment(report: Report) -> list[str]:
 def print_tables(report: Report, console) -> None:
     """The same comparison as report.md, as rich tables."""
     from rich.table import Table
+    from rich.text import Text
 
     for target in report.targets:
         table = Table(title=f"{target_title(target)}, batch {pareto_batch(report, target)}")
         for i, column in enumerate(columns(report)):
             table.add_column(column, justify="left" if i < 2 else "right")
         for row in comparison_rows(report, target):
-            table.add_row(*row)
+            table.add_row(*(Text(cell) for cell in row))  # plain text: names like 'pruned[ratio=0.3]' are not markup
         console.print(table)
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
