@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from compress.errors import CompressError, ExitCode, UsageError
+from compress.errors import CompressError, ExitCode, UsageError, first_line
 
 app = typer.Typer(
     help="Compress PyTorch models for edge hardware: prune, distill, quantize, export, measure.",
@@ -201,7 +201,7 @@ def _load_report(path: Path | None):
     try:
         return Report.load(path)
     except (ValueError, ValidationError) as exc:
-        raise UsageError(f"{path} is not a compress report: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"{path} is not a compress report: {first_line(exc)}") from None
 
 
 def _finish_gates(results, junit: Path | None) -> None:

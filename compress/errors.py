@@ -17,6 +17,12 @@ class ExitCode:
     INTERRUPTED = 130
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none (libraries raise both)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class CompressError(Exception):
     """Base of every error shown to a user without a traceback."""
 

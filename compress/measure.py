@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.data import Splits
-from compress.errors import CompressError, StageError
+from compress.errors import CompressError, StageError, first_line
 from compress.profiling import measure_interleaved, summarize
 from compress.report.schema import Accuracy, Latency
 from compress.runtimes import get_runtime
@@ -35,7 +35,6 @@ class TargetResults:
     accuracy: dict[str, Accuracy] = field(default_factory=dict)
     latency: dict[str, list[Latency]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)  # variants this runtime cannot load, and why
     versions: dict[str, str] = field(default_factory=dict)
 
 
@@ -45,8 +44,7 @@ def measure_target(target: TargetSpec, models: dict[str, Deployable], splits: Sp
     results = TargetResults(versions=runtime.versions())
     sessions: dict[str, Session] = {}
     for name, model in models.items():
-        if model.kind not in runtime.formats:
-            results.skipped[name] = f"{target.runtime} cannot run {model.kind} files"
+        if model.kind not in runtime.formats:  # e.g. an OpenVINO IR on ONNX Runtime: shown as "–"
             continue
         try:
             results.accuracy[name] = evaluate(runtime.load(model.path, os.cpu_count() or 1), splits, task, target)
@@ -54,7 +52,7 @@ def measure_target(target: TargetSpec, models: dict[str, Deployable], splits: Sp
         except CompressError as exc:
             results.errors[name] = exc.message
         except Exception as exc:  # a runtime refusing one file must not lose the other variants
-            results.errors[name] = f"{target.runtime} could not run this model: {str(exc).splitlines()[0]}"
+            results.errors[name] = f"{target.runtime} could not run this model: {first_line(exc)}"
     for name, error in results.errors.items():
         log(f"warning: {name} on {target.name}: {error}")
     for batch in target.batch_sizes:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from compress.artifact import Artifact, load_torch
-from compress.errors import StageError
+from compress.errors import StageError, first_line
 from compress.recipe import ExportStage
 from compress.runtimes.onnxruntime import OnnxSession
 from compress.stages import StageContext
@@ -60,9 +60,8 @@ def export_onnx(model: torch.nn.Module, sample: np.ndarray, path, cfg: ExportSta
                                   dynamic_axes=task.dynamic_axes(cfg.dynamic_batch) or None,
                                   do_constant_folding=True)  # fmt: skip
     except Exception as exc:  # exporters raise many types; the user needs the first line and a next step
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         other = "torchscript" if cfg.exporter == "dynamo" else "dynamo"
-        raise StageError(f"ONNX export failed ({cfg.exporter} exporter): {first}",
+        raise StageError(f"ONNX export failed ({cfg.exporter} exporter): {first_line(exc)}",
                          hint=f"try `exporter: {other}` or another opset in stage '{cfg.name}'") from None  # fmt: skip
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from compress.errors import StageError
+from compress.errors import StageError, first_line
 
 QUANTIZED = (nn.Conv2d, nn.Linear)
 RELUS = (nn.ReLU, nn.ReLU6, F.relu, torch.relu, F.relu6)
@@ -113,7 +113,7 @@ def prepare(model: nn.Module, signed_activations: bool = False, per_channel: boo
     try:
         gm = fuse(model.eval())
     except Exception as exc:  # symbolic tracing fails on data-dependent Python control flow
-        raise StageError(f"QAT needs a traceable model (torch.fx): {str(exc).splitlines()[0]}",
+        raise StageError(f"QAT needs a traceable model (torch.fx): {first_line(exc)}",
                          hint="use method: ptq for this model, or remove data-dependent control flow") from None  # fmt: skip
     modules = dict(gm.named_modules())
     quantized: dict[fx.Node, fx.Node] = {}  # tensor -> its fake-quantized version

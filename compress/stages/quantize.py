@@ -20,7 +20,7 @@ import numpy as np
 
 from compress.artifact import Artifact
 from compress.environment import cpu_info
-from compress.errors import StageError
+from compress.errors import StageError, first_line
 from compress.recipe import QuantizeStage
 from compress.selection import matches
 from compress.stages import StageContext
@@ -90,9 +90,8 @@ def run_dynamic(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Ar
             quantize_dynamic(source, out, weight_type=weight, per_channel=cfg.per_channel,
                              reduce_range=bool(cfg.reduce_range), nodes_to_exclude=excluded)  # fmt: skip
     except Exception as exc:  # the quantizer raises bare exceptions; keep the first line for the user
-        first = str(exc).splitlines()[0] if str(exc) else repr(exc)
         raise StageError(
-            f"ONNX Runtime dynamic quantization failed: {first}", hint=f"check 'ignore' in stage '{cfg.name}'"
+            f"ONNX Runtime dynamic quantization failed: {first_line(exc)}", hint=f"check 'ignore' in stage '{cfg.name}'"
         ) from None
     if source != artifact.path:
         source.unlink(missing_ok=True)
@@ -148,8 +147,7 @@ def quantize_ort(cfg, source: Path, out: Path, calibration: np.ndarray, excluded
                 extra_options={"CalibPercentile": cfg.calibration.percentile}, **extra,
             )  # fmt: skip
     except Exception as exc:  # the quantizer raises bare exceptions; keep the first line for the user
-        first = str(exc).splitlines()[0] if str(exc) else repr(exc)
-        raise StageError(f"ONNX Runtime quantization failed: {first}",
+        raise StageError(f"ONNX Runtime quantization failed: {first_line(exc)}",
                          hint=f"try another calibration method or add the failing node to 'ignore' in stage '{cfg.name}'") from None  # fmt: skip
 
 
@@ -175,7 +173,7 @@ def preprocess(path: Path, ctx: StageContext) -> Path:
             quant_pre_process(str(path), str(out), skip_symbolic_shape=skip_symbolic)
             return out
         except Exception as exc:  # noqa: PERF203 - one retry, then carry on without
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = first_line(exc)
     ctx.log(f"warning: quantization pre-processing failed ({reason}); quantizing the exported graph as is")
     return path
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from compress.artifact import Artifact
-from compress.errors import StageError
+from compress.errors import StageError, first_line
 from compress.recipe import QuantizeStage
 from compress.selection import matches
 from compress.stages import StageContext
@@ -38,8 +38,9 @@ def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> A
                 advanced_quantization_parameters=options.get("advanced_parameters"),
             )  # fmt: skip
     except (RuntimeError, ValueError) as exc:  # NNCF's own errors derive from these
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StageError(f"NNCF quantization failed: {first}", hint=f"check 'ignore' in stage '{cfg.name}'") from None
+        raise StageError(
+            f"NNCF quantization failed: {first_line(exc)}", hint=f"check 'ignore' in stage '{cfg.name}'"
+        ) from None
     out = ctx.workdir / "model.xml"
     ov.save_model(quantized, str(out), compress_to_fp16=False)
     meta = openvino_meta(cfg, quantized, len(calibration))
