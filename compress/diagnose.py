@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.report.render import pareto_batch
 from compress.report.schema import Report, Variant
 
 MIN_SPEEDUP = 1.10
@@ -23,7 +22,7 @@ def not_faster_warnings(report: Report, folder: Path) -> list[str]:
     """One warning per (variant, target) where a compressed variant is < 10 % faster than its parent."""
     warnings = []
     for target in report.targets:
-        batch = pareto_batch(report, target)
+        batch = report.batch_for(target.name)
         for v in report.variants:
             parent = report.variant(v.parent) if v.parent else None
             mine, theirs = v.latency_at(target.name, batch), parent.latency_at(target.name, batch) if parent else None

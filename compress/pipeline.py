@@ -192,8 +192,9 @@ class Pipeline:
         model = build_model(spec, self.recipe.base_dir, shape[0], splits.num_classes, shape[-1])
         file = save_torch(model, workdir)
         arch = spec.arch or spec.python
-        self.log(f"{name}: {arch}, {count_params(model):,} parameters")
-        return Artifact("torch", file, lineage=[], meta={"params": count_params(model), "arch": arch, "source": name})
+        params = count_params(model)
+        self.log(f"{name}: {arch}, {params:,} parameters")
+        return Artifact("torch", file, lineage=[], meta={"params": params, "arch": arch, "source": name})
 
     def _checkpoint_hash(self, spec) -> str | None:
         if not spec.checkpoint:
@@ -330,11 +331,13 @@ def attach(variants: list[Variant], target: TargetSpec, results: TargetResults) 
 def render_all(report: Report, folder: Path, plot: bool = True) -> None:
     """Every output rendered from report.json: report.md, report.html and one Pareto plot per target."""
     from compress.report.html import to_html
+    from compress.report.plots import render_plots
 
+    plots = render_plots(report)
     write_atomic(folder / "report.md", to_markdown(report))
-    write_atomic(folder / "report.html", to_html(report))
+    write_atomic(folder / "report.html", to_html(report, plots))
     if plot:
-        write_plots(report, folder)
+        write_plots(report, folder, plots)
 
 
 def run_recipe(recipe: Recipe, output: str | Path | None = None, log=print, show_progress: bool = True) -> Report:

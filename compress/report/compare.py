@@ -30,9 +30,8 @@ def compare_rows(old: Report, new: Report) -> list[tuple[str, str, str, str, str
         a, b = old.variant(name), new.variant(name)
         size = _change(a.size_bytes / MB if a else None, b.size_bytes / MB if b else None, " MB")
         for target in targets:
-            batch = new.pareto_batch_size
-            la = a.latency_at(target, batch) if a else None
-            lb = b.latency_at(target, batch) if b else None
+            la = a.latency_at(target, old.batch_for(target)) if a else None
+            lb = b.latency_at(target, new.batch_for(target)) if b else None
             acc_a, acc_b = (a.accuracy_on(target) if a else None), (b.accuracy_on(target) if b else None)
             rows.append((name, target, size, _change(la.p50_ms if la else None, lb.p50_ms if lb else None, " ms"),
                          _change(acc_a.value if acc_a else None, acc_b.value if acc_b else None, "", 2, False)))  # fmt: skip

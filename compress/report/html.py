@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import html
 
-from compress.report.plots import pareto_plot
+from compress.report.plots import render_plots
 from compress.report.render import columns, comparison_rows, target_title
 from compress.report.schema import Report
 
@@ -40,8 +40,8 @@ def _table(report: Report, target) -> str:
     return f'<table class="variants"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _plot(report: Report, target) -> str:
-    data = base64.b64encode(pareto_plot(report, target.name)).decode()
+def _plot(target, png: bytes) -> str:
+    data = base64.b64encode(png).decode()
     return f'<img alt="accuracy vs latency on {html.escape(target.name)}" src="data:image/png;base64,{data}">'
 
 
@@ -70,14 +70,19 @@ def _environment(report: Report) -> str:
     return f"<table>{body}</table>"
 
 
-def to_html(report: Report) -> str:
+def to_html(report: Report, plots: dict[str, bytes] | None = None) -> str:
+    plots = plots or render_plots(report)
     r = report.recipe
     parts = [f"<h1>compress report: {html.escape(r.name)}</h1>",
              f"<p>Recipe <code>{html.escape(r.path or r.name)}</code> (hash <code>{html.escape(r.hash)}</code>), "
              f"created {html.escape(report.created)}. Baseline: <code>{html.escape(report.baseline)}</code>. "
              "Each exported file was run in the target's runtime; click a column header to sort.</p>"]  # fmt: skip
     for target in report.targets:
-        parts += [f"<h2>{html.escape(target_title(target))}</h2>", _table(report, target), _plot(report, target)]
+        parts += [
+            f"<h2>{html.escape(target_title(target))}</h2>",
+            _table(report, target),
+            _plot(target, plots[target.name]),
+        ]
     parts += ["<h2>Variants</h2>", _lineage(report)]
     if report.warnings:
         parts += (

@@ -40,14 +40,10 @@ def knee(points: dict[str, Point], members: set[str]) -> str | None:
     return ranked[max(range(len(ranked)), key=distance)]
 
 
-def _batch(report: Report, target) -> int:
-    return report.pareto_batch_size if report.pareto_batch_size in target.batch_sizes else min(target.batch_sizes)
-
-
 def _points(report: Report, target, percentile: str, with_size: bool, label: bool = False) -> dict[str, Point]:
     out = {}
     for v in report.variants:
-        acc, lat = v.accuracy_on(target.name), v.latency_at(target.name, _batch(report, target))
+        acc, lat = v.accuracy_on(target.name), v.latency_at(target.name, report.batch_for(target.name))
         if acc is not None and lat is not None:
             point = (acc.value, getattr(lat, f"{percentile}_ms"), *((float(v.size_bytes),) if with_size else ()))
             out[f"{v.name}@{target.name}" if label else v.name] = point

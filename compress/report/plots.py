@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from compress.report.render import pareto_batch
 from compress.report.schema import Report, write_atomic
 
 
@@ -16,7 +15,7 @@ def pareto_plot(report: Report, target_name: str) -> bytes:
     import matplotlib.pyplot as plt
 
     target = next(t for t in report.targets if t.name == target_name)
-    batch = pareto_batch(report, target)
+    batch = report.batch_for(target.name)
     points = []
     for v in report.variants:
         acc, lat = v.accuracy_on(target.name), v.latency_at(target.name, batch)
@@ -62,10 +61,15 @@ def plot_file(target_name: str) -> str:
     return f"pareto-{target_name}.png"
 
 
-def write_plots(report: Report, folder: Path) -> list[Path]:
+def render_plots(report: Report) -> dict[str, bytes]:
+    """One PNG per target, rendered once for both the image files and report.html."""
+    return {target.name: pareto_plot(report, target.name) for target in report.targets}
+
+
+def write_plots(report: Report, folder: Path, plots: dict[str, bytes] | None = None) -> list[Path]:
     paths = []
-    for target in report.targets:
-        path = folder / plot_file(target.name)
-        write_atomic(path, pareto_plot(report, target.name))
+    for name, png in (plots or render_plots(report)).items():
+        path = folder / plot_file(name)
+        write_atomic(path, png)
         paths.append(path)
     return paths

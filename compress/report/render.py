@@ -18,10 +18,6 @@ def columns(report: Report) -> tuple[str, ...]:
 BATCH_COLUMNS = ("variant", "p50 ms", "p90 ms", "items/s", "× faster")
 
 
-def pareto_batch(report: Report, target: TargetInfo) -> int:
-    return report.pareto_batch_size if report.pareto_batch_size in target.batch_sizes else min(target.batch_sizes)
-
-
 def _ratio(base: float | None, value: float | None) -> str:
     if not base or not value:
         return "–"
@@ -38,7 +34,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 def comparison_rows(report: Report, target: TargetInfo) -> list[tuple[str, ...]]:
     """One row per variant: size, accuracy and latency against the baseline on one target."""
-    batch = pareto_batch(report, target)
+    batch = report.batch_for(target.name)
     base = report.variant(report.baseline)
     base_acc = base.accuracy_on(target.name) if base else None
     base_lat = base.latency_at(target.name, batch) if base else None
@@ -84,7 +80,7 @@ def to_markdown(report: Report) -> str:
              f"Baseline: `{report.baseline}`. Accuracy is measured by running each exported file in the target's "
              "runtime on the test split; latency is measured per call after warm-up.", ""]  # fmt: skip
     for target in report.targets:
-        batch = pareto_batch(report, target)
+        batch = report.batch_for(target.name)
         lines += [f"## {target_title(target)}", "", f"Batch size {batch}; ratios are against `{report.baseline}`.", ""]
         lines += _md_table(columns(report), comparison_rows(report, target)) + [""]
         lines += front_lines(report, target.name) + [""]
@@ -142,7 +138,7 @@ def print_tables(report: Report, console) -> None:
     from rich.text import Text
 
     for target in report.targets:
-        table = Table(title=f"{target_title(target)}, batch {pareto_batch(report, target)}")
+        table = Table(title=f"{target_title(target)}, batch {report.batch_for(target.name)}")
         for i, column in enumerate(columns(report)):
             table.add_column(column, justify="left" if i < 2 else "right")
         for row in comparison_rows(report, target):

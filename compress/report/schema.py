@@ -113,6 +113,14 @@ class Report(Model):
             (f for f in self.fronts if (f.target, f.latency, f.with_size) == (target, latency, with_size)), None
         )
 
+    def batch_for(self, target: str) -> int:
+        """The batch size the fronts and main tables use on `target`: the Pareto batch size when that
+        target measured it, else its smallest."""
+        info = next((t for t in self.targets if t.name == target), None)
+        if info is None or self.pareto_batch_size in info.batch_sizes:
+            return self.pareto_batch_size
+        return min(info.batch_sizes)
+
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
 
