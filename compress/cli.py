@@ -79,6 +79,41 @@ def run(
         from compress.report.gates import check
 
         _finish_gates(check(report, loaded.gates), None)
+    _finish_targets(report)
+
+
+@app.command()
+@handled
+def profile(
+    models: Annotated[list[Path], typer.Argument(help="ONNX or OpenVINO .xml files", show_default=False)],
+    target: Annotated[
+        list[str], typer.Option("--target", "-t", help="target name or YAML file (repeatable)", show_default=False)
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="output folder")] = Path("reports/profile"),
+    sequence_length: Annotated[int, typer.Option(help="length of free non-batch input dimensions")] = 128,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only print the final table")] = False,
+) -> None:
+    """Measure existing model files on targets (here or over SSH) and write the same report files."""
+    from compress.profile_report import profile as run_profile
+    from compress.report.render import print_tables
+    from compress.targets import resolve_targets
+
+    targets = resolve_targets(target, [Path.cwd(), Path.cwd() / "targets"])
+    err = _console()
+    log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, markup=False))
+    report = run_profile(models, targets, output, sequence_length, log)
+    print_tables(report, _console(stderr=False))
+    err.print(f"report written to {output}/report.md", markup=False)
+    _finish_targets(report)
+
+
+def _finish_targets(report) -> None:
+    """Exit 6 when a target could not be measured (after the report was written)."""
+    failed = [t for t in report.targets if t.error]
+    for t in failed:
+        _console().print(f"error: target {t.name}: {t.error}", markup=False)
+    if failed:
+        raise typer.Exit(ExitCode.TARGET_FAILED)
 
 
 @app.command()

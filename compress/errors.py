@@ -14,6 +14,7 @@ class ExitCode:
     RUNTIME_MISSING = 3  # a target's runtime is not installed
     STAGE_FAILED = 4  # a stage ran and failed (e.g. the export check)
     LOCKED = 5  # another run holds the output directory
+    TARGET_FAILED = 6  # the report was written, but a target (e.g. a remote device) could not be measured
     INTERRUPTED = 130
 
 
@@ -95,3 +96,9 @@ class StageError(CompressError):
 
 class LockedError(CompressError):
     exit_code = ExitCode.LOCKED
+
+
+class TargetError(CompressError):
+    """A whole target could not be measured (unreachable host, refused key, missing runtime there)."""
+
+    exit_code = ExitCode.TARGET_FAILED

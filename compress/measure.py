@@ -5,17 +5,19 @@ Everything here runs the exported file in the target's runtime; the PyTorch modu
 
 from __future__ import annotations
 
-import os
+import json
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from compress.data import Splits
-from compress.errors import CompressError, StageError, first_line
+from compress.errors import CompressError, StageError, TargetError
 from compress.profiling import measure_interleaved, summarize
 from compress.report.schema import Accuracy, Latency
-from compress.runtimes import get_runtime
+from compress.runtimes import runtime_class
 from compress.runtimes.base import Session
 from compress.targets import TargetSpec
 from compress.tasks import Task
@@ -29,6 +31,27 @@ class Deployable:
     kind: str  # artifact kind: "onnx" or "openvino"
     precision: str
 
+    @property
+    def companions(self) -> list[Path]:
+        """Files that travel with the model (OpenVINO's weights beside the .xml)."""
+        weights = self.path.with_suffix(".bin")
+        return [weights] if self.kind == "openvino" and weights.is_file() else []
+
+
+@dataclass
+class Inputs:
+    """What a target runs: evaluation inputs with their labels (absent when profiling a bare model)
+    and one batch of real inputs per batch size for timing."""
+
+    batches: dict[int, dict[str, np.ndarray]]
+    eval_feeds: dict[str, np.ndarray] | None = None
+    labels: np.ndarray | None = None
+
+    @classmethod
+    def from_splits(cls, splits: Splits, task: Task, batch_sizes: list[int]) -> Inputs:
+        batches = {b: task.feeds(batch_of(splits.x_test, b)) for b in batch_sizes}
+        return cls(batches, task.feeds(splits.x_test), splits.y_test)
+
 
 @dataclass
 class TargetResults:
@@ -36,54 +59,94 @@ class TargetResults:
     latency: dict[str, list[Latency]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    state: dict = field(default_factory=dict)  # the device's state before / after, power
+    error: str | None = None  # the whole target failed (e.g. its host was unreachable)
 
 
-def measure_target(target: TargetSpec, models: dict[str, Deployable], splits: Splits, task: Task, log) -> TargetResults:
-    """Accuracy, then interleaved latency, of every model this target's runtime can run."""
-    runtime = get_runtime(target)
-    results = TargetResults(versions=runtime.versions())
-    sessions: dict[str, Session] = {}
-    for name, model in models.items():
-        if model.kind not in runtime.formats:  # e.g. an OpenVINO IR on ONNX Runtime: shown as "–"
-            continue
+def measure_target(
+    target: TargetSpec, models: dict[str, Deployable], inputs: Inputs, task: Task | None, log
+) -> TargetResults:
+    """Accuracy, then interleaved latency, of every model this target's runtime can run: here, or
+    on the target's host over SSH. A target that fails as a whole comes back with `error` set."""
+    from compress import device, remote
+
+    runnable = {n: m for n, m in models.items() if m.kind in runtime_class(target.runtime).formats}
+    with tempfile.TemporaryDirectory(prefix="compress-job-") as tmp:
+        folder = Path(tmp)
+        write_job(folder, target, runnable, inputs, copy_models=target.host is not None)
         try:
-            results.accuracy[name] = evaluate(runtime.load(model.path, os.cpu_count() or 1), splits, task, target)
-            sessions[name] = runtime.load(model.path, target.threads)
-        except CompressError as exc:
-            results.errors[name] = exc.message
-        except Exception as exc:  # a runtime refusing one file must not lose the other variants
-            results.errors[name] = f"{target.runtime} could not run this model: {first_line(exc)}"
+            raw = remote.run_job(target, folder, log) if target.host else device.run_job(folder, log)
+        except TargetError as exc:
+            error = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
+            log(f"warning: target {target.name} failed: {error}")
+            return TargetResults(error=error)
+        results = collect(raw, folder, target, runnable, inputs, task)
     for name, error in results.errors.items():
         log(f"warning: {name} on {target.name}: {error}")
-    for batch in target.batch_sizes:
-        runnable = {n: s for n, s in sessions.items() if s.fixed_batch in (None, batch)}
-        if not runnable:
-            continue
-        log(f"{target.name}: timing {len(runnable)} variant(s) at batch {batch} with {target.threads} thread(s)")
-        precisions = {n: s.precision or models[n].precision for n, s in runnable.items()}
-        for name, stats in time_batch(
-            runnable, precisions, task.feeds(batch_of(splits.x_test, batch)), batch, target
-        ).items():
-            results.latency.setdefault(name, []).append(stats)
     return results
 
 
-def evaluate(session: Session, splits: Splits, task: Task, target: TargetSpec) -> Accuracy:
-    """Run the test split through the runtime and score it with the task's metric."""
-    x, y = splits.x_test, splits.y_test
-    outputs = predict(session, task, x, target.eval_batch_size)
+def write_job(
+    folder: Path, target: TargetSpec, models: dict[str, Deployable], inputs: Inputs, copy_models: bool
+) -> None:
+    """The job folder the measuring program reads (see compress.device)."""
+    entries = {}
+    for name, model in models.items():
+        if copy_models:  # a device gets the files in the folder; locally they are read in place
+            (folder / "models").mkdir(exist_ok=True)
+            for file in [model.path, *model.companions]:
+                shutil.copyfile(file, folder / "models" / f"{name}{file.suffix}")
+        path = f"models/{name}{model.path.suffix}" if copy_models else str(model.path.resolve())
+        entries[name] = {"file": path, "kind": model.kind, "precision": model.precision}
+    if inputs.eval_feeds is not None:
+        np.savez(folder / "eval.npz", **inputs.eval_feeds)
+    for batch, feeds in inputs.batches.items():
+        np.savez(folder / f"batch{batch}.npz", **feeds)
+    job = {"target": target.model_dump(), "models": entries, "eval": "eval.npz" if inputs.eval_feeds is not None else None,
+           "batches": {str(b): f"batch{b}.npz" for b in inputs.batches if b in target.batch_sizes}}  # fmt: skip
+    (folder / "job.json").write_text(json.dumps(job), encoding="utf-8")
+
+
+def collect(raw: dict, folder: Path, target: TargetSpec, models: dict[str, Deployable], inputs: Inputs,
+            task: Task | None) -> TargetResults:  # fmt: skip
+    """The measuring program's result as report entries: outputs scored here, with the task's metric."""
+    if raw.get("error"):
+        return TargetResults(error=raw["error"])
+    results = TargetResults(versions=raw.get("versions", {}),
+                            state={k: raw.get(k) for k in ("state_before", "state_after", "power")})  # fmt: skip
+    for name, entry in raw["models"].items():
+        if entry.get("error"):
+            results.errors[name] = entry["error"]
+            continue
+        if entry.get("outputs") and task is not None:
+            try:
+                results.accuracy[name] = score(np.load(folder / entry["outputs"]), inputs.labels, task, target)
+            except CompressError as exc:
+                results.errors[name] = exc.message
+                continue
+        precision = entry.get("precision") or models[name].precision
+        results.latency[name] = [
+            Latency(target=target.name, runtime=target.runtime, batch_size=t["batch_size"], threads=target.threads,
+                    precision=precision, runtime_summary=t.get("runtime_summary"), **t["stats"])
+            for t in entry["latency"]
+        ]  # fmt: skip
+    return results
+
+
+def score(outputs: np.ndarray, labels: np.ndarray, task: Task, target: TargetSpec) -> Accuracy:
+    """Score the test split's outputs with the task's metric."""
     if not np.isfinite(outputs).all():
         raise StageError(f"{target.runtime} produced NaN or infinite outputs for this model",
                          hint="the quantization scheme does not suit this runtime; try another backend or method")  # fmt: skip
-    value = task.score(outputs, y)
-    return Accuracy(metric=task.metric, value=round(value, 4), split="test", runtime=target.runtime,
-                    target=target.name, samples=len(y))  # fmt: skip
+    return Accuracy(metric=task.metric, value=round(task.score(outputs, labels), 4), split="test",
+                    runtime=target.runtime, target=target.name, samples=len(labels))  # fmt: skip
 
 
 def predict(session: Session, task: Task, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """The first output for all of `x`, run in batches (one at a time for fixed-batch models)."""
-    step = session.fixed_batch or batch_size
-    return np.concatenate([session.run(task.feeds(x[i : i + step]))[0] for i in range(0, len(x), step)])
+    from compress.device import predict as run_in_batches
+
+    return run_in_batches(session, task.feeds(x), batch_size)
 
 
 def quick_p50(session: Session, task: Task, x: np.ndarray) -> float:
@@ -93,22 +156,41 @@ def quick_p50(session: Session, task: Task, x: np.ndarray) -> float:
     return summarize(raw["m"][0], 1).p50_ms
 
 
-def time_batch(
-    sessions: dict[str, Session],
-    precisions: dict[str, str],
-    feeds: dict[str, np.ndarray],
-    batch: int,
-    target: TargetSpec,
-) -> dict[str, Latency]:
-    calls = {n: (lambda s=s: s.run(feeds)) for n, s in sessions.items()}
-    p = target.protocol
-    raw = measure_interleaved(calls, p.warmup, p.min_iterations, p.min_seconds, p.max_seconds, p.rounds)
-    out = {}
-    for name, (samples, capped) in raw.items():
-        stats = summarize(samples, batch, capped).to_dict()
-        out[name] = Latency(target=target.name, runtime=target.runtime, batch_size=batch, threads=target.threads,
-                            precision=precisions[name], **stats)  # fmt: skip
-    return out
+def random_inputs(models: dict[str, Deployable], target: TargetSpec, sequence_length: int = 128) -> Inputs:
+    """Timing inputs for a bare model (no data): random values shaped by the first model's inputs,
+    the batch dimension set per batch size and other free dimensions (sequence) to `sequence_length`."""
+    specs = input_specs(next(iter(models.values())).path)
+    rng = np.random.default_rng(0)
+
+    def batch(b: int) -> dict[str, np.ndarray]:
+        feeds = {}
+        for name, dtype, shape in specs:
+            dims = [d if d is not None else (b if i == 0 else sequence_length) for i, d in enumerate(shape)]
+            if np.issubdtype(dtype, np.integer):  # token ids (small, inside any vocabulary) or masks
+                feeds[name] = np.ones(dims, dtype) if "mask" in name else rng.integers(0, 1000, dims).astype(dtype)
+            else:
+                feeds[name] = rng.standard_normal(dims).astype(dtype)
+        return feeds
+
+    return Inputs({b: batch(b) for b in target.batch_sizes})
+
+
+def input_specs(path: Path) -> list[tuple[str, np.dtype, list[int | None]]]:
+    """(name, dtype, shape with None for free dimensions) of a model file's inputs."""
+    if path.suffix == ".xml":
+        import openvino as ov
+
+        model = ov.Core().read_model(str(path))
+        return [(i.get_any_name(), np.dtype(i.get_element_type().to_dtype()),
+                 [d.get_length() if d.is_static else None for d in i.get_partial_shape()]) for i in model.inputs]  # fmt: skip
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    return [(i.name, np.dtype(tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)),
+             [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim])
+            for i in graph.input if i.name not in weights]  # fmt: skip
 
 
 def batch_of(x: np.ndarray, batch: int) -> np.ndarray:

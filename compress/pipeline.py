@@ -24,7 +24,7 @@ from compress.data import Splits, load_data
 from compress.diagnose import not_faster_warnings
 from compress.errors import CompressError
 from compress.lock import run_lock
-from compress.measure import Deployable, TargetResults, measure_target
+from compress.measure import Deployable, Inputs, TargetResults, measure_target, random_inputs
 from compress.recipe import DEPLOYABLE, TORCH, Recipe, target_search_dirs
 from compress.report.pareto import mark_fronts
 from compress.report.plots import write_plots
@@ -222,13 +222,7 @@ class Pipeline:
             v.name: Deployable(self.out / v.path, a.kind, v.precision)
             for v, (_, _, a) in zip(variants, found, strict=True)
         }
-        target_infos = []
-        for target in targets:
-            results = measure_target(target, models, splits, self.task, self.log)
-            attach(variants, target, results)
-            target_infos.append(TargetInfo(name=target.name, runtime=target.runtime, device=target.device,
-                                           threads=target.threads, batch_sizes=target.batch_sizes,
-                                           protocol=target.protocol.model_dump(), versions=results.versions))  # fmt: skip
+        target_infos = measure_all(targets, models, variants, splits, self.task, self.log)
         fallback = variants[0].name if variants else ""  # empty only when every sweep point failed
         baseline = self.recipe.report.baseline or next((v.name for v in variants if v.precision == "fp32"), fallback)
         report = Report(
@@ -242,6 +236,7 @@ class Pipeline:
         )  # fmt: skip
         report.variants += [failed_variant(label, message) for label, message in failures]
         report.warnings += [f"sweep point {label} failed: {message}" for label, message in failures]
+        report.warnings += [f"target {t.name} could not be measured: {t.error}" for t in target_infos if t.error]
         mark_fronts(report)
         report.warnings += not_faster_warnings(report, self.out)
         return report
@@ -250,7 +245,7 @@ class Pipeline:
         """Copy a deployable artifact to models/<variant>.<ext> (with companion files) and describe it."""
         dest = models_dir / f"{name}{artifact.path.suffix}"
         size = 0
-        for file in model_files(artifact):
+        for file in [artifact.path, *Deployable(artifact.path, artifact.kind, "").companions]:
             target = models_dir / f"{name}{file.suffix}"
             tmp = target.with_name(f".{target.name}.tmp")
             shutil.copyfile(file, tmp)
@@ -296,12 +291,6 @@ def failed_variant(label: str, message: str) -> Variant:
                    errors=[message])  # fmt: skip
 
 
-def model_files(artifact: Artifact) -> list[Path]:
-    """The model file and its companions (OpenVINO's .bin beside the .xml)."""
-    stem = artifact.path.with_suffix("")
-    return [artifact.path, *(p for p in [stem.with_suffix(".bin")] if artifact.kind == "openvino" and p.is_file())]
-
-
 def parent_variant(lineage: list[str], earlier: list[tuple[str, list[str]]], entry_stages: set[str]) -> str | None:
     """The closest earlier variant this one derives from.
 
@@ -316,6 +305,25 @@ def parent_variant(lineage: list[str], earlier: list[tuple[str, list[str]]], ent
         if (ancestor or exported) and len(other) > best_len:
             best, best_len = name, len(other)
     return best
+
+
+def measure_all(targets: list[TargetSpec], models: dict[str, Deployable], variants: list[Variant],
+                splits: Splits | None, task, log, sequence_length: int = 128) -> list[TargetInfo]:  # fmt: skip
+    """Measure every target in turn, attaching results to the variants; a target that fails as a
+    whole (an unreachable device) is recorded in its TargetInfo and the others go on."""
+    infos = []
+    for target in targets:
+        if splits is not None:
+            inputs = Inputs.from_splits(splits, task, target.batch_sizes)
+        else:
+            inputs = random_inputs(models, target, sequence_length)
+        results = measure_target(target, models, inputs, task if splits else None, log)
+        attach(variants, target, results)
+        infos.append(TargetInfo(name=target.name, runtime=target.runtime, device=target.device, threads=target.threads,
+                                batch_sizes=target.batch_sizes, protocol=target.protocol.model_dump(),
+                                versions=results.versions, host=target.host.label if target.host else None,
+                                state=results.state, error=results.error))  # fmt: skip
+    return infos
 
 
 def attach(variants: list[Variant], target: TargetSpec, results: TargetResults) -> None:

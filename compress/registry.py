@@ -20,6 +20,7 @@ STAGES = {
 RUNTIMES = {
     "onnxruntime": "compress.runtimes.onnxruntime:OnnxRuntime",
     "openvino": "compress.runtimes.openvino:OpenVINORuntime",
+    "tensorrt": "compress.runtimes.tensorrt:TensorRTRuntime",
 }
 
 MODELS = {

@@ -27,6 +27,9 @@ class LatencyProtocol(Strict):
     min_seconds: float = Field(2.0, ge=0, le=3600)
     max_seconds: float = Field(60.0, gt=0, le=36_000, description="cap per variant and batch")
     rounds: int = Field(5, ge=1, le=100, description="interleaved rounds across variants")
+    ci_target: float = Field(
+        0.02, ge=0, le=1, description="measure on until the 95% interval of p50 is within ±this fraction (0: off)"
+    )
 
     @model_validator(mode="after")
     def _cap_above_floor(self) -> LatencyProtocol:
@@ -35,27 +38,82 @@ class LatencyProtocol(Strict):
         return self
 
 
+class HostSpec(Strict):
+    """A remote device reached over SSH (OpenSSH's `ssh`, so ~/.ssh/config applies too)."""
+
+    address: str = Field(min_length=1, description="host name or IP address (or an alias from ~/.ssh/config)")
+    user: str | None = Field(None, description="login user [default: ssh's choice]")
+    port: int = Field(22, ge=1, le=65535)
+    identity_file: str | None = Field(None, description="private key file [default: ssh's choice]")
+    known_hosts: str | None = Field(None, description="known_hosts file [default: ~/.ssh/known_hosts]")
+    python: str = Field("python3", description="the device's Python (a full path is safest)")
+    workdir: str = Field("/tmp/compress-device", description="folder on the device for models and results")
+    connect_timeout_s: int = Field(10, ge=1, le=600)
+    timeout_s: int = Field(3600, ge=1, le=86_400, description="longest a measurement on the device may take")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value):
+        """`host: user@address:port` as a short form."""
+        if isinstance(value, str):
+            user, _, rest = value.rpartition("@")
+            address, _, port = rest.partition(":")
+            return {"address": address, **({"user": user} if user else {}), **({"port": port} if port else {})}
+        return value
+
+    @property
+    def label(self) -> str:
+        return f"{self.user + '@' if self.user else ''}{self.address}:{self.port}"
+
+
+class TensorRTOptions(Strict):
+    """How TensorRT engines are built and run; the precision comes from the target's `precision`."""
+
+    mode: Literal["auto", "python", "trtexec"] = Field(
+        "auto", description="the tensorrt Python API, trtexec, or whichever is found (Python first)"
+    )
+    trtexec: str = Field("trtexec", description="trtexec command or path (JetPack: /usr/src/tensorrt/bin/trtexec)")
+    workspace_mb: int = Field(1024, ge=16, le=1_048_576, description="builder workspace memory pool")
+    engine_cache: str | None = Field(None, description="engine folder [default: ~/.cache/compress/engines]")
+    extra_build_args: list[str] = Field(default_factory=list, description="more trtexec build flags, as given")
+
+
 class TargetSpec(Strict):
     """One hardware target: a runtime on a device, with fixed threads and batch sizes."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
-    runtime: Literal["onnxruntime", "openvino"]
-    device: Literal["cpu"] = "cpu"
+    runtime: Literal["onnxruntime", "openvino", "tensorrt"]
+    device: Literal["cpu", "gpu", "jetson"] = Field("cpu", description="jetson: also record the board's state")
+    host: HostSpec | None = Field(None, description="measure on this device over SSH instead of here")
     threads: int = Field(1, ge=1, le=1024, description="intra-op threads used for latency")
     streams: int = Field(1, ge=1, le=256, description="OpenVINO inference streams")
     performance_hint: Literal["latency", "throughput"] = Field("latency", description="OpenVINO performance hint")
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="precision of floating-point layers; OpenVINO would pick bf16 on AVX-512 BF16 CPUs"
+    precision: Literal["fp32", "bf16", "fp16", "int8", "best"] = Field(
+        "fp32",
+        description="precision of floating-point layers; OpenVINO would pick bf16 on AVX-512 BF16 CPUs; "
+        "TensorRT also takes int8 (QDQ models) and best",
     )
     batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
     protocol: LatencyProtocol = Field(default_factory=LatencyProtocol)
     eval_batch_size: int = Field(64, ge=1, le=65_536, description="batch for accuracy runs")
+    tensorrt: TensorRTOptions | None = Field(None, description="TensorRT engine options (runtime: tensorrt)")
+    power: bool = Field(False, description="sample power rails with tegrastats while timing (Jetson)")
 
     @model_validator(mode="after")
-    def _positive_batches(self) -> TargetSpec:
+    def _consistent(self) -> TargetSpec:
         if any(b < 1 for b in self.batch_sizes):
             raise ValueError("batch_sizes must all be at least 1")
+        if self.runtime == "tensorrt":
+            if self.device == "cpu":
+                raise ValueError("runtime tensorrt runs on device gpu or jetson, not cpu")
+            self.tensorrt = self.tensorrt or TensorRTOptions()
+        elif self.tensorrt is not None:
+            raise ValueError(f"'tensorrt' options only apply to runtime tensorrt, not {self.runtime}")
+        elif self.precision in ("int8", "best"):
+            raise ValueError(
+                f"precision {self.precision} is for runtime tensorrt; {self.runtime} takes fp32, bf16 or fp16"
+            )
         return self
 
 

@@ -54,3 +54,27 @@ def write(tmp_path: Path):
 def tiny_recipe(write) -> Path:
     write("tiny-ort.yaml", TINY_TARGET)
     return write("tiny.yaml", TINY_RECIPE)
+
+
+def write_mlp_onnx(path: Path) -> Path:
+    """A small real ONNX model (MatMul + ReLU, 64 -> 10) with a dynamic batch."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = numpy_helper.from_array(rng.standard_normal((64, 10)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])], [weights],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture
+def mlp(tmp_path: Path) -> Path:
+    return write_mlp_onnx(tmp_path / "mlp.onnx")

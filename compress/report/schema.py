@@ -42,7 +42,11 @@ class Latency(Model):
     iterations: int
     seconds: float
     throughput: float  # items per second
-    capped: bool = False
+    capped: bool = False  # the time cap ended measuring before the protocol was met
+    p50_ci_low_ms: float | None = None  # 95 % confidence interval of p50
+    p50_ci_high_ms: float | None = None
+    stable: bool | None = None  # the interval met the protocol's ci_target
+    runtime_summary: dict[str, Any] | None = None  # the runtime's own figures (trtexec: GPU compute, H2D, D2H)
 
 
 class Variant(Model):
@@ -78,6 +82,9 @@ class TargetInfo(Model):
     batch_sizes: list[int]
     protocol: dict[str, Any]
     versions: dict[str, str] = Field(default_factory=dict)
+    host: str | None = None  # user@address:port of a remote device
+    state: dict[str, Any] = Field(default_factory=dict)  # the device's state before / after, power
+    error: str | None = None  # set when the target could not be measured at all
 
 
 class Front(Model):

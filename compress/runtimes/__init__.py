@@ -19,6 +19,8 @@ def runtime_class(name: str) -> type[Runtime]:
 def check_available(targets: list[TargetSpec]) -> None:
     """Fail before any work when a target's runtime is missing, naming the extra to install."""
     for target in targets:
+        if target.host is not None:
+            continue  # the device checks its own runtime when it measures
         cls = runtime_class(target.runtime)
         if not cls.available():
             install = f"pip install 'compress[{cls.extra}]'" if cls.extra else f"pip install {cls.package}"

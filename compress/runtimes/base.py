@@ -32,8 +32,10 @@ class Runtime(ABC):
     extra: ClassVar[str | None] = None  # pip extra that installs it, if optional
     formats: ClassVar[tuple[str, ...]] = ("onnx",)  # artifact formats it can load
 
-    def __init__(self, target: TargetSpec | None = None) -> None:
+    def __init__(self, target: TargetSpec | None = None, example_shapes: dict[str, tuple] | None = None) -> None:
         self.target = target
+        # Per-example input shapes (no batch dimension), for runtimes that compile for shape ranges.
+        self.example_shapes = example_shapes
 
     @classmethod
     def available(cls) -> bool:

@@ -1,0 +1,138 @@
+"""The measuring program: runs a job folder's models on one target and writes result.json.
+
+A job folder holds job.json (the target and the models), eval.npz (the evaluation inputs) and one
+batch<N>.npz per batch size. For each model this program runs the evaluation inputs through the
+target's runtime (outputs saved for scoring), times it with the latency protocol (variants in
+interleaved rounds) and records the device's state before and after.
+
+The same code measures local targets (called in-process) and remote devices, where it runs as
+`python -m compress.device JOB_FOLDER` from a copy of the few modules it imports, with only numpy
+and the runtime installed there (Python 3.8 and later).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from compress import device_state, registry
+from compress.errors import first_line
+from compress.profiling import measure_interleaved, summarize
+
+# What a device needs to run this program, relative to the compress package.
+FILES = ("__init__.py", "errors.py", "registry.py", "profiling.py", "device_state.py", "device.py",
+         "runtimes/__init__.py", "runtimes/base.py", "runtimes/onnxruntime.py", "runtimes/openvino.py",
+         "runtimes/tensorrt.py")  # fmt: skip
+
+
+def namespace(value):
+    """JSON objects as attribute access, so runtimes read a target the same way here and there."""
+    if isinstance(value, dict):
+        return SimpleNamespace(**{k: namespace(v) for k, v in value.items()})
+    return value
+
+
+def load_feeds(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {name: data[name] for name in data.files}
+
+
+def run_job(folder: Path, log=print) -> dict:
+    """Measure every model of the job in `folder`; returns (and writes) the result."""
+    folder = Path(folder)
+    job = json.loads((folder / "job.json").read_text(encoding="utf-8"))
+    target = namespace(job["target"])
+    result = {"state_before": device_state.capture(target.device), "models": {}}
+    eval_feeds = load_feeds(folder / job["eval"]) if job.get("eval") else None
+    batches = {int(b): load_feeds(folder / name) for b, name in job["batches"].items()}
+    some_feeds = eval_feeds or next(iter(batches.values()))
+    shapes = {name: tuple(a.shape[1:]) for name, a in some_feeds.items()}
+    runtime = registry.resolve(registry.RUNTIMES, target.runtime)(target, shapes)
+    if not runtime.available():
+        result["error"] = f"runtime {target.runtime} is not installed on {result['state_before']['hostname']}"
+        return _write(folder, result)
+    result["versions"] = runtime.versions()
+    sessions = {}
+    for name, spec in job["models"].items():
+        result["models"][name], session = _load_and_evaluate(runtime, folder, name, spec, eval_feeds, target)
+        if session is not None:
+            sessions[name] = session
+    with device_state.PowerSampler() if getattr(target, "power", False) else contextlib.nullcontext() as power:
+        for batch, feeds in batches.items():
+            _time_batch(sessions, feeds, batch, target, result["models"], log)
+    result["power"] = power.summary() if power else None
+    result["state_after"] = device_state.changing(target.device)
+    return _write(folder, result)
+
+
+def _write(folder: Path, result: dict) -> dict:
+    tmp = folder / "result.json.tmp"
+    tmp.write_text(json.dumps(result), encoding="utf-8")
+    os.replace(tmp, folder / "result.json")
+    return result
+
+
+def _load_and_evaluate(runtime, folder: Path, name: str, spec: dict, eval_feeds, target):
+    """(result entry, timing session or None); a runtime refusing one model must not lose the others."""
+    path = folder / spec["file"]
+    try:
+        entry = {"latency": []}
+        if eval_feeds is not None:
+            outputs = predict(runtime.load(path, os.cpu_count() or 1), eval_feeds, target.eval_batch_size)
+            (folder / "outputs").mkdir(exist_ok=True)
+            np.save(folder / "outputs" / f"{name}.npy", outputs)
+            entry["outputs"] = f"outputs/{name}.npy"
+        session = runtime.load(path, target.threads)
+        entry["precision"] = session.precision
+        return entry, session
+    except Exception as exc:  # noqa: BLE001 - reported per model, the job goes on
+        return {"error": f"{target.runtime} could not run this model: {first_line(exc)}", "latency": []}, None
+
+
+def predict(session, feeds: dict[str, np.ndarray], batch_size: int = 64) -> np.ndarray:
+    """The first output for all inputs, run in batches (one at a time for fixed-batch models)."""
+    step = session.fixed_batch or batch_size
+    total = len(next(iter(feeds.values())))
+    parts = [session.run({k: np.ascontiguousarray(v[i : i + step]) for k, v in feeds.items()})[0]
+             for i in range(0, total, step)]  # fmt: skip
+    return np.concatenate(parts)
+
+
+def _time_batch(sessions: dict, feeds: dict, batch: int, target, entries: dict, log) -> None:
+    """Latency at one batch size: runtimes that time themselves (trtexec) one by one, the others in
+    interleaved rounds under the shared protocol."""
+    runnable = {n: s for n, s in sessions.items() if s.fixed_batch in (None, batch)}
+    if not runnable:
+        return
+    p = target.protocol
+    log(f"{target.name}: timing {len(runnable)} variant(s) at batch {batch} with {target.threads} thread(s)")
+    self_timed = {n: s for n, s in runnable.items() if hasattr(s, "benchmark")}
+    raw = {n: s.benchmark(feeds, p) for n, s in self_timed.items()}
+    calls = {n: (lambda s=s: s.run(feeds)) for n, s in runnable.items() if n not in self_timed}
+    if calls:
+        timed = measure_interleaved(calls, p.warmup, p.min_iterations, p.min_seconds, p.max_seconds, p.rounds,
+                                    p.ci_target)  # fmt: skip
+        raw.update({n: (samples, capped, None) for n, (samples, capped) in timed.items()})
+    for name, (samples, capped, summary) in raw.items():
+        stats = summarize(samples, batch, capped, p.ci_target).to_dict()
+        entries[name]["latency"].append({"batch_size": batch, "stats": stats, "runtime_summary": summary})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point on a device: `python -m compress.device JOB_FOLDER`."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m compress.device JOB_FOLDER", file=sys.stderr)
+        return 2
+    run_job(Path(args[0]), log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
