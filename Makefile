@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quickstart test lint clean browser
+.PHONY: setup quickstart test lint clean system-tools
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,16 @@ setup: $(STAMP)
 quickstart: setup
 	$(BIN)/compress run recipes/quickstart.yaml
 
-# Headless Chromium checks report.html; installed from Debian's packages where apt is available.
-browser:
-	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
-	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
-	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ; } || \
-	  echo "chromium not installed: the report.html browser test will be skipped"
+# Headless Chromium checks report.html and a real sshd on loopback plays a remote device; both come
+# from Debian's packages where apt is available (tests that need them skip otherwise).
+APT_INSTALL = command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+system-tools:
+	@{ command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } && [ -x /usr/sbin/sshd ] || \
+	  { $(APT_INSTALL) chromium openssh-server >/dev/null; } ; } || \
+	  echo "chromium or openssh-server not installed: the report.html and remote-target tests will be skipped"
 
-test: setup browser
+test: setup system-tools
 	$(BIN)/python -m pytest
 
 lint: setup

@@ -15,7 +15,7 @@ from compress import environment
 from compress.errors import UsageError
 from compress.lock import run_lock
 from compress.measure import Deployable
-from compress.pipeline import render_all
+from compress.pipeline import measure_all, render_all
 from compress.report.pareto import mark_fronts
 from compress.report.schema import RecipeInfo, Report, Variant
 from compress.runtimes import check_available
@@ -42,8 +42,6 @@ def variant_names(paths: list[Path]) -> list[str]:
 
 def profile(paths: list[Path], targets: list[TargetSpec], out: Path, sequence_length: int = 128, log=print) -> Report:
     """Time every file on every target and write report.json, report.md, report.html and plots."""
-    from compress.pipeline import measure_all
-
     models = {name: deployable(p) for name, p in zip(variant_names(paths), paths, strict=True)}
     check_available(targets)
     variants = [variant(name, m) for name, m in models.items()]

@@ -70,3 +70,41 @@ def test_rounds_rotate_the_order():
                               min_seconds=0, max_seconds=10, rounds=3, clock=StepClock(0.001))  # fmt: skip
     assert order[:3] == ["a", "b", "c"] and order[3:6] == ["b", "c", "a"] and order[6:] == ["c", "a", "b"]
     assert all(len(s) == 3 for s, _ in raw.values())
+
+
+def test_median_interval_contains_p50_and_narrows_with_more_samples():
+    from compress.profiling import ci_width, median_ci
+
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(1.0, 0.1, 50), rng.normal(1.0, 0.1, 5000)
+    low, high = median_ci(many)
+    assert low < np.median(many) < high
+    assert ci_width(many) < ci_width(few) and ci_width(many) < 0.01
+
+
+class NoisyClock:
+    """Every reading is about 1 ms after the last (log-normal spread `noise`, deterministic)."""
+
+    def __init__(self, noise: float) -> None:
+        self.now, self.noise = 0.0, noise
+        self.rng = np.random.default_rng(0)
+
+    def __call__(self) -> float:
+        self.now += 0.001 * float(np.exp(self.noise * self.rng.standard_normal()))
+        return self.now
+
+
+def test_stability_rule_measures_on_until_the_interval_is_tight():
+    raw = measure_interleaved({"m": lambda: None}, warmup=0, min_iterations=20, min_seconds=0, max_seconds=100,
+                              rounds=2, ci_target=0.02, clock=NoisyClock(0.3))  # fmt: skip
+    samples, capped = raw["m"]
+    assert not capped and len(samples) > 20  # ±30 % noise needs more than 20 calls for ±2 %
+    stats = summarize(samples, 1, capped, 0.02)
+    assert stats.stable and (stats.p50_ci_high_ms - stats.p50_ci_low_ms) / 2 <= 0.02 * stats.p50_ms
+
+
+def test_stability_rule_gives_up_at_the_time_cap_and_flags_it():
+    raw = measure_interleaved({"m": lambda: None}, warmup=0, min_iterations=20, min_seconds=0, max_seconds=0.1,
+                              rounds=2, ci_target=0.001, clock=NoisyClock(0.5))  # fmt: skip
+    samples, capped = raw["m"]
+    assert capped and summarize(samples, 1, capped, 0.001).stable is False

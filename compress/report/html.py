@@ -7,7 +7,7 @@ import base64
 import html
 
 from compress.report.plots import render_plots
-from compress.report.render import columns, comparison_rows, target_title
+from compress.report.render import columns, comparison_rows, device_lines, interval_lines, target_title
 from compress.report.schema import Report
 
 STYLE = """
@@ -63,7 +63,8 @@ def _environment(report: Report) -> str:
             ("ISA", ", ".join(cpu.get("isa", []))), ("OS", str(env.get("os"))), ("Python", str(env.get("python"))),
             ("Packages", ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()))]  # fmt: skip
     rows += [(t.name, f"{t.runtime} {', '.join(f'{k} {v}' for k, v in t.versions.items())}; {t.threads} thread(s); "
-              f"batches {t.batch_sizes}; protocol {t.protocol}") for t in report.targets]  # fmt: skip
+              f"batches {t.batch_sizes}; protocol {t.protocol}. " + ". ".join(device_lines(t) + interval_lines(report, t)))
+             for t in report.targets]  # fmt: skip
     body = "".join(
         f"<tr><td>{html.escape(k)}</td><td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows
     )

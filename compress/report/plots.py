@@ -61,9 +61,39 @@ def plot_file(target_name: str) -> str:
     return f"pareto-{target_name}.png"
 
 
+def latency_plot(report: Report, target_name: str) -> bytes:
+    """Without accuracy (a bare model profiled), p50 per variant and batch with its 95 % interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(f"{v.name} @ batch {lat.batch_size}", lat) for v in report.variants for lat in v.latency
+            if lat.target == target_name]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * max(len(rows), 1)), dpi=110)
+    for i, (_, lat) in enumerate(rows):
+        low, high = lat.p50_ci_low_ms or lat.p50_ms, lat.p50_ci_high_ms or lat.p50_ms
+        ax.barh(i, lat.p50_ms, xerr=[[lat.p50_ms - low], [high - lat.p50_ms]], color="tab:blue", alpha=0.7, capsize=4)
+        ax.annotate(f"{lat.p50_ms:.4g} ms", (lat.p50_ms, i), textcoords="offset points", xytext=(6, -3), fontsize=8)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.set_xlabel("p50 latency (ms) with 95 % interval")
+    ax.set_title(f"{report.recipe.name} on {target_name}")
+    ax.margins(x=0.3)
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def render_plots(report: Report) -> dict[str, bytes]:
-    """One PNG per target, rendered once for both the image files and report.html."""
-    return {target.name: pareto_plot(report, target.name) for target in report.targets}
+    """One PNG per target, rendered once for both the image files and report.html: the Pareto plot,
+    or latency alone where nothing had accuracy to plot against."""
+    return {
+        t.name: pareto_plot(report, t.name) if any(v.accuracy_on(t.name) for v in report.variants)
+        else latency_plot(report, t.name)
+        for t in report.targets
+    }  # fmt: skip
 
 
 def write_plots(report: Report, folder: Path, plots: dict[str, bytes] | None = None) -> list[Path]:

@@ -65,7 +65,48 @@ def batch_rows(report: Report, target: TargetInfo, batch: int) -> list[tuple[str
 
 def target_title(target: TargetInfo) -> str:
     threads = f"{target.threads} thread{'s' if target.threads != 1 else ''}"
-    return f"{target.name} ({target.runtime} on {target.device}, {threads})"
+    where = f" at {target.host}" if target.host else ""
+    return f"{target.name} ({target.runtime} on {target.device}{where}, {threads})"
+
+
+def device_lines(target: TargetInfo) -> list[str]:
+    """The device's recorded state, one fact per line: what makes its numbers comparable or not."""
+    if target.error:
+        return [f"Not measured: {target.error}"]
+    before, after = target.state.get("state_before") or {}, target.state.get("state_after") or {}
+    cpu = before.get("cpu", {})
+    lines = [f"Device {before.get('hostname')}: {cpu.get('model')} ({cpu.get('logical_cores')} cores), "
+             f"{before.get('os')}, governor {cpu.get('governor') or 'unknown'}, "
+             f"load {cpu.get('load_average')} before / {after.get('load_average')} after"]  # fmt: skip
+    hottest = [max(s.get("temperatures_c", {}).values(), default=None) for s in (before, after)]
+    if hottest[0] is not None:
+        lines.append(f"Hottest sensor: {hottest[0]:.1f} °C before, {hottest[1]:.1f} °C after")
+    jetson = before.get("jetson")
+    if jetson:
+        mode = (jetson.get("power_mode") or {}).get("name")
+        lines.append(f"Jetson {jetson.get('model')}: L4T {jetson.get('l4t')}, JetPack {jetson.get('jetpack')}, "
+                     f"power mode {mode}, jetson_clocks {'on' if jetson.get('jetson_clocks') else 'off'}, "
+                     f"GPU {jetson.get('gpu_clock_mhz')} MHz, EMC {jetson.get('emc_clock_mhz')} MHz")  # fmt: skip
+    for gpu in before.get("gpu") or []:
+        lines.append(f"GPU {gpu.get('name')}: driver {gpu.get('driver_version')}, {gpu.get('pstate')}, "
+                     f"SM {gpu.get('clocks.sm')} MHz, {gpu.get('temperature.gpu')} °C, {gpu.get('power.draw')} W")  # fmt: skip
+    power = target.state.get("power")
+    if power:
+        lines.append("Mean power while timing: " + ", ".join(f"{k} {v} mW" for k, v in power["mean_mw"].items()))
+    return lines
+
+
+def interval_lines(report: Report, target: TargetInfo) -> list[str]:
+    """p50 with its 95 % interval per variant and batch, flagging runs the time cap ended early."""
+    cells = []
+    for v in report.variants:
+        for lat in (x for x in v.latency if x.target == target.name):
+            if lat.p50_ci_low_ms is None:
+                continue
+            flag = " (time cap reached: unstable)" if lat.stable is False else ""
+            cells.append(f"{v.name}@{lat.batch_size} {lat.p50_ms:.4g} [{lat.p50_ci_low_ms:.4g}, "
+                         f"{lat.p50_ci_high_ms:.4g}] ms{flag}")  # fmt: skip
+    return ["p50 with 95 % interval: " + "; ".join(cells)] if cells else []
 
 
 def _md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -75,15 +116,18 @@ def _md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]
 
 def to_markdown(report: Report) -> str:
     r = report.recipe
+    scored = any(v.accuracy for v in report.variants)
+    accuracy = ("Accuracy is measured by running each exported file in the target's runtime on the test split"
+                if scored else "No accuracy was measured (model files profiled with random inputs)")  # fmt: skip
     lines = [f"# compress report: {r.name}", "",
              f"Recipe `{r.path or r.name}` (hash `{r.hash}`), created {report.created}. "
-             f"Baseline: `{report.baseline}`. Accuracy is measured by running each exported file in the target's "
-             "runtime on the test split; latency is measured per call after warm-up.", ""]  # fmt: skip
+             f"Baseline: `{report.baseline}`. {accuracy}; latency is measured per call after warm-up.", ""]  # fmt: skip
     for target in report.targets:
         batch = report.batch_for(target.name)
         lines += [f"## {target_title(target)}", "", f"Batch size {batch}; ratios are against `{report.baseline}`.", ""]
         lines += _md_table(columns(report), comparison_rows(report, target)) + [""]
-        lines += front_lines(report, target.name) + [""]
+        lines += (front_lines(report, target.name) + [""]) if scored else []
+        lines += [f"- {x}" for x in device_lines(target) + interval_lines(report, target)] + [""]
         for other in target.batch_sizes:
             if other != batch:
                 lines += (
