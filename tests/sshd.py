@@ -40,6 +40,18 @@ class Device:
         return len(self.runs_log.read_text().splitlines()) if self.runs_log.exists() else 0
 
 
+# The device's Python: this interpreter, but with the packages a device does not have made
+# unimportable, so the tests show the measuring program needs only numpy and the runtime.
+BARE_DEVICE = """\
+import runpy, sys
+for name in ("torch", "pydantic", "yaml", "typer", "rich", "sklearn", "onnx", "openvino", "matplotlib"):
+    sys.modules[name] = None
+assert sys.argv[1] == "-m", sys.argv
+sys.argv = [sys.argv[2], *sys.argv[3:]]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
 def skip_reason() -> str | None:
     if not Path(SSHD).exists() or not shutil.which("ssh") or not shutil.which("ssh-keygen"):
         return "OpenSSH server not installed (Debian: apt-get install openssh-server; `make test` does this)"
@@ -77,8 +89,10 @@ def start(folder: Path) -> tuple[Device, subprocess.Popen]:
     host_pub = Path(f"{host_key}.pub").read_text().split()
     (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
     runs_log = folder / "device-runs.log"
+    launcher = folder / "bare_device.py"
+    launcher.write_text(BARE_DEVICE)
     wrapper = folder / "device-python"
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {runs_log}\nexec {sys.executable} "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {runs_log}\nexec {sys.executable} {launcher} "$@"\n')
     wrapper.chmod(0o755)
     process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10

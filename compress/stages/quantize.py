@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +154,16 @@ def quantize_ort(cfg, source: Path, out: Path, calibration: np.ndarray, excluded
 
 
 @contextlib.contextmanager
+def working_directory(folder: Path):
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@contextlib.contextmanager
 def quiet_root_logger():
     root = logging.getLogger()
     level = root.level
@@ -170,7 +182,10 @@ def preprocess(path: Path, ctx: StageContext) -> Path:
     reason = ""
     for skip_symbolic in (False, True):
         try:
-            quant_pre_process(str(path), str(out), skip_symbolic_shape=skip_symbolic)
+            # When symbolic inference fails, ORT saves a debug copy of the model (with external
+            # data files) into the working directory: keep that out of the user's folder.
+            with tempfile.TemporaryDirectory(dir=ctx.workdir) as scratch, working_directory(Path(scratch)):
+                quant_pre_process(str(path.resolve()), str(out.resolve()), skip_symbolic_shape=skip_symbolic)
             return out
         except Exception as exc:  # noqa: PERF203 - one retry, then carry on without
             reason = first_line(exc)
