@@ -55,7 +55,8 @@ def run_job(folder: Path, log=print) -> dict:
     shapes = {name: tuple(a.shape[1:]) for name, a in some_feeds.items()}
     runtime = registry.resolve(registry.RUNTIMES, target.runtime)(target, shapes)
     if not runtime.available():
-        result["error"] = f"runtime {target.runtime} is not installed on {result['state_before']['hostname']}"
+        result["error"] = (f"runtime {target.runtime} is not installed on {result['state_before']['hostname']} "
+                           f"for {sys.executable}; install it there or point host.python at a Python that has it")  # fmt: skip
         return _write(folder, result)
     result["versions"] = runtime.versions()
     sessions = {}

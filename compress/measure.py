@@ -76,11 +76,11 @@ def measure_target(
         write_job(folder, target, runnable, inputs, copy_models=target.host is not None)
         try:
             raw = remote.run_job(target, folder, log) if target.host else device.run_job(folder, log)
+            results = collect(raw, folder, target, runnable, inputs, task)
         except TargetError as exc:
-            error = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
-            log(f"warning: target {target.name} failed: {error}")
-            return TargetResults(error=error)
-        results = collect(raw, folder, target, runnable, inputs, task)
+            results = TargetResults(error=f"{exc.message}; {exc.hint}" if exc.hint else exc.message)
+    if results.error:
+        log(f"warning: target {target.name} failed: {results.error}")
     for name, error in results.errors.items():
         log(f"warning: {name} on {target.name}: {error}")
     return results
@@ -110,8 +110,8 @@ def write_job(
 def collect(raw: dict, folder: Path, target: TargetSpec, models: dict[str, Deployable], inputs: Inputs,
             task: Task | None) -> TargetResults:  # fmt: skip
     """The measuring program's result as report entries: outputs scored here, with the task's metric."""
-    if raw.get("error"):
-        return TargetResults(error=raw["error"])
+    if raw.get("error"):  # the measuring program could not start (e.g. no such runtime on the device)
+        return TargetResults(error=f"{target.host.label}: {raw['error']}" if target.host else raw["error"])
     results = TargetResults(versions=raw.get("versions", {}),
                             state={k: raw.get(k) for k in ("state_before", "state_after", "power")})  # fmt: skip
     for name, entry in raw["models"].items():

@@ -28,7 +28,7 @@ class Device:
     other_key: Path  # a valid key the device does not accept
 
     def target_yaml(self, name: str, **extra: object) -> str:
-        lines = [f"name: {name}", "runtime: onnxruntime", "threads: 1", "batch_sizes: [1]",
+        lines = [f"name: {name}", f"runtime: {extra.pop('runtime', 'onnxruntime')}", "threads: 1", "batch_sizes: [1]",
                  "protocol: {warmup: 2, min_iterations: 10, min_seconds: 0.05, max_seconds: 5, rounds: 2}",
                  "host:", "  address: 127.0.0.1", f"  port: {extra.pop('port', self.port)}", f"  user: {self.user}",
                  f"  identity_file: {extra.pop('identity', self.identity)}",

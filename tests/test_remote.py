@@ -75,6 +75,7 @@ def test_recipe_measures_on_the_device_with_the_same_accuracy(device, write, tmp
         ("wrong-key", "authentication failed"),
         ("unknown-host-key", "host key is not in known_hosts"),
         ("missing-key-file", "identity file"),
+        ("no-runtime-there", "runtime openvino is not installed on"),
     ],
 )
 def test_a_failing_device_gives_one_line_and_keeps_other_targets(device, mlp, tmp_path, change, expected):
@@ -85,6 +86,7 @@ def test_a_failing_device_gives_one_line_and_keeps_other_targets(device, mlp, tm
         "wrong-key": {"identity": device.other_key},
         "unknown-host-key": {"known_hosts": empty_known_hosts},
         "missing-key-file": {"identity": tmp_path / "no-such-key"},
+        "no-runtime-there": {"runtime": "openvino"},  # the test device's Python cannot import it
     }[change]
     bad = tmp_path / "bad.yaml"
     bad.write_text(device.target_yaml("bad-device", **overrides))
