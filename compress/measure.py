@@ -102,7 +102,7 @@ def write_job(
         np.savez(folder / "eval.npz", **inputs.eval_feeds)
     for batch, feeds in inputs.batches.items():
         np.savez(folder / f"batch{batch}.npz", **feeds)
-    job = {"target": target.model_dump(), "models": entries, "eval": "eval.npz" if inputs.eval_feeds is not None else None,
+    job = {"target": target.model_dump(exclude={"host"}), "models": entries, "eval": "eval.npz" if inputs.eval_feeds is not None else None,
            "batches": {str(b): f"batch{b}.npz" for b in inputs.batches if b in target.batch_sizes}}  # fmt: skip
     (folder / "job.json").write_text(json.dumps(job), encoding="utf-8")
 

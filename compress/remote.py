@@ -9,6 +9,7 @@ one removes the job folder there. Host keys are always verified; every remote wo
 from __future__ import annotations
 
 import io
+import json
 import shlex
 import subprocess
 import tarfile
@@ -115,8 +116,6 @@ def unpack_results(data: bytes, folder: Path) -> None:
 
 def run_job(target: TargetSpec, folder: Path, log) -> dict:
     """Ship the job to the target's host, measure there, and bring the result back into `folder`."""
-    import json
-
     host = target.host
     where = f"{host.workdir.rstrip('/')}/{uuid.uuid4().hex[:12]}"
     log(f"{target.name}: copying the job to {host.label}:{where}")
