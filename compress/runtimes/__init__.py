@@ -25,7 +25,7 @@ def check_available(targets: list[TargetSpec]) -> None:
         if not cls.available():
             install = f"pip install 'compress[{cls.extra}]'" if cls.extra else f"pip install {cls.package}"
             raise RuntimeMissingError(f"target '{target.name}' needs runtime '{target.runtime}', which is not installed",
-                                      hint=f"{install}, or remove the target from the recipe")  # fmt: skip
+                                      hint=f"{install}, or measure on other targets")  # fmt: skip
 
 
 def get_runtime(target: TargetSpec) -> Runtime:
