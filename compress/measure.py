@@ -5,6 +5,7 @@ Everything here runs the exported file in the target's runtime; the PyTorch modu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress import remote
 from compress.data import Splits
 from compress.errors import CompressError, StageError, TargetError
 from compress.profiling import measure_interleaved, summarize
@@ -68,7 +70,7 @@ def measure_target(
 ) -> TargetResults:
     """Accuracy, then interleaved latency, of every model this target's runtime can run: here, or
     on the target's host over SSH. A target that fails as a whole comes back with `error` set."""
-    from compress import device, remote
+    from compress import device
 
     runnable = {n: m for n, m in models.items() if m.kind in runtime_class(target.runtime).formats}
     with tempfile.TemporaryDirectory(prefix="compress-job-") as tmp:
@@ -92,11 +94,10 @@ def write_job(
     """The job folder the measuring program reads (see compress.device)."""
     entries = {}
     for name, model in models.items():
-        if copy_models:  # a device gets the files in the folder; locally they are read in place
-            (folder / "models").mkdir(exist_ok=True)
-            for file in [model.path, *model.companions]:
-                shutil.copyfile(file, folder / "models" / f"{name}{file.suffix}")
-        path = f"models/{name}{model.path.suffix}" if copy_models else str(model.path.resolve())
+        if copy_models:  # staged for the device's model store (see compress.remote); locally read in place
+            path = f"{remote.MODEL_STORE}/{stage_model(model, folder / 'models')}"
+        else:
+            path = str(model.path.resolve())
         entries[name] = {"file": path, "kind": model.kind, "precision": model.precision}
     if inputs.eval_feeds is not None:
         np.savez(folder / "eval.npz", **inputs.eval_feeds)
@@ -105,6 +106,16 @@ def write_job(
     job = {"target": target.model_dump(exclude={"host"}), "models": entries, "eval": "eval.npz" if inputs.eval_feeds is not None else None,
            "batches": {str(b): f"batch{b}.npz" for b in inputs.batches if b in target.batch_sizes}}  # fmt: skip
     (folder / "job.json").write_text(json.dumps(job), encoding="utf-8")
+
+
+def stage_model(model: Deployable, store: Path) -> str:
+    """Copy a model (and companions) into `store` named by its content hash; returns the file name.
+    A device keeps these, so an unchanged model is not sent again."""
+    digest = hashlib.sha256(model.path.read_bytes()).hexdigest()[:32]
+    store.mkdir(exist_ok=True)
+    for file in [model.path, *model.companions]:
+        shutil.copyfile(file, store / f"{digest}{file.suffix}")
+    return f"{digest}{model.path.suffix}"
 
 
 def collect(raw: dict, folder: Path, target: TargetSpec, models: dict[str, Deployable], inputs: Inputs,

@@ -21,6 +21,9 @@ from compress.errors import TargetError
 from compress.targets import HostSpec, TargetSpec
 
 PACKAGE = Path(__file__).resolve().parent
+# Model files live in host.workdir/models, named by content hash, and stay there between runs; a
+# job (host.workdir/<id>/job) refers to them from its own folder.
+MODEL_STORE = "../../models"
 
 
 def ssh_args(host: HostSpec) -> list[str]:
@@ -90,13 +93,19 @@ def ssh_failure(host: HostSpec, stderr: str) -> TargetError:
     return TargetError(f"{host.label}: {last}", hint="run the same ssh command by hand to see more")
 
 
-def bundle(folder: Path) -> bytes:
-    """A gzipped tar of the measuring program (lib/compress/...) and the job folder (job/...)."""
+def bundle(folder: Path, job_id: str, stored: set[str]) -> bytes:
+    """A gzipped tar, unpacked in host.workdir: the measuring program (<id>/lib/compress/...), the job
+    (<id>/job/...) and the model files the device's store lacks (models/...)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for name in device.FILES:
-            tar.add(PACKAGE / name, arcname=f"lib/compress/{name}")
-        tar.add(folder, arcname="job")
+            tar.add(PACKAGE / name, arcname=f"{job_id}/lib/compress/{name}")
+        for path in sorted(folder.iterdir()):
+            if path.name != "models":
+                tar.add(path, arcname=f"{job_id}/job/{path.name}")
+        for path in sorted((folder / "models").glob("*")):
+            if path.name not in stored:
+                tar.add(path, arcname=f"models/{path.name}")
     return buffer.getvalue()
 
 
@@ -117,9 +126,12 @@ def unpack_results(data: bytes, folder: Path) -> None:
 def run_job(target: TargetSpec, folder: Path, log) -> dict:
     """Ship the job to the target's host, measure there, and bring the result back into `folder`."""
     host = target.host
-    where = f"{host.workdir.rstrip('/')}/{uuid.uuid4().hex[:12]}"
-    log(f"{target.name}: copying the job to {host.label}:{where}")
-    run(host, f"mkdir -p {shlex.quote(where)} && tar -xzf - -C {shlex.quote(where)}", stdin=bundle(folder))
+    workdir, job_id = host.workdir.rstrip("/") or "/", uuid.uuid4().hex[:12]
+    where = f"{workdir}/{job_id}"
+    listing = run(host, f"mkdir -p {shlex.quote(workdir)}/models && ls {shlex.quote(workdir)}/models")
+    stored = set(listing.decode(errors="replace").split())
+    log(f"{target.name}: copying the job to {host.label}:{where} ({len(stored)} model file(s) already there)")
+    run(host, f"tar -xzf - -C {shlex.quote(workdir)}", stdin=bundle(folder, job_id, stored))
     try:
         log(f"{target.name}: measuring on {host.label} with {host.python}")
         program = f"cd {shlex.quote(where)} && PYTHONPATH=lib " + remote_command(

@@ -49,7 +49,14 @@ def test_profile_a_bare_onnx_file_here_and_on_the_device(device, mlp, tmp_path):
     assert {(lat["target"], lat["batch_size"]) for lat in variant["latency"]} == {
         ("tiny-ort", 1), ("tiny-ort", 4), ("device-ort", 1)}  # fmt: skip
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
-    assert not any((device.folder / "remote-work").iterdir())  # the job folder was removed from the device
+    work = device.folder / "remote-work"
+    assert [p.name for p in work.iterdir()] == ["models"]  # the job folder was removed from the device
+    (stored,) = (work / "models").iterdir()  # the model, kept under its content hash
+    assert stored.read_bytes() == mlp.read_bytes()
+
+    again = compress("profile", str(mlp), "--target", str(remote), "-o", str(tmp_path / "again"))
+    assert again.returncode == 0 and "1 model file(s) already there" in again.stderr
+    assert device.runs() == before + 2 and len(list((work / "models").iterdir())) == 1
 
 
 def test_recipe_measures_on_the_device_with_the_same_accuracy(device, write, tmp_path):
