@@ -58,7 +58,11 @@ def run_job(folder: Path, log=print) -> dict:
         result["error"] = (f"runtime {target.runtime} is not installed on {result['state_before']['hostname']} "
                            f"for {sys.executable}; install it there or point host.python at a Python that has it")  # fmt: skip
         return _write(folder, result)
-    result["versions"] = runtime.versions()
+    try:
+        result["versions"] = runtime.versions()
+    except Exception as exc:  # noqa: BLE001 - e.g. TensorRT asked for trtexec and the device has none
+        result["error"] = f"{target.runtime} cannot run on {result['state_before']['hostname']}: {first_line(exc)}"
+        return _write(folder, result)
     sessions = {}
     for name, spec in job["models"].items():
         result["models"][name], session = _load_and_evaluate(runtime, folder, name, spec, eval_feeds, target)
