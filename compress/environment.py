@@ -43,6 +43,12 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     return out
 
 
+def module_versions(modules: list[str]) -> dict[str, str]:
+    """Versions of the distributions that provide these importable packages (sklearn -> scikit-learn)."""
+    dists = metadata.packages_distributions()
+    return package_versions(tuple(sorted({d for m in modules for d in dists.get(m.split(".")[0], [m])})))
+
+
 def capture() -> dict:
     return {
         "cpu": cpu_info(),

@@ -16,8 +16,6 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from compress import environment
 from compress.artifact import Artifact, save_torch
 from compress.data import Splits, load_data
@@ -98,7 +96,9 @@ class Pipeline:
 
     def prepare_data(self) -> tuple[Splits, str]:
         spec = self.recipe.data
-        key = cache_key("data", spec.model_dump(), self.recipe.seed, self.versions)
+        # Training text read from installed packages changes with their versions.
+        extra = environment.module_versions(spec.train_packages) if spec.train_packages else {}
+        key = cache_key("data", spec.model_dump(), self.recipe.seed, self.versions, *([extra] if extra else []))
         splits = self.cached_splits(
             f"data-{key}", lambda: load_data(spec, self.recipe.base_dir, self.recipe.seed, self.recipe.model.arch)
         )
@@ -121,19 +121,13 @@ class Pipeline:
 
     def label_with(self, source: Artifact, splits: Splits, data_key: str) -> tuple[Splits, str]:
         """Tasks whose labels are the source model's outputs (embedding fidelity): compute them once."""
-        import torch
-
         from compress.artifact import load_torch
 
         model = load_torch(source).eval()
 
-        @torch.no_grad()
-        def label(x):
-            return np.concatenate([model(*self.task.inputs(x[i : i + 64])).numpy() for i in range(0, len(x), 64)])
-
         def make() -> Splits:
             self.log("data: labelling every split with the source model's outputs")
-            return splits.with_labels(label)
+            return splits.with_labels(lambda x: self.task.predict(model, x))
 
         key = cache_key(data_key, source.key)
         return self.cached_splits(f"labels-{key}", make), key

@@ -53,6 +53,10 @@ class DataSpec(Strict):
     task: Literal["classification", "embedding"] = "classification"
     max_length: int = Field(128, ge=8, le=4096, description="text: tokens per example (padded)")
     tokenizer: str | None = Field(None, description="text: hf folder or package; default: the model's")
+    train_packages: list[str] = Field(
+        default_factory=list, description="embedding: installed packages whose docstrings add training sentences"
+    )
+    train_sentences: int | None = Field(None, ge=1, description="embedding: at most this many from train_packages")
     image_size: int = Field(32, ge=4, le=1024)
     channels: Literal[1, 3] = 1
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
@@ -66,6 +70,8 @@ class DataSpec(Strict):
             raise ValueError("task 'embedding' needs source 'text'")
         if self.source == "text" and self.task == "classification" and not self.path:
             raise ValueError("text classification needs 'path': a file of 'label<TAB>sentence' lines")
+        if self.train_packages and self.task != "embedding":
+            raise ValueError("train_packages adds unlabelled sentences, so it needs task 'embedding'")
         return self
 
 
@@ -143,7 +149,7 @@ class PruneStage(StageBase):
     """Structured channel pruning of dependency groups with torch-pruning (DepGraph, Fang et al., 2023)."""
 
     type: Literal["prune"]
-    importance: Literal["l1", "l2", "taylor", "bn_scale"] = "l2"
+    importance: Literal["l1", "l2", "taylor", "bn_scale", "activation"] = "l2"
     ratio: float | None = Field(None, gt=0, lt=1, description="share of channels removed per group")
     macs_reduction: float | None = Field(None, gt=1, le=1000, description="prune until MACs shrink this many times")
     params_reduction: float | None = Field(
@@ -157,6 +163,7 @@ class PruneStage(StageBase):
     embedding: bool = Field(False, description="also prune a Transformer's embedding (residual) width")
     round_to: int | None = Field(8, ge=1, le=256, description="keep channel counts multiples of this")
     taylor_batches: int = Field(8, ge=1, le=10_000, description="batches of gradients for taylor importance")
+    activation_batches: int = Field(8, ge=1, le=10_000, description="batches of 64 examples for activation importance")
 
     @model_validator(mode="after")
     def _one_goal(self) -> PruneStage:

@@ -30,6 +30,28 @@ class Task:
         """A batch as a runtime's named inputs."""
         return {self.input_names[0]: np.ascontiguousarray(x)}
 
+    def trim(self, x: np.ndarray) -> np.ndarray:
+        """A batch for training and PyTorch evaluation, without input that no example in it uses."""
+        return x
+
+    def lengths(self, x: np.ndarray) -> np.ndarray | None:
+        """Each example's length where examples vary in length (text), else None."""
+        return None
+
+    def predict(self, model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """A PyTorch module's outputs on `x`, in order. Text goes through in length order, so each
+        trimmed batch holds little padding."""
+        import torch
+
+        lengths = self.lengths(x)
+        order = np.arange(len(x)) if lengths is None else np.argsort(lengths, kind="stable")
+        with torch.no_grad():
+            parts = [model(*self.inputs(self.trim(x[order[i : i + batch_size]]))).float().numpy()
+                     for i in range(0, len(x), batch_size)]  # fmt: skip
+        out = np.empty_like(np.concatenate(parts))
+        out[order] = np.concatenate(parts)
+        return out
+
     def dynamic_axes(self, dynamic_batch: bool) -> dict[str, dict[int, str]]:
         return {n: {0: "batch"} for n in self.input_names + self.output_names} if dynamic_batch else {}
 
@@ -76,6 +98,16 @@ class Embedding(Task):
         import torch
 
         return torch.from_numpy(np.ascontiguousarray(x[:, 0])), torch.from_numpy(np.ascontiguousarray(x[:, 1]))
+
+    def trim(self, x: np.ndarray) -> np.ndarray:
+        """Cut the padding columns past the batch's longest example: mean pooling and the attention
+        mask already ignore them, and most sentences are far shorter than max_length (exported
+        models and latency keep the full length)."""
+        used = np.flatnonzero(x[:, 1].any(axis=0))
+        return x[:, :, : used[-1] + 1] if len(used) else x
+
+    def lengths(self, x: np.ndarray) -> np.ndarray | None:
+        return x[:, 1].sum(axis=1)
 
     def feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return {"input_ids": np.ascontiguousarray(x[:, 0]), "attention_mask": np.ascontiguousarray(x[:, 1])}

@@ -146,3 +146,29 @@ def test_vit_embedding_width_is_pruned_on_request(tmp_path):
     vit = load_torch(pruned)
     assert vit.patch_embed.out_channels == 32 and vit.pos_embed.shape[-1] == 32
     assert OnnxSession(small.path, threads=1).run({"input": splits.x_test[:2]})[0].shape == (2, 10)
+
+
+def test_activation_importance_removes_the_heads_and_neurons_that_add_nothing(tmp_path):
+    splits = make_splits(16)
+    model = build_model(ModelSpec(arch="vit", options={"dim": 64, "depth": 1, "heads": 4}), tmp_path, 1, 10, 16)
+    block = model.blocks[0]
+    with torch.no_grad():  # large weights, yet heads 1 and 2 and the first half of the MLP are never read
+        block.attn.proj.weight[:, 16:48] = 0
+        block.mlp[2].weight[:, :64] = 0
+        for projection in (block.attn.q, block.attn.k, block.attn.v):
+            projection.weight[16:48].mul_(10)
+        block.mlp[0].weight[:64].mul_(10)
+    cfg = PruneStage(type="prune", name="p", importance="activation", ratio=0.5, heads_ratio=0.5)
+    pruned, _, small = prune_and_export(tmp_path, model.eval(), splits, cfg)
+    kept = load_torch(pruned).blocks[0]
+    assert kept.attn.num_heads == 2 and torch.count_nonzero(kept.attn.proj.weight) == kept.attn.proj.weight.numel()
+    assert torch.count_nonzero(kept.mlp[2].weight) == kept.mlp[2].weight.numel()
+    assert OnnxSession(small.path, threads=1).run({"input": splits.x_test[:2]})[0].shape == (2, 10)
+
+
+def test_activation_importance_on_a_cnn(tmp_path):
+    splits = make_splits(16)
+    model = build_model(MODELS["mobilenetv2"], tmp_path, 1, 10, 16).eval()
+    cfg = PruneStage(type="prune", name="p", importance="activation", ratio=0.5, steps=2, activation_batches=2)
+    pruned, _, _ = prune_and_export(tmp_path, model, splits, cfg)
+    assert pruned.meta["pruning"]["params_after"] < 0.6 * pruned.meta["pruning"]["params_before"]

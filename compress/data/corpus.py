@@ -1,12 +1,20 @@
 """Text that needs no download: sentences from the documentation strings of Python's standard
-library as installed on this machine. Enough to distil and evaluate a sentence encoder offline."""
+library as installed on this machine. Enough to distil and evaluate a sentence encoder offline.
+
+More training text comes from the docstrings of installed packages (numpy, torch, ...), read from
+their source files without importing them; it depends only on the installed versions.
+"""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import re
+import warnings
+from pathlib import Path
 
 MODULES = (
     "argparse", "asyncio", "base64", "bisect", "calendar", "collections", "concurrent.futures", "configparser",
@@ -39,8 +47,40 @@ def docstrings() -> list[str]:
 
 def sentences(min_words: int = 6, max_words: int = 40) -> list[str]:
     """Unique prose sentences, in a fixed order (sorted by hash, so no order leaks from modules)."""
+    return by_hash(prose(docstrings(), min_words, max_words))
+
+
+def package_sentences(packages: list[str], min_words: int = 6, max_words: int = 40) -> list[str]:
+    """Prose sentences from the docstrings in installed packages' source files, in hash order.
+    Library docstrings hold more markup than the standard library's (numpy-style sections,
+    reStructuredText), so sentences with markup left in them are dropped."""
+    markup = ("--", "==", "::", " : ", "`", ">>>", "http", "|")
+    found = prose((text for name in packages for text in source_docstrings(name)), min_words, max_words)
+    return by_hash({s for s in found if not any(m in s for m in markup)})
+
+
+def source_docstrings(package: str) -> list[str]:
+    """Module, class and function docstrings of an installed package, parsed (not imported)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        raise ModuleNotFoundError(package)
+    texts = []
+    for root in sorted(spec.submodule_search_locations or [Path(spec.origin).parent]):
+        for file in sorted(Path(root).rglob("*.py")):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # invalid escapes in old docstrings
+                    tree = ast.parse(file.read_text(encoding="utf-8"))
+            except (SyntaxError, UnicodeDecodeError, ValueError):
+                continue
+            kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+            texts += [doc for node in ast.walk(tree) if isinstance(node, kinds) and (doc := ast.get_docstring(node))]
+    return texts
+
+
+def prose(texts, min_words: int, max_words: int) -> set[str]:
     found = set()
-    for text in docstrings():
+    for text in texts:
         for paragraph in re.split(r"\n\s*\n", text):
             flat = " ".join(paragraph.split())
             if not flat or flat.startswith((">>>", "-", "*", ":")):
@@ -49,4 +89,8 @@ def sentences(min_words: int = 6, max_words: int = 40) -> list[str]:
                 words = sentence.split()
                 if min_words <= len(words) <= max_words and sentence[0].isupper() and sentence.endswith("."):
                     found.add(sentence)
+    return found
+
+
+def by_hash(found: set[str]) -> list[str]:
     return sorted(found, key=lambda s: hashlib.sha256(s.encode()).hexdigest())

@@ -2,7 +2,8 @@
 attention masks stacked into one (N, 2, L) int64 array.
 
 Embedding: a file with one sentence per line, or the offline default corpus (documentation strings
-of Python's standard library). Classification: a file of `label<TAB>sentence` lines."""
+of Python's standard library), plus training-only sentences from installed packages' docstrings
+(`train_packages`). Classification: a file of `label<TAB>sentence` lines."""
 
 from __future__ import annotations
 
@@ -29,14 +30,34 @@ def load(spec, path: Path | None, seed: int, tokenizer_ref: str | None, base_dir
         texts, labels, names = labelled(texts, path)
     if len(texts) < 20:
         raise StageError(f"only {len(texts)} sentences in {path}", hint="give at least a few hundred, one per line")
-    tokens = load_tokenizer(tokenizer_ref, base_dir)(
-        texts, padding="max_length", truncation=True, max_length=spec.max_length, return_tensors="np"
-    )
-    x = np.stack([tokens["input_ids"], tokens["attention_mask"]], axis=1).astype(np.int64)
+    tokenizer = load_tokenizer(tokenizer_ref, base_dir)
+    x = tokenize(tokenizer, texts, spec.max_length)
     if labels is not None:
         return split(x, labels, spec, seed, names)
     # Labels are filled in later from the source model's own outputs (task: embedding).
-    return split(x, np.zeros((len(x), 1), dtype=np.float32), spec, seed, [], stratify=False)
+    splits = split(x, np.zeros((len(x), 1), dtype=np.float32), spec, seed, [], stratify=False)
+    return with_package_text(splits, spec, tokenizer, set(texts))
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> np.ndarray:
+    tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="np")
+    return np.stack([tokens["input_ids"], tokens["attention_mask"]], axis=1).astype(np.int64)
+
+
+def with_package_text(splits: Splits, spec, tokenizer, taken: set[str]) -> Splits:
+    """More training sentences from `train_packages`; none of them is in the validation or test split."""
+    from compress.data.corpus import package_sentences
+
+    if not spec.train_packages:
+        return splits
+    try:
+        extra = [s for s in package_sentences(spec.train_packages) if s not in taken][: spec.train_sentences]
+    except ModuleNotFoundError as exc:
+        raise StageError(f"train_packages: no installed package '{exc.args[0]}'",
+                         hint="name importable packages, e.g. numpy, sklearn, torch") from exc  # fmt: skip
+    x = np.concatenate([splits.x_train, tokenize(tokenizer, extra, spec.max_length)])
+    y = np.zeros((len(x), *splits.y_train.shape[1:]), dtype=splits.y_train.dtype)
+    return Splits(x, y, splits.x_val, splits.y_val, splits.x_test, splits.y_test, splits.class_names)
 
 
 def labelled(lines: list[str], path: Path) -> tuple[list[str], np.ndarray, list[str]]:

@@ -55,9 +55,7 @@ def teacher_logits(teacher: nn.Module, artifact: Artifact, ctx: StageContext) ->
     if path.is_file():
         ctx.log(f"distill: reusing cached teacher outputs {path.name}")
         return np.load(path)
-    x = ctx.splits.x_train
-    with torch.no_grad():
-        out = np.concatenate([teacher(*ctx.task.inputs(x[i : i + 256])).numpy() for i in range(0, len(x), 256)])
+    out = ctx.task.predict(teacher, ctx.splits.x_train)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
     np.save(tmp, out)
     os.replace(tmp, path)
@@ -123,7 +121,7 @@ def distill_loss(cfg: Distill, smoothing: float, logits: np.ndarray, teacher, s_
         total = cfg.alpha * kd + (1 - cfg.alpha) * task.loss(out, labels, smoothing)
         if s_taps.names:
             with torch.no_grad():
-                teacher(*task.inputs(x[idx]))
+                teacher(*task.inputs(task.trim(x[idx])))
             for proj, s_name, t_name in zip(projections, s_taps.names, t_taps.names, strict=True):
                 total = total + cfg.feature_weight * F.mse_loss(proj(s_taps.outputs[s_name]), t_taps.outputs[t_name])
         return total

@@ -65,7 +65,11 @@ def ignored_layers(model: nn.Module, cfg: PruneStage, num_classes: int) -> list[
     return [*chosen, *classifier_layers(model, num_classes)]
 
 
-def make_importance(tp, cfg: PruneStage):
+def make_importance(tp, cfg: PruneStage, heads: dict[nn.Module, int]):
+    if cfg.importance == "activation":
+        from compress.stages.activation import InputMoments, activation_importance
+
+        return activation_importance(tp, InputMoments(), heads)
     if cfg.importance == "taylor":
         return tp.importance.GroupTaylorImportance()
     if cfg.importance == "bn_scale":
@@ -104,8 +108,9 @@ def residual_layers(model: nn.Module, attention: list) -> list[nn.Module]:
 def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], attention: list):
     by_ratio = cfg.ratio is not None
     heads = {p: a.heads(m) for m, a in attention for p in a.projections(m)}
-    return rounded_pruner_class(tp)(
-        model, example, make_importance(tp, cfg),
+    importance = make_importance(tp, cfg, heads)
+    pruner = rounded_pruner_class(tp)(
+        model, example, importance,
         pruning_ratio=cfg.ratio if by_ratio else 0.95,
         iterative_steps=cfg.steps if by_ratio else cfg.max_steps,
         global_pruning=cfg.scope == "global", ignored_layers=ignored,
@@ -113,6 +118,11 @@ def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], a
         num_heads=heads, prune_num_heads=bool(cfg.heads_ratio), prune_head_dims=False,
         head_pruning_ratio=cfg.heads_ratio or 0.0, unwrapped_parameters=free_parameters(model) or None,
     )  # fmt: skip
+    if cfg.importance == "activation":
+        from compress.stages.activation import head_readers
+
+        importance.moments.full = head_readers(pruner, tp, heads)
+    return pruner
 
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)
@@ -143,6 +153,9 @@ def prune_steps(cfg: PruneStage, pruner, model, example, base_macs, base_params,
     for step in range(1, total + 1):
         if cfg.importance == "taylor":
             accumulate_gradients(model, cfg, ctx)
+        elif cfg.importance == "activation":
+            batches = [ctx.splits.x_train[idx] for idx in training_batches(cfg.activation_batches, ctx)]
+            pruner.importance.moments.collect(model, ctx.task, batches)
         pruner.step()
         if cfg.ratio is None:
             macs, params = tp.utils.count_ops_and_params(model, example)
@@ -156,13 +169,18 @@ def prune_steps(cfg: PruneStage, pruner, model, example, base_macs, base_params,
     return total
 
 
+def training_batches(count: int, ctx: StageContext, size: int = 64) -> list[np.ndarray]:
+    """Indices of `count` random batches of the training split, the same for the same seed."""
+    rng = np.random.default_rng(ctx.seed)
+    x = ctx.splits.x_train
+    return [rng.choice(len(x), min(size, len(x)), replace=False) for _ in range(count)]
+
+
 def accumulate_gradients(model: nn.Module, cfg: PruneStage, ctx: StageContext) -> None:
     """Taylor importance needs gradients of the task loss; a few training batches suffice."""
     model.zero_grad(set_to_none=True)
     model.eval()  # keep BatchNorm statistics fixed while measuring sensitivity
-    rng = np.random.default_rng(ctx.seed)
     x, y = ctx.splits.x_train, ctx.splits.y_train
-    for _ in range(cfg.taylor_batches):
-        idx = rng.choice(len(x), min(64, len(x)), replace=False)
+    for idx in training_batches(cfg.taylor_batches, ctx):
         loss = ctx.task.loss(model(*ctx.task.inputs(x[idx])), torch.from_numpy(y[idx]))
         loss.backward()

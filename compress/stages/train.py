@@ -85,13 +85,11 @@ def autocast(enabled: bool):
 
 def train_epoch(model, task, x, y, cfg: TrainingOptions, optimizer, schedule, loss_fn: LossFn, rng) -> float:
     model.train()
-    order = rng.permutation(len(x))
     total, count = 0.0, 0
-    for start in range(0, len(x), cfg.batch_size):
-        idx = order[start : start + cfg.batch_size]
+    for idx in batches(task.lengths(x), len(x), cfg.batch_size, rng):
         if len(idx) < 2:  # BatchNorm cannot train on a single example
             continue
-        inputs, labels = task.inputs(x[idx]), torch.from_numpy(y[idx])
+        inputs, labels = task.inputs(task.trim(x[idx])), torch.from_numpy(y[idx])
         optimizer.zero_grad(set_to_none=True)
         with autocast(cfg.amp):
             loss = loss_fn(model(*inputs).float(), idx, labels)
@@ -102,9 +100,19 @@ def train_epoch(model, task, x, y, cfg: TrainingOptions, optimizer, schedule, lo
     return total / max(count, 1)
 
 
+def batches(lengths: np.ndarray | None, n: int, size: int, rng, window: int = 50) -> list[np.ndarray]:
+    """Shuffled batches of indices. With lengths (text), each run of `window` batches is sorted by
+    length before it is cut, so a batch holds sentences of similar length and trimming its padding
+    (Task.trim) leaves little; the batches are then shuffled again."""
+    order = rng.permutation(n)
+    if lengths is not None:
+        runs = [order[i : i + size * window] for i in range(0, n, size * window)]
+        order = np.concatenate([run[np.argsort(lengths[run], kind="stable")] for run in runs])
+    cut = [order[i : i + size] for i in range(0, n, size)]
+    return cut if lengths is None else [cut[i] for i in rng.permutation(len(cut))]
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, task, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
     """The task metric of the PyTorch module (used only to pick the best epoch, never for reports)."""
-    model.eval()
-    outputs = [model(*task.inputs(x[i : i + batch_size])).float().numpy() for i in range(0, len(x), batch_size)]
-    return task.score(np.concatenate(outputs), y)
+    return task.score(task.predict(model.eval(), x, batch_size), y)
