@@ -56,7 +56,7 @@ class Pipeline:
         self.recipe, self.out, self.log, self.show_progress = recipe, out, log, show_progress
         self.cache = out / "cache"
         self.versions = environment.package_versions(CACHE_PACKAGES)
-        self.task = get_task(recipe.data.task)
+        self.task = get_task(recipe.data.task, text=recipe.data.source == "text")
         self.reused = self.computed = 0  # stage results taken from the cache / computed in this run
 
     def run(self) -> Report:

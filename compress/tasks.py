@@ -86,13 +86,10 @@ class Classification(Task):
         return float((outputs.argmax(axis=1) == labels).mean() * 100.0)
 
 
-class Embedding(Task):
-    """Sentence embeddings. Labels are the source model's embeddings, so the metric is fidelity:
-    100 x the mean cosine similarity to the original fp32 model on held-out sentences."""
+class TextInputs:
+    """Token ids and attention masks stacked as (N, 2, L) int64, fed as two named inputs."""
 
-    name, metric = "embedding", "cosine"
-    input_names, output_names = ("input_ids", "attention_mask"), ("embedding",)
-    labels_from_model = True
+    input_names: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask")
 
     def inputs(self, x: np.ndarray) -> tuple:
         import torch
@@ -114,8 +111,23 @@ class Embedding(Task):
 
     def dynamic_axes(self, dynamic_batch: bool) -> dict[str, dict[int, str]]:
         axes = {n: {0: "batch", 1: "sequence"} for n in self.input_names}
-        axes["embedding"] = {0: "batch"}
+        axes.update({n: {0: "batch"} for n in self.output_names})
         return axes if dynamic_batch else {n: {1: "sequence"} for n in self.input_names}
+
+
+class TextClassification(TextInputs, Classification):
+    """Classification of sentences (labelled text files) by an encoder with a classification head."""
+
+    name = "text-classification"
+
+
+class Embedding(TextInputs, Task):
+    """Sentence embeddings. Labels are the source model's embeddings, so the metric is fidelity:
+    100 x the mean cosine similarity to the original fp32 model on held-out sentences."""
+
+    name, metric = "embedding", "cosine"
+    output_names = ("embedding",)
+    labels_from_model = True
 
     def loss(self, outputs, labels, smoothing: float = 0.0):
         import torch.nn.functional as F
@@ -131,8 +143,9 @@ class Embedding(Task):
         return float((a * b).sum(axis=1).mean() * 100.0)
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (Classification(), Embedding())}
+TASKS: dict[str, Task] = {t.name: t for t in (Classification(), TextClassification(), Embedding())}
 
 
-def get_task(name: str) -> Task:
-    return TASKS[name]
+def get_task(name: str, text: bool = False) -> Task:
+    """The task a recipe's `data.task` names; classification of text reads token ids and masks."""
+    return TASKS["text-classification" if text and name == "classification" else name]

