@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -227,3 +228,19 @@ def test_not_faster_warning_names_the_cause(trained, digits, tmp_path):
     slow.precision, slow.path = "int8", str(s8s8.path)
     warnings = not_faster_warnings(report, tmp_path)
     assert len(warnings) == 1 and "worse is only 1.03× faster than fp32" in warnings[0] and "S8S8" in warnings[0]
+
+
+def test_preprocessing_works_from_relative_folders_and_leaves_the_working_directory_clean(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from compress.stages.quantize import preprocess
+    from tests.conftest import write_mlp_onnx
+
+    monkeypatch.chdir(tmp_path)
+    Path("run/cache").mkdir(parents=True)
+    write_mlp_onnx(Path("run/model.onnx"))
+    logged = []
+    ctx = SimpleNamespace(workdir=Path("run/cache"), log=logged.append)
+    out = preprocess(Path("run/model.onnx"), ctx)
+    assert out.name == "preprocessed.onnx" and out.is_file() and not logged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

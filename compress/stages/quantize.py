@@ -178,14 +178,15 @@ def preprocess(path: Path, ctx: StageContext) -> Path:
     """ORT's recommended pre-processing; symbolic shape inference fails on some graphs, so retry without."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    out = ctx.workdir / "preprocessed.onnx"
+    out = (ctx.workdir / "preprocessed.onnx").resolve()
+    path = path.resolve()  # before changing directory below
     reason = ""
     for skip_symbolic in (False, True):
         try:
             # When symbolic inference fails, ORT saves a debug copy of the model (with external
             # data files) into the working directory: keep that out of the user's folder.
             with tempfile.TemporaryDirectory(dir=ctx.workdir) as scratch, working_directory(Path(scratch)):
-                quant_pre_process(str(path.resolve()), str(out.resolve()), skip_symbolic_shape=skip_symbolic)
+                quant_pre_process(str(path), str(out), skip_symbolic_shape=skip_symbolic)
             return out
         except Exception as exc:  # noqa: PERF203 - one retry, then carry on without
             reason = first_line(exc)
