@@ -57,13 +57,22 @@ def _run(argv: list, timeout: float = 5.0) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def cpu_state() -> dict:
-    model = ""
+def read_cpuinfo() -> tuple[str, set]:
+    """The CPU model and feature flags /proc/cpuinfo lists (x86 'model name' and 'flags'; Arm's
+    'Model' or 'Hardware' and 'Features'), falling back to what platform reports."""
+    model, flags = "", set()
     for line in (_read("/proc/cpuinfo") or "").splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("model name", "Model", "Hardware") and not model:
+        key = key.strip()
+        if key in ("model name", "Model", "Hardware") and not model:
             model = value.strip()
-    return {"model": model or platform.processor() or platform.machine(), "logical_cores": os.cpu_count(),
+        elif key in ("flags", "Features"):
+            flags.update(value.split())
+    return model or platform.processor() or platform.machine(), flags
+
+
+def cpu_state() -> dict:
+    return {"model": read_cpuinfo()[0], "logical_cores": os.cpu_count(),
             "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
             "cpu_mhz": _cpu_mhz(), "load_average": _loadavg()}  # fmt: skip
 

@@ -7,6 +7,8 @@ import platform
 import sys
 from importlib import metadata
 
+from compress.device_state import read_cpuinfo
+
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
              "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd", "asimddp")  # fmt: skip
 PACKAGES = ("compress", "torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "openvino", "nncf", "numpy")
@@ -14,22 +16,7 @@ PACKAGES = ("compress", "torch", "torchvision", "torch-pruning", "onnx", "onnxru
 
 def cpu_info() -> dict:
     """CPU model and the ISA flags that decide which INT8/BF16 kernels a runtime can use."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "Model", "Hardware") and model in (
-                    "",
-                    platform.machine(),
-                    platform.processor(),
-                ):
-                    model = value.strip()
-                elif key in ("flags", "Features"):
-                    flags.update(value.split())
-    except OSError:
-        pass
+    model, flags = read_cpuinfo()
     return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags], "logical_cores": os.cpu_count()}
 
 

@@ -35,9 +35,13 @@ class Deployable:
 
     @property
     def companions(self) -> list[Path]:
-        """Files that travel with the model (OpenVINO's weights beside the .xml)."""
-        weights = self.path.with_suffix(".bin")
-        return [weights] if self.kind == "openvino" and weights.is_file() else []
+        return companions(self.path, self.kind)
+
+
+def companions(path: Path, kind: str) -> list[Path]:
+    """Files that travel with a model file (OpenVINO's weights beside the .xml)."""
+    weights = path.with_suffix(".bin")
+    return [weights] if kind == "openvino" and weights.is_file() else []
 
 
 @dataclass
@@ -104,7 +108,7 @@ def write_job(
     for batch, feeds in inputs.batches.items():
         np.savez(folder / f"batch{batch}.npz", **feeds)
     job = {"target": target.model_dump(exclude={"host"}), "models": entries, "eval": "eval.npz" if inputs.eval_feeds is not None else None,
-           "batches": {str(b): f"batch{b}.npz" for b in inputs.batches if b in target.batch_sizes}}  # fmt: skip
+           "batches": {str(b): f"batch{b}.npz" for b in inputs.batches}}  # fmt: skip
     (folder / "job.json").write_text(json.dumps(job), encoding="utf-8")
 
 

@@ -22,7 +22,7 @@ from compress.data import Splits, load_data
 from compress.diagnose import not_faster_warnings
 from compress.errors import CompressError
 from compress.lock import run_lock
-from compress.measure import Deployable, Inputs, TargetResults, measure_target, random_inputs
+from compress.measure import Deployable, Inputs, TargetResults, companions, measure_target, random_inputs
 from compress.recipe import DEPLOYABLE, TORCH, Recipe, target_search_dirs
 from compress.report.pareto import mark_fronts
 from compress.report.plots import write_plots
@@ -230,7 +230,7 @@ class Pipeline:
         )  # fmt: skip
         report.variants += [failed_variant(label, message) for label, message in failures]
         report.warnings += [f"sweep point {label} failed: {message}" for label, message in failures]
-        report.warnings += [f"target {t.name} could not be measured: {t.error}" for t in target_infos if t.error]
+        report.warnings += target_warnings(target_infos)
         mark_fronts(report)
         report.warnings += not_faster_warnings(report, self.out)
         return report
@@ -239,7 +239,7 @@ class Pipeline:
         """Copy a deployable artifact to models/<variant>.<ext> (with companion files) and describe it."""
         dest = models_dir / f"{name}{artifact.path.suffix}"
         size = 0
-        for file in [artifact.path, *Deployable(artifact.path, artifact.kind, "").companions]:
+        for file in [artifact.path, *companions(artifact.path, artifact.kind)]:
             target = models_dir / f"{name}{file.suffix}"
             tmp = target.with_name(f".{target.name}.tmp")
             shutil.copyfile(file, tmp)
@@ -318,6 +318,10 @@ def measure_all(targets: list[TargetSpec], models: dict[str, Deployable], varian
                                 versions=results.versions, host=target.host.label if target.host else None,
                                 state=results.state, error=results.error))  # fmt: skip
     return infos
+
+
+def target_warnings(infos: list[TargetInfo]) -> list[str]:
+    return [f"target {t.name} could not be measured: {t.error}" for t in infos if t.error]
 
 
 def attach(variants: list[Variant], target: TargetSpec, results: TargetResults) -> None:

@@ -15,7 +15,7 @@ from compress import environment
 from compress.errors import UsageError
 from compress.lock import run_lock
 from compress.measure import Deployable
-from compress.pipeline import measure_all, render_all
+from compress.pipeline import measure_all, render_all, target_warnings
 from compress.report.pareto import mark_fronts
 from compress.report.schema import RecipeInfo, Report, Variant
 from compress.runtimes import check_available
@@ -51,7 +51,7 @@ def profile(paths: list[Path], targets: list[TargetSpec], out: Path, sequence_le
         report = Report(created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         recipe=RecipeInfo(name="profile", path=None, hash=digest), environment=environment.capture(),
                         baseline=variants[0].name, targets=infos, variants=variants)  # fmt: skip
-        report.warnings += [f"target {t.name} could not be measured: {t.error}" for t in infos if t.error]
+        report.warnings += target_warnings(infos)
         report.warnings.append("inputs were random (no data given), so no accuracy was measured")
         mark_fronts(report)
         report.save(out / "report.json")

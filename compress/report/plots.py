@@ -8,11 +8,27 @@ from pathlib import Path
 from compress.report.schema import Report, write_atomic
 
 
-def pareto_plot(report: Report, target_name: str) -> bytes:
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def pareto_plot(report: Report, target_name: str) -> bytes:
+    plt = _pyplot()
 
     target = next(t for t in report.targets if t.name == target_name)
     batch = report.batch_for(target.name)
@@ -50,11 +66,7 @@ def pareto_plot(report: Report, target_name: str) -> bytes:
     ax.set_title(f"{report.recipe.name} on {target.name}")
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.25, y=0.15)
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig)
 
 
 def plot_file(target_name: str) -> str:
@@ -63,10 +75,7 @@ def plot_file(target_name: str) -> str:
 
 def latency_plot(report: Report, target_name: str) -> bytes:
     """Without accuracy (a bare model profiled), p50 per variant and batch with its 95 % interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     rows = [(f"{v.name} @ batch {lat.batch_size}", lat) for v in report.variants for lat in v.latency
             if lat.target == target_name]  # fmt: skip
@@ -79,11 +88,7 @@ def latency_plot(report: Report, target_name: str) -> bytes:
     ax.set_xlabel("p50 latency (ms) with 95 % interval")
     ax.set_title(f"{report.recipe.name} on {target_name}")
     ax.margins(x=0.3)
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig)
 
 
 def render_plots(report: Report) -> dict[str, bytes]:

@@ -364,10 +364,10 @@ class TensorRTRuntime(Runtime):
                 self._version = parse_version(done.stdout + done.stderr) or "unknown"
         return self._version
 
-    def engine(self, onnx: Path) -> tuple[Path, bool]:
+    def engine(self, onnx: Path, quantized: bool | None = None) -> tuple[Path, bool]:
         """The cached engine for `onnx` at the target's precision, built when missing."""
         opts, precision = self.options, self.target.precision
-        quantized = is_quantized(onnx)
+        quantized = is_quantized(onnx) if quantized is None else quantized
         if precision == "int8" and not quantized:
             raise TensorRTError("precision int8 needs a quantized (QDQ) model; this one has no Q/DQ nodes: "
                                 "add a quantize stage, or use precision fp16 or best")  # fmt: skip
@@ -383,13 +383,14 @@ class TensorRTRuntime(Runtime):
             trtexec, onnx, out, precision, quantized, opts.workspace_mb, shapes, batches, opts.extra_build_args)))  # fmt: skip
 
     def load(self, path: Path, threads: int) -> Session:
-        engine, _ = self.engine(path)
+        quantized = is_quantized(path)
+        engine, _ = self.engine(path, quantized)
         if self.mode() == "python":
             session = TensorRTPythonSession(engine)
         else:
             names = list(self.example_shapes or {})
             session = TrtexecSession(engine, find_trtexec(self.options.trtexec), names, self.version())
-        session.precision = "int8" if is_quantized(path) else self.target.precision
+        session.precision = "int8" if quantized else self.target.precision
         return session
 
     def versions(self) -> dict[str, str]:
