@@ -208,6 +208,11 @@ class QatOptions(TrainingOptions):
 
     epochs: int = Field(3, ge=1, le=10_000)
     lr: float = Field(1e-4, gt=0, le=10)
+    weight_range: Literal["minmax", "mse"] = Field(
+        "minmax",
+        description="minmax: scales follow the weights' extremes; mse: fixed after calibration at the "
+        "least expected squared output error on calibration data",
+    )
     distill: Distill | None = None
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from compress.artifact import Artifact, save_torch
 from compress.data import load_data
-from compress.errors import RecipeError
+from compress.errors import RecipeError, StageError
 from compress.recipe import DataSpec, ExportStage, QuantizeStage, TrainStage, recipe_from_text
 from compress.stages import StageContext, run_stage
 from compress.stages.quantize import choose_reduce_range
@@ -144,22 +144,39 @@ def test_qat_export_runs_int8_kernels_in_both_runtimes(trained, digits, tmp_path
     assert abs(ort_acc - ov_acc) <= 0.02
 
 
-def outlier_mlp(digits) -> nn.Module:
-    """A trained MLP rescaled so its function is unchanged but per-tensor INT8 ruins one layer:
-    one hidden unit's input weights are multiplied by 1000 and its output weights divided by 1000."""
+def trained_mlp(digits, hidden_layers: int) -> nn.Module:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    hidden = [layer for i in range(hidden_layers) for layer in (nn.Linear(32 if i else 64, 32), nn.ReLU())]
+    model = nn.Sequential(nn.Flatten(), *hidden, nn.Linear(32, 10))
     opt = torch.optim.Adam(model.parameters(), 0.01)
     x, y = torch.from_numpy(digits.x_train), torch.from_numpy(digits.y_train)
     for _ in range(200):
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-    with torch.no_grad():
-        model[1].weight[0] *= 1000
-        model[1].bias[0] *= 1000
-        model[3].weight[:, 0] /= 1000
     return model.eval()
+
+
+def outlier_mlp(digits, broken: int = 1) -> nn.Module:
+    """A trained MLP rescaled so its function is unchanged but per-tensor INT8 ruins `broken` layers:
+    in each, one hidden unit's input weights are multiplied by 1000 and its output weights divided by 1000."""
+    model = trained_mlp(digits, broken)
+    with torch.no_grad():
+        for i in range(broken):
+            model[1 + 2 * i].weight[i] *= 1000
+            model[1 + 2 * i].bias[i] *= 1000
+            model[3 + 2 * i].weight[:, i] /= 1000
+    return model
+
+
+def dead_unit_mlp(digits) -> nn.Module:
+    """A trained MLP with a hidden unit that never fires and huge output weights, as BatchNorm folding
+    leaves after a dead ReLU channel: harmless in float, ruinous for MinMax per-tensor INT8 weights."""
+    model = trained_mlp(digits, 1)
+    with torch.no_grad():
+        model[1].weight[0], model[1].bias[0] = 0.0, -1.0
+        model[3].weight[:, 0] = 300 * model[3].weight.abs().max()
+    return model
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
@@ -185,6 +202,57 @@ def test_accuracy_aware_ptq_meets_a_budget_plain_ptq_misses(backend, digits, tmp
         assert control["met"] and control["float_nodes"] and control["steps"][-1]["float_layer"]
     else:
         assert aware.meta["float_layers"]
+
+
+def test_accuracy_control_ranks_by_drop_when_several_layers_break(digits, tmp_path):
+    """With two ruined layers, keeping either alone in float regains nothing; the layers are then
+    ranked by the drop each causes when quantized alone, and both go back to float."""
+    exported = stage(
+        ExportStage(type="export", name="export"), source(tmp_path, outlier_mlp(digits, 2)), tmp_path, digits
+    )
+    cfg = QuantizeStage(
+        type="quantize", name="aware", per_channel=False, calibration={"samples": 128}, max_accuracy_drop=0.5
+    )
+    control = stage(cfg, exported, tmp_path, digits).meta["accuracy_control"]
+    gemms = [n.name for n in onnx.load(str(exported.path)).graph.node if n.op_type == "Gemm"]
+    assert control["met"] and control["ranked_by"] == "drop quantized alone"
+    assert sorted(control["float_nodes"]) == sorted(gemms[:2]), control["steps"]
+
+
+def test_mse_weight_range_ignores_weights_whose_input_never_fires():
+    from compress.stages.qat import mse_weight_scale, weight_scale
+
+    torch.manual_seed(0)
+    weight = torch.randn(8, 4)
+    weight[:, 3] *= 300  # input 3 is always zero: these weights never act
+    weighting = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    per_tensor = mse_weight_scale(weight, weighting, per_channel=False)
+    assert per_tensor.dim() == 0 and per_tensor * 127 < weight[:, :3].abs().max() * 1.5  # near the live range
+    assert weight_scale(weight, per_channel=False) > 100 * per_tensor
+    per_channel = mse_weight_scale(weight, torch.ones(1, 4), per_channel=True)
+    assert per_channel.shape == (8,) and torch.all(per_channel <= weight_scale(weight) * 1.0001)
+
+
+def test_qat_mse_weight_range_recovers_what_minmax_loses_to_a_dead_unit(digits, tmp_path):
+    from compress.runtimes.onnxruntime import OnnxSession
+
+    model = dead_unit_mlp(digits)
+    src = source(tmp_path, model)
+    x, y = digits.x_test, digits.y_test
+    fp32 = (model(torch.from_numpy(x)).argmax(1).numpy() == y).mean() * 100
+    common = dict(type="quantize", method="qat", per_channel=False, calibration={"samples": 128})
+    scores = {}
+    for weight_range in ("minmax", "mse"):
+        cfg = QuantizeStage(name=weight_range, qat={"epochs": 1, "lr": 1e-4, "weight_range": weight_range}, **common)
+        try:
+            out = stage(cfg, src, tmp_path, digits)
+        except StageError:  # the export check may refuse a collapsed model
+            scores[weight_range] = None
+            continue
+        assert out.meta["weight_range"] == weight_range
+        scores[weight_range] = (OnnxSession(out.path, 1).run({"input": x})[0].argmax(1) == y).mean() * 100
+    assert scores["minmax"] is None or fp32 - scores["minmax"] > 5, scores
+    assert fp32 - scores["mse"] <= 1.0, (fp32, scores)
 
 
 def digits_score(outputs: np.ndarray, labels: np.ndarray) -> float:

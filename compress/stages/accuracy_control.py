@@ -2,7 +2,9 @@
 
 Quantize everything; if validation accuracy drops more than the budget, measure each weighted
 layer's sensitivity (the accuracy regained by keeping it alone in floating point), then return
-layers to floating point in that order until the budget holds. Decisions use the validation
+layers to floating point in that order until the budget holds. When several layers each break the
+model, keeping any one of them in float regains nothing, so that ranking says nothing; layers are
+then ranked by the accuracy each loses when it alone is quantized. Decisions use the validation
 split; the test split stays for the report. If the budget cannot be met, the most accurate model
 found is kept and the run says so.
 """
@@ -46,7 +48,7 @@ def control_accuracy(cfg: QuantizeStage, fp32: Path, source: Path, excluded: lis
     ]
     if fp32_acc - acc <= budget:
         return summary(fp32_acc, budget, steps, excluded, met=True)
-    ranking = sensitivity(source, excluded, acc, quantize, ctx)
+    ranking, ranked_by = sensitivity(source, excluded, fp32_acc, acc, budget, quantize, ctx)
     best_acc, best_excluded = acc, list(excluded)
     shutil.copyfile(out, ctx.workdir / "best.onnx")
     current = list(excluded)
@@ -67,30 +69,41 @@ def control_accuracy(cfg: QuantizeStage, fp32: Path, source: Path, excluded: lis
             best_acc, best_excluded = acc, list(current)
             shutil.copyfile(out, ctx.workdir / "best.onnx")
         if fp32_acc - acc <= budget:
-            return summary(fp32_acc, budget, steps, current, met=True)
+            return summary(fp32_acc, budget, steps, current, met=True, ranked_by=ranked_by)
     ctx.log(
         f"warning: {cfg.name}: the {budget:.2f}-point budget cannot be met; keeping the most accurate model ({best_acc:.2f}% on val)"
     )
     shutil.copyfile(ctx.workdir / "best.onnx", out)
-    return summary(fp32_acc, budget, steps, best_excluded, met=False)
+    return summary(fp32_acc, budget, steps, best_excluded, met=False, ranked_by=ranked_by)
 
 
-def sensitivity(
-    source: Path, excluded: list[str], base_acc: float, quantize, ctx: StageContext
-) -> list[tuple[str, float]]:
-    """Accuracy regained by keeping each weighted layer alone in float, most sensitive first."""
+def sensitivity(source: Path, excluded: list[str], fp32_acc: float, base_acc: float, budget: float,
+                quantize, ctx: StageContext) -> tuple[list[tuple[str, float]], str]:  # fmt: skip
+    """Layers most sensitive first, with how they were ranked.
+
+    First by the accuracy regained by keeping each layer alone in float. If no layer regains even a
+    tenth of the shortfall, several layers each break the model, and the layers are ranked instead
+    by the accuracy each loses when it alone is quantized (its sensitivity is then that loss).
+    """
     import onnx
 
     layers = [n.name for n in onnx.load(str(source)).graph.node if n.op_type in WEIGHTED and n.name not in excluded]
     probe = ctx.workdir / "probe.onnx"
-    gains = [(layer, val_accuracy(quantize([*excluded, layer], probe), ctx) - base_acc) for layer in layers]
+    scores = [(layer, val_accuracy(quantize([*excluded, layer], probe), ctx) - base_acc) for layer in layers]
+    ranked_by = "gain kept in float alone"
+    shortfall = fp32_acc - budget - base_acc
+    if layers and max(gain for _, gain in scores) < shortfall / 10:
+        ctx.log("no layer alone regains accuracy in float; ranking layers by the drop each causes when quantized alone")
+        ranked_by = "drop quantized alone"
+        alone = [(layer, [*excluded, *(other for other in layers if other != layer)]) for layer in layers]
+        scores = [(layer, fp32_acc - val_accuracy(quantize(floats, probe), ctx)) for layer, floats in alone]
     probe.unlink(missing_ok=True)
-    ctx.log(
-        f"sensitivity of {len(layers)} layers measured; most sensitive: {max(gains, key=lambda g: g[1])[0] if gains else 'none'}"
-    )
-    return sorted(gains, key=lambda g: -g[1])
+    top = max(scores, key=lambda g: g[1])[0] if scores else "none"
+    ctx.log(f"sensitivity of {len(layers)} layers measured ({ranked_by}); most sensitive: {top}")
+    return sorted(scores, key=lambda g: -g[1]), ranked_by
 
 
-def summary(fp32_acc: float, budget: float, steps: list[dict], float_nodes: list[str], met: bool) -> dict:
+def summary(fp32_acc: float, budget: float, steps: list[dict], float_nodes: list[str], met: bool,
+            ranked_by: str | None = None) -> dict:  # fmt: skip
     return {"fp32_val_accuracy": round(fp32_acc, 3), "budget_points": round(budget, 3), "met": met,
-            "steps": steps, "float_nodes": float_nodes}  # fmt: skip
+            "steps": steps, "float_nodes": float_nodes, **({"ranked_by": ranked_by} if ranked_by else {})}  # fmt: skip

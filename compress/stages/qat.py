@@ -7,6 +7,11 @@ each Conv/Linear output (after a following ReLU) and residual addition. Fine-tun
 weights adapt to the rounding (Jacob et al., 2018). The export turns each fake quantizer into a
 QuantizeLinear/DequantizeLinear pair, and the weights are stored as INT8, so ONNX Runtime and
 OpenVINO run the file with integer kernels.
+
+Weight scales follow each tensor's extremes (MinMax) by default. `weight_range: mse` fixes them after
+calibration at the scale that least disturbs the layer's output on calibration data: the weight
+error is weighted by each input channel's mean square. Weights whose input channel never fires (a
+dead ReLU upstream, which BatchNorm folding can scale up ~300x) then stop setting a per-tensor range.
 """
 
 from __future__ import annotations
@@ -78,7 +83,8 @@ class WeightFakeQuant:
         return torch.fake_quantize_per_channel_affine(self.weight, scale, zero_point, 0, -128, 127)
 
     def freeze(self) -> None:
-        self.frozen_scale = weight_scale(self.weight, self.per_channel)
+        if self.frozen_scale is None:  # `weight_range: mse` fixed the scale at calibration
+            self.frozen_scale = weight_scale(self.weight, self.per_channel)
 
 
 class QuantConv2d(WeightFakeQuant, nn.Conv2d):
@@ -180,6 +186,47 @@ def calibrate(model: nn.Module, batches: list[np.ndarray], task) -> None:
         fq.enabled = True
 
 
+def input_weighting(layer: nn.Module, moment: torch.Tensor) -> torch.Tensor:
+    """Each weight's input mean square E[x^2], shaped to broadcast against the weight."""
+    if isinstance(layer, nn.Linear):
+        return moment.reshape(1, -1)
+    groups = layer.groups  # weight (out, in / groups, kh, kw): output o reads group o // (out / groups)
+    per_group = moment.reshape(groups, -1).repeat_interleave(layer.out_channels // groups, dim=0)
+    return per_group[:, :, None, None]
+
+
+def mse_weight_scale(
+    weight: torch.Tensor, weighting: torch.Tensor, per_channel: bool, steps: int = 192
+) -> torch.Tensor:
+    """The symmetric INT8 scale, out of MinMax's scaled down by up to 2^-12, with the least
+    input-weighted squared weight error: E|x (W_q - W)|^2 for inputs with uncorrelated channels."""
+    w = weight.detach().float()
+    full = weight_scale(w, per_channel)
+    dims = tuple(range(1, w.dim())) if per_channel else tuple(range(w.dim()))
+    shape = (-1,) + (1,) * (w.dim() - 1) if per_channel else ()
+    best, best_error = full, None
+    for ratio in 2.0 ** (-torch.arange(steps) / (steps / 12)):
+        scale = full * ratio
+        step = scale.reshape(shape)
+        error = (((torch.clamp(torch.round(w / step), -128, 127) * step - w) ** 2) * weighting).sum(dims)
+        better = error < best_error if best_error is not None else torch.ones_like(error, dtype=torch.bool)
+        best = torch.where(better, scale, best)
+        best_error = error if best_error is None else torch.minimum(error, best_error)
+    return best
+
+
+def fix_weight_ranges(model: nn.Module, batches: list[np.ndarray], task) -> None:
+    """`weight_range: mse`: fix every weight scale from calibration inputs (see the module docstring)."""
+    from compress.stages.activation import InputMoments
+
+    moments = InputMoments()
+    moments.collect(model, task, batches)
+    for layer in model.modules():
+        if isinstance(layer, WeightFakeQuant) and layer in moments.sums:
+            moment = moments.sums[layer] / max(moments.counts[layer], 1)
+            layer.frozen_scale = mse_weight_scale(layer.weight, input_weighting(layer, moment), layer.per_channel)
+
+
 def store_int8_weights(path) -> int:
     """Replace QuantizeLinear on constant weights by INT8 initializers; returns how many."""
     import onnx
@@ -227,8 +274,11 @@ def run_qat(cfg, artifact, ctx):
     from compress.stages.train import fit
 
     model = prepare(load_torch(artifact), signed_activations=cfg.activations == "int8", per_channel=cfg.per_channel)
-    calibrate(model, calibration_batches(ctx.splits.calibration(cfg.calibration.samples, ctx.seed)), ctx.task)
+    batches = calibration_batches(ctx.splits.calibration(cfg.calibration.samples, ctx.seed))
+    calibrate(model, batches, ctx.task)
     opts, label = cfg.qat, f"{cfg.name} (qat)"
+    if opts.weight_range == "mse":
+        fix_weight_ranges(model, batches, ctx.task)
     if opts.distill:
         with distillation(opts.distill, opts.label_smoothing, model, ctx) as (loss, extra):
             history = fit(model, opts, ctx, label, loss, extra)
@@ -244,6 +294,7 @@ def run_qat(cfg, artifact, ctx):
     ctx.log(f"{cfg.name}: QAT export stores {folded} INT8 weight tensors; top-1 agrees with PyTorch on {agreement:.1%}")
     meta = {"precision": "int8", "format": "onnx-qdq", "method": "qat", "backend": "onnxruntime",
             "activations": cfg.activations, "weights": "int8", "per_channel": cfg.per_channel,
+            "weight_range": opts.weight_range,
             "calibration": {"method": "minmax-ema", "samples": cfg.calibration.samples},
             "quantized_ops": count_quantized_ops(path), "int8_weight_tensors": folded, "history": history,
             "export_top1_agreement": agreement,
