@@ -1,5 +1,6 @@
 """ "Will it be faster?": flag pruned or quantized variants that are not really faster than their
-parent, and name the likely reason visible in the ONNX graph."""
+parent, and name the likely reason visible in the ONNX graph or OpenVINO IR; flag accuracy budgets
+that were not met."""
 
 from __future__ import annotations
 
@@ -37,12 +38,26 @@ def not_faster_warnings(report: Report, folder: Path) -> list[str]:
     return warnings
 
 
+def budget_warnings(report: Report) -> list[str]:
+    """One warning per variant whose accuracy-aware quantization did not meet its budget."""
+    warnings = []
+    for v in report.variants:
+        control = v.details.get("accuracy_control")
+        if control and not control["met"]:
+            warnings.append(f"{v.name} did not meet its {control['budget_points']}-point accuracy budget on the "
+                            f"validation split; it is the most accurate model found ({len(control['float_nodes'])} "
+                            "layer(s) in float)")  # fmt: skip
+    return warnings
+
+
 def _compressed(v: Variant, parent: Variant) -> bool:
     """Quantized relative to its parent, or pruned along the way."""
     return (v.precision != parent.precision) or "pruning" in v.details
 
 
 def likely_reasons(path: Path) -> list[str]:
+    if path.suffix == ".xml":
+        return ir_reasons(path)
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -61,7 +76,7 @@ def likely_reasons(path: Path) -> list[str]:
     if quantized:
         weighted = [n for n in graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1
                     and (n.input[1] in init or _fed_by_dq(n, produced_by))]  # fmt: skip
-        floats = [n.name for n in weighted if not _fed_by_dq(n, produced_by)]
+        floats = [n.name for n in weighted if not _is_dq(n.input[1], produced_by)]  # float weights: float kernel
         if floats:
             reasons.append(f"{len(floats)} weighted layer(s) left in floating point, e.g. {floats[0]}")
         if _signed_activations(graph, init):
@@ -73,6 +88,42 @@ def likely_reasons(path: Path) -> list[str]:
         if wrapped:
             reasons.append(f"quantize/dequantize pairs around ops without INT8 kernels: {', '.join(wrapped)}")
     return reasons
+
+
+IR_WEIGHTED = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"}
+IR_PASS_THROUGH = {"Convert", "Multiply", "Subtract", "Reshape", "Transpose"}  # between a weight and its layer
+IR_INT_TYPES = {"i8", "u8", "i4", "u4"}
+
+
+def ir_reasons(path: Path) -> list[str]:
+    """The same check for an OpenVINO IR, read as XML: weighted layers whose weights are not INT8."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    layers = {layer.get("id"): layer for layer in root.iter("layer")}
+    source = {(e.get("to-layer"), e.get("to-port")): e.get("from-layer") for e in root.iter("edge")}
+
+    def weight_kind(layer_id: str) -> str | None:
+        """'int8' or 'float' for a weight reaching input 1 of `layer_id`; None for an activation."""
+        node = source.get((layer_id, "1"))
+        while node is not None:
+            layer = layers[node]
+            kind = layer.get("type")
+            if kind == "FakeQuantize":
+                return "int8"
+            if kind == "Const":
+                data = layer.find("data")
+                return "int8" if data is not None and data.get("element_type") in IR_INT_TYPES else "float"
+            if kind not in IR_PASS_THROUGH:
+                return None
+            node = source.get((node, min((p.get("id") for p in layer.find("input")), key=int)))
+        return None
+
+    kinds = {layer.get("name"): weight_kind(i) for i, layer in layers.items() if layer.get("type") in IR_WEIGHTED}
+    floats = [name for name, kind in kinds.items() if kind == "float"]
+    if floats and len(floats) == sum(kind is not None for kind in kinds.values()):
+        return [f"no weighted layer runs in INT8: all {len(floats)} are in floating point"]
+    return [f"{len(floats)} weighted layer(s) left in floating point, e.g. {floats[0]}"] if floats else []
 
 
 def _signed_activations(graph, init: dict) -> bool:
@@ -87,8 +138,12 @@ def _signed_activations(graph, init: dict) -> bool:
     return False
 
 
+def _is_dq(name: str, produced_by: dict) -> bool:
+    return produced_by.get(name) is not None and produced_by[name].op_type == "DequantizeLinear"
+
+
 def _fed_by_dq(node, produced_by: dict) -> bool:
-    return any(produced_by.get(i) is not None and produced_by[i].op_type == "DequantizeLinear" for i in node.input)
+    return any(_is_dq(i, produced_by) for i in node.input)
 
 
 def _out_channels(node, init: dict, produced_by: dict) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 from compress import environment
 from compress.artifact import Artifact, save_torch
 from compress.data import Splits, load_data
-from compress.diagnose import not_faster_warnings
+from compress.diagnose import budget_warnings, not_faster_warnings
 from compress.errors import CompressError
 from compress.lock import run_lock
 from compress.measure import Deployable, Inputs, TargetResults, companions, measure_target, random_inputs
@@ -232,7 +232,7 @@ class Pipeline:
         report.warnings += [f"sweep point {label} failed: {message}" for label, message in failures]
         report.warnings += target_warnings(target_infos)
         mark_fronts(report)
-        report.warnings += not_faster_warnings(report, self.out)
+        report.warnings += not_faster_warnings(report, self.out) + budget_warnings(report)
         return report
 
     def publish(self, name: str, parent: str | None, artifact: Artifact, models_dir: Path) -> Variant:

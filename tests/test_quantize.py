@@ -15,6 +15,7 @@ from torch import nn
 
 from compress.artifact import Artifact, save_torch
 from compress.data import load_data
+from compress.diagnose import likely_reasons
 from compress.errors import RecipeError, StageError
 from compress.recipe import DataSpec, ExportStage, QuantizeStage, TrainStage, recipe_from_text
 from compress.stages import StageContext, run_stage
@@ -104,6 +105,10 @@ def test_nncf_ptq_gives_an_ir_with_int8_kernels(trained, digits):
     assert out.kind == "openvino" and out.path.suffix == ".xml" and out.path.with_suffix(".bin").is_file()
     session = OpenVINOSession(out.path, 1, 1, "latency", "fp32")
     assert session.precision == "int8" and set(session.layer_precisions()) <= {"u8", "i8"}
+    assert likely_reasons(out.path) == [], "every weighted layer of the IR reads INT8 weights"
+    float_ir = exported.path.parent / "float.xml"
+    openvino.save_model(openvino.convert_model(exported.path), float_ir)
+    assert likely_reasons(float_ir)[0].startswith("no weighted layer runs in INT8")
 
 
 def test_openvino_records_the_precision_it_runs_in(trained):
@@ -157,10 +162,10 @@ def trained_mlp(digits, hidden_layers: int) -> nn.Module:
     return model.eval()
 
 
-def outlier_mlp(digits, broken: int = 1) -> nn.Module:
+def outlier_mlp(digits, broken: int = 1, hidden_layers: int = 1) -> nn.Module:
     """A trained MLP rescaled so its function is unchanged but per-tensor INT8 ruins `broken` layers:
     in each, one hidden unit's input weights are multiplied by 1000 and its output weights divided by 1000."""
-    model = trained_mlp(digits, broken)
+    model = trained_mlp(digits, max(broken, hidden_layers))
     with torch.no_grad():
         for i in range(broken):
             model[1 + 2 * i].weight[i] *= 1000
@@ -181,7 +186,8 @@ def dead_unit_mlp(digits) -> nn.Module:
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_accuracy_aware_ptq_meets_a_budget_plain_ptq_misses(backend, digits, tmp_path):
-    exported = stage(ExportStage(type="export", name="export"), source(tmp_path, outlier_mlp(digits)), tmp_path, digits)
+    model = outlier_mlp(digits, hidden_layers=3)  # deep enough that the control keeps some layers in INT8
+    exported = stage(ExportStage(type="export", name="export"), source(tmp_path, model), tmp_path, digits)
     common = dict(type="quantize", backend=backend, per_channel=False, calibration={"samples": 128})
     plain = stage(QuantizeStage(name="plain", **common), exported, tmp_path, digits)
     aware = stage(QuantizeStage(name="aware", max_accuracy_drop=0.5, **common), exported, tmp_path, digits)
@@ -201,7 +207,7 @@ def test_accuracy_aware_ptq_meets_a_budget_plain_ptq_misses(backend, digits, tmp
         control = aware.meta["accuracy_control"]
         assert control["met"] and control["float_nodes"] and control["steps"][-1]["float_layer"]
     else:
-        assert aware.meta["float_layers"]
+        assert aware.meta["float_layers"] and aware.meta["accuracy_control"]["met"]
 
 
 def test_accuracy_control_ranks_by_drop_when_several_layers_break(digits, tmp_path):
@@ -213,10 +219,12 @@ def test_accuracy_control_ranks_by_drop_when_several_layers_break(digits, tmp_pa
     cfg = QuantizeStage(
         type="quantize", name="aware", per_channel=False, calibration={"samples": 128}, max_accuracy_drop=0.5
     )
-    control = stage(cfg, exported, tmp_path, digits).meta["accuracy_control"]
+    aware = stage(cfg, exported, tmp_path, digits)
+    control = aware.meta["accuracy_control"]
     gemms = [n.name for n in onnx.load(str(exported.path)).graph.node if n.op_type == "Gemm"]
     assert control["met"] and control["ranked_by"] == "drop quantized alone"
     assert sorted(control["float_nodes"]) == sorted(gemms[:2]), control["steps"]
+    assert likely_reasons(aware.path)[0].startswith("2 weighted layer(s) left in floating point")
 
 
 def test_mse_weight_range_ignores_weights_whose_input_never_fires():

@@ -102,3 +102,23 @@ def test_terminal_table_keeps_bracketed_sweep_names():
     console = Console(record=True, width=200)
     print_tables(report, console)
     assert "int8[ratio=0.3]" in console.export_text()
+
+
+def test_accuracy_control_is_listed_and_an_unmet_budget_warned():
+    from compress.diagnose import budget_warnings
+
+    report = sample_report()
+    steps = [{"float_layer": None, "val_accuracy": 10.0, "p50_ms": 0.15},
+             {"float_layer": "/4/Conv", "sensitivity": 88.5, "val_accuracy": 98.1, "p50_ms": 0.17}]  # fmt: skip
+    met = {"fp32_val_accuracy": 98.5, "budget_points": 0.5, "met": True, "steps": steps, "float_nodes": ["/4/Conv"],
+           "ranked_by": "drop quantized alone"}  # fmt: skip
+    report.variants[1].details["accuracy_control"] = met
+    report.variants[2].details["accuracy_control"] = {**met, "met": False, "steps": steps[:1], "float_nodes": []}
+    md = to_markdown(report)
+    assert "accuracy budget: 0.5 points on val (fp32 98.5): met with 1 layer(s) in float" in md
+    assert "`/4/Conv` back to float (sensitivity 88.5): 98.1 on val, p50 0.17 ms" in md
+    assert "**not met** with 0 layer(s) in float" in md
+    assert budget_warnings(report) == [
+        "worse did not meet its 0.5-point accuracy budget on the validation split; it is the most accurate "
+        "model found (0 layer(s) in float)"
+    ]

@@ -156,10 +156,30 @@ def _details(report: Report) -> list[str]:
         for key in ("activations", "weights", "per_channel", "calibration", "quantized_ops"):
             if key in v.details:
                 lines.append(f"  - {key}: {v.details[key]}")
+        lines += _accuracy_control(v.details.get("accuracy_control"))
         lines += [f"  - error: {e}" for e in v.errors]
     if report.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
     return lines + [""]
+
+
+def _accuracy_control(control: dict | None) -> list[str]:
+    """The budget, whether it held, and each layer returned to float with what it cost or saved."""
+    if not control:
+        return []
+    outcome = "met" if control["met"] else "**not met**"
+    ranked = f", layers ranked by {control['ranked_by']}" if control.get("ranked_by") else ""
+    lines = [f"  - accuracy budget: {control['budget_points']} points on val (fp32 {control['fp32_val_accuracy']}): "
+             f"{outcome} with {len(control['float_nodes'])} layer(s) in float{ranked}"]  # fmt: skip
+    for step in control["steps"]:
+        layer = (
+            f"`{step['float_layer']}` back to float (sensitivity {step.get('sensitivity')})"
+            if step["float_layer"]
+            else step.get("label", "all quantized")
+        )
+        p50 = f", p50 {step['p50_ms']} ms" if "p50_ms" in step else ""
+        lines.append(f"    - {layer}: {step['val_accuracy']} on val{p50}")
+    return lines
 
 
 def _environment(report: Report) -> list[str]:

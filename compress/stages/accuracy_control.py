@@ -23,9 +23,12 @@ from compress.stages import StageContext
 WEIGHTED = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 
 
+def val_outputs(path: Path, ctx: StageContext):
+    return predict(OnnxSession(path, threads=0), ctx.task, ctx.splits.x_val)
+
+
 def val_accuracy(path: Path, ctx: StageContext) -> float:
-    session = OnnxSession(path, threads=0)
-    return ctx.task.score(predict(session, ctx.task, ctx.splits.x_val), ctx.splits.y_val)
+    return ctx.task.score(val_outputs(path, ctx), ctx.splits.y_val)
 
 
 def allowed_drop(cfg: QuantizeStage, fp32_acc: float) -> float:
@@ -83,7 +86,8 @@ def sensitivity(source: Path, excluded: list[str], fp32_acc: float, base_acc: fl
 
     First by the accuracy regained by keeping each layer alone in float. If no layer regains even a
     tenth of the shortfall, several layers each break the model, and the layers are ranked instead
-    by the accuracy each loses when it alone is quantized (its sensitivity is then that loss).
+    by the accuracy each loses when it alone is quantized (its sensitivity is then that loss); ties,
+    as when many layers alone take the model to chance, go by the relative error of the outputs.
     """
     import onnx
 
@@ -95,12 +99,19 @@ def sensitivity(source: Path, excluded: list[str], fp32_acc: float, base_acc: fl
     if layers and max(gain for _, gain in scores) < shortfall / 10:
         ctx.log("no layer alone regains accuracy in float; ranking layers by the drop each causes when quantized alone")
         ranked_by = "drop quantized alone"
-        alone = [(layer, [*excluded, *(other for other in layers if other != layer)]) for layer in layers]
-        scores = [(layer, fp32_acc - val_accuracy(quantize(floats, probe), ctx)) for layer, floats in alone]
+        reference = val_outputs(source, ctx)
+        losses = []
+        for layer in layers:
+            outputs = val_outputs(quantize([*excluded, *(other for other in layers if other != layer)], probe), ctx)
+            error = float(((outputs - reference) ** 2).sum() / max(float((reference**2).sum()), 1e-12))
+            losses.append((fp32_acc - ctx.task.score(outputs, ctx.splits.y_val), error, layer))
+        scores = [(layer, drop) for drop, _, layer in sorted(losses, reverse=True)]
     probe.unlink(missing_ok=True)
-    top = max(scores, key=lambda g: g[1])[0] if scores else "none"
-    ctx.log(f"sensitivity of {len(layers)} layers measured ({ranked_by}); most sensitive: {top}")
-    return sorted(scores, key=lambda g: -g[1]), ranked_by
+    scores = sorted(scores, key=lambda g: -g[1])  # stable: keeps the tie order
+    ctx.log(
+        f"sensitivity of {len(layers)} layers measured ({ranked_by}); most sensitive: {scores[0][0] if scores else 'none'}"
+    )
+    return scores, ranked_by
 
 
 def summary(fp32_acc: float, budget: float, steps: list[dict], float_nodes: list[str], met: bool,

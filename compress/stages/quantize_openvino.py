@@ -45,6 +45,8 @@ def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> A
     ov.save_model(quantized, str(out), compress_to_fp16=False)
     meta = openvino_meta(cfg, quantized, len(calibration))
     ctx.log(f"{cfg.name}: NNCF quantized {meta['quantized_layers']} layers; {len(meta['float_layers'])} left in float")
+    if cfg.max_accuracy_drop is not None:
+        meta["accuracy_control"] = control_summary(cfg, model, quantized, meta, ctx)
     return Artifact("openvino", out.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
 
 
@@ -84,11 +86,41 @@ def ignored_scope(model, patterns: list[str]):
     return nncf.IgnoredScope(names=names, validate=False)
 
 
+def validation_items(ctx: StageContext) -> list[tuple[np.ndarray, np.ndarray]]:
+    x, y = ctx.splits.x_val, ctx.splits.y_val
+    return [(x[i : i + 64], y[i : i + 64]) for i in range(0, len(x), 64)]
+
+
 def validation_dataset(ctx: StageContext):
     import nncf
 
-    x, y = ctx.splits.x_val, ctx.splits.y_val
-    return nncf.Dataset([(x[i : i + 64], y[i : i + 64]) for i in range(0, len(x), 64)])
+    return nncf.Dataset(validation_items(ctx))
+
+
+def control_summary(cfg: QuantizeStage, original, quantized, meta: dict, ctx: StageContext) -> dict:
+    """What NNCF's accuracy control reached, in the form the ONNX Runtime search reports. A model with
+    every layer back in float does not meet the budget: it is no longer INT8."""
+    import openvino as ov
+
+    from compress.stages.accuracy_control import allowed_drop, summary
+
+    def accuracy(model) -> float:
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return validation_fn(ctx)(compiled, validation_items(ctx))
+
+    fp32_acc, acc = accuracy(original), accuracy(quantized)
+    budget = allowed_drop(cfg, fp32_acc)
+    met = meta["quantized_layers"] > 0 and fp32_acc - acc <= budget
+    if not met:
+        ctx.log(f"warning: {cfg.name}: NNCF did not meet the {budget:.2f}-point budget with INT8 layers "
+                f"({meta['quantized_layers']} quantized, {acc:.2f}% on val against {fp32_acc:.2f}%)")  # fmt: skip
+    return summary(
+        fp32_acc,
+        budget,
+        [{"float_layer": None, "val_accuracy": round(acc, 3), "label": "NNCF's result"}],
+        meta["float_layers"],
+        met,
+    )
 
 
 def validation_fn(ctx: StageContext):
