@@ -172,3 +172,13 @@ def test_activation_importance_on_a_cnn(tmp_path):
     cfg = PruneStage(type="prune", name="p", importance="activation", ratio=0.5, steps=2, activation_batches=2)
     pruned, _, _ = prune_and_export(tmp_path, model, splits, cfg)
     assert pruned.meta["pruning"]["params_after"] < 0.6 * pruned.meta["pruning"]["params_before"]
+
+
+def test_iterative_head_pruning_removes_the_share_of_the_original_heads(tmp_path):
+    """12 heads at heads_ratio 0.33 lose 4 whether in one step or three (torch-pruning alone applies
+    each step's cumulative ratio to the heads left, removing 2 + 3 + 3)."""
+    splits = make_splits(16)
+    model = build_model(ModelSpec(arch="vit", options={"dim": 96, "depth": 1, "heads": 12}), tmp_path, 1, 10, 16)
+    cfg = PruneStage(type="prune", name="p", ratio=0.3, heads_ratio=0.33, steps=3)
+    pruned, _, _ = prune_and_export(tmp_path, model.eval(), splits, cfg)
+    assert pruned.meta["pruning"]["heads"] == [[12, 8]]

@@ -7,6 +7,8 @@ goal is a channel ratio, or a MACs / parameter reduction reached in small iterat
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -78,11 +80,13 @@ def make_importance(tp, cfg: PruneStage, heads: dict[nn.Module, int]):
 
 
 def rounded_pruner_class(tp):
-    """MetaPruner whose `round_to` keeps the *nearest* multiple of channels, never fewer than one.
+    """MetaPruner whose `round_to` keeps the *nearest* multiple of channels, never fewer than one,
+    and whose iterative head pruning reaches the share of the original heads.
 
     torch-pruning 1.6 rounds the kept channels down; when that reaches zero the whole group is
     silently left unpruned (32 channels at ratio 0.85 with round_to 8 stayed 32), so a higher
-    ratio could give a bigger, slower model.
+    ratio could give a bigger, slower model. It also applies each step's cumulative head ratio to
+    the heads still there, so 12 heads at 0.33 over three steps lost 8 rather than 4.
     """
 
     class RoundedPruner(tp.pruner.MetaPruner):
@@ -91,6 +95,17 @@ def rounded_pruner_class(tp):
                 return 0
             keep = max(round_to, round((current_channels - n_pruned) / round_to) * round_to)
             return max(current_channels - keep, 0)
+
+        def get_target_head_pruning_ratio(self, module) -> float:
+            """The ratio of the current heads whose removal (rounded up, as torch-pruning does) brings
+            the total removed to the cumulative target counted from the original heads."""
+            cumulative = super().get_target_head_pruning_ratio(module)
+            if self.global_pruning:  # global head pruning already counts from the original total
+                return cumulative
+            initial, current = self.init_num_heads[module], self.num_heads[module]
+            target = math.ceil(cumulative * initial - 1e-9)
+            remove = target - (initial - current)
+            return max(remove - 0.5, 0) / current if current else 0.0
 
     return RoundedPruner
 
