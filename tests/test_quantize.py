@@ -205,7 +205,7 @@ def test_accuracy_aware_ptq_meets_a_budget_plain_ptq_misses(backend, digits, tmp
     assert fp32 - val(aware) <= 0.5
     if backend == "onnxruntime":
         control = aware.meta["accuracy_control"]
-        assert control["met"] and control["float_nodes"] and control["steps"][-1]["float_layer"]
+        assert control["met"] and control["float_nodes"] and any(step["float_layer"] for step in control["steps"])
     else:
         assert aware.meta["float_layers"] and aware.meta["accuracy_control"]["met"]
 
@@ -225,6 +225,40 @@ def test_accuracy_control_ranks_by_drop_when_several_layers_break(digits, tmp_pa
     assert control["met"] and control["ranked_by"] == "drop quantized alone"
     assert sorted(control["float_nodes"]) == sorted(gemms[:2]), control["steps"]
     assert likely_reasons(aware.path)[0].startswith("2 weighted layer(s) left in floating point")
+    tried = [step for step in control["steps"] if step.get("int8_layer")]
+    assert [(t["int8_layer"], t["kept"]) for t in tried] == [(control["float_nodes"][0], False)]
+
+
+def test_layers_not_needed_in_float_go_back_to_int8(digits, tmp_path):
+    """The search may send a harmless layer to float before the one that meets the budget; the
+    pass that follows puts it back in INT8 and keeps the needed ones in float."""
+    from compress.stages.accuracy_control import requantize, val_accuracy
+    from compress.stages.quantize import quantize_ort
+
+    exported = stage(
+        ExportStage(type="export", name="export"),
+        source(tmp_path, outlier_mlp(digits, hidden_layers=3)),
+        tmp_path,
+        digits,
+    )
+    gemms = [n.name for n in onnx.load(str(exported.path)).graph.node if n.op_type == "Gemm"]
+    cfg = QuantizeStage(type="quantize", name="aware", per_channel=False, calibration={"samples": 128})
+    context = ctx(tmp_path, digits, "aware")
+    calibration = digits.calibration(128, 0)
+
+    def quantize(excluded, path=context.workdir / "model.onnx"):
+        quantize_ort(cfg, exported.path, path, calibration, excluded, False, context)
+        return path
+
+    floor = val_accuracy(exported.path, context) - 0.5
+    assert val_accuracy(quantize([gemms[-1]]), context) < floor  # the classifier alone in float is not enough
+    needed = gemms[:2]  # the rescaled layer and the one reading its scaled-up unit
+    out = quantize([gemms[-1], *needed])
+    assert val_accuracy(out, context) >= floor
+    steps = []
+    kept_float = requantize(cfg, [gemms[-1]], [gemms[-1], *needed], floor, quantize, out, steps, context)
+    assert kept_float == needed and steps[0]["kept"] and "p50_ms" in steps[0]
+    assert val_accuracy(out, context) >= floor and likely_reasons(out)[0].startswith("2 weighted layer(s)")
 
 
 def test_mse_weight_range_ignores_weights_whose_input_never_fires():

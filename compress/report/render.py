@@ -172,14 +172,17 @@ def _accuracy_control(control: dict | None) -> list[str]:
     lines = [f"  - accuracy budget: {control['budget_points']} points on val (fp32 {control['fp32_val_accuracy']}): "
              f"{outcome} with {len(control['float_nodes'])} layer(s) in float{ranked}"]  # fmt: skip
     for step in control["steps"]:
-        layer = (
-            f"`{step['float_layer']}` back to float (sensitivity {step.get('sensitivity')})"
-            if step["float_layer"]
-            else step.get("label", "all quantized")
-        )
         p50 = f", p50 {step['p50_ms']} ms" if "p50_ms" in step else ""
-        lines.append(f"    - {layer}: {step['val_accuracy']} on val{p50}")
+        lines.append(f"    - {_step_action(step)}: {step['val_accuracy']} on val{p50}")
     return lines
+
+
+def _step_action(step: dict) -> str:
+    if step["float_layer"]:
+        return f"`{step['float_layer']}` back to float (sensitivity {step.get('sensitivity')})"
+    if step.get("int8_layer"):
+        return f"`{step['int8_layer']}` tried back in INT8 ({'kept' if step['kept'] else 'stays float'})"
+    return step.get("label", "all quantized")
 
 
 def _environment(report: Report) -> list[str]:

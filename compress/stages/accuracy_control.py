@@ -2,7 +2,8 @@
 
 Quantize everything; if validation accuracy drops more than the budget, measure each weighted
 layer's sensitivity (the accuracy regained by keeping it alone in floating point), then return
-layers to floating point in that order until the budget holds. When several layers each break the
+layers to floating point in that order until the budget holds, then try the earlier of them back in
+INT8 one at a time, keeping each where the budget still holds. When several layers each break the
 model, keeping any one of them in float regains nothing, so that ranking says nothing; layers are
 then ranked by the accuracy each loses when it alone is quantized. Decisions use the validation
 split; the test split stays for the report. If the budget cannot be met, the most accurate model
@@ -72,12 +73,35 @@ def control_accuracy(cfg: QuantizeStage, fp32: Path, source: Path, excluded: lis
             best_acc, best_excluded = acc, list(current)
             shutil.copyfile(out, ctx.workdir / "best.onnx")
         if fp32_acc - acc <= budget:
+            current = requantize(
+                cfg, current[len(excluded) : -1], current, fp32_acc - budget, quantize, out, steps, ctx
+            )
             return summary(fp32_acc, budget, steps, current, met=True, ranked_by=ranked_by)
     ctx.log(
         f"warning: {cfg.name}: the {budget:.2f}-point budget cannot be met; keeping the most accurate model ({best_acc:.2f}% on val)"
     )
     shutil.copyfile(ctx.workdir / "best.onnx", out)
     return summary(fp32_acc, budget, steps, best_excluded, met=False, ranked_by=ranked_by)
+
+
+def requantize(cfg: QuantizeStage, candidates: list[str], current: list[str], floor: float,
+               quantize: Callable[..., Path], out: Path, steps: list[dict], ctx: StageContext) -> list[str]:  # fmt: skip
+    """Once the budget holds, layers sent to float before the one that met it may not be needed: try
+    each back in INT8, latest first, and keep it there while the accuracy stays at `floor` or above.
+    `out` holds the model for `current` and is replaced by each better one."""
+    probe = ctx.workdir / "probe.onnx"
+    for layer in reversed(candidates):
+        trial = [name for name in current if name != layer]
+        acc = val_accuracy(quantize(trial, probe), ctx)
+        step = {"int8_layer": layer, "val_accuracy": round(acc, 3), "kept": acc >= floor}
+        if acc >= floor:
+            current = trial
+            shutil.copyfile(probe, out)
+            step["p50_ms"] = round(quick_p50(OnnxSession(out, 1), ctx.task, ctx.splits.x_val), 4)
+        steps.append({"float_layer": None, **step})
+        ctx.log(f"{cfg.name}: {layer} back to INT8 -> {acc:.2f}% on val: {'kept' if acc >= floor else 'stays float'}")
+    probe.unlink(missing_ok=True)
+    return current
 
 
 def sensitivity(source: Path, excluded: list[str], fp32_acc: float, base_acc: float, budget: float,
