@@ -76,11 +76,12 @@ def control_accuracy(cfg: QuantizeStage, fp32: Path, source: Path, excluded: lis
             current = requantize(
                 cfg, current[len(excluded) : -1], current, fp32_acc - budget, quantize, out, steps, ctx
             )
+            (ctx.workdir / "best.onnx").unlink()
             return summary(fp32_acc, budget, steps, current, met=True, ranked_by=ranked_by)
     ctx.log(
         f"warning: {cfg.name}: the {budget:.2f}-point budget cannot be met; keeping the most accurate model ({best_acc:.2f}% on val)"
     )
-    shutil.copyfile(ctx.workdir / "best.onnx", out)
+    (ctx.workdir / "best.onnx").replace(out)
     return summary(fp32_acc, budget, steps, best_excluded, met=False, ranked_by=ranked_by)
 
 
