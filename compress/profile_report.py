@@ -19,6 +19,7 @@ from compress.pipeline import measure_all, render_all, target_warnings
 from compress.report.pareto import mark_fronts
 from compress.report.schema import RecipeInfo, Report, Variant
 from compress.runtimes import check_available
+from compress.runtimes.base import is_quantized
 from compress.targets import TargetSpec
 
 FORMATS = {".onnx": "onnx", ".xml": "openvino"}
@@ -30,8 +31,7 @@ def deployable(path: Path) -> Deployable:
     if kind is None or not path.is_file():
         raise UsageError(f"{path}: not an .onnx or OpenVINO .xml file" if path.is_file() else f"{path} not found",
                          hint="pass an ONNX model or an OpenVINO IR (.xml with its .bin beside it)")  # fmt: skip
-    marker = b"QuantizeLinear" if kind == "onnx" else b"FakeQuantize"
-    return Deployable(path, kind, "int8" if marker in path.read_bytes() else "fp32")
+    return Deployable(path, kind, "int8" if is_quantized(path, kind) else "fp32")
 
 
 def variant_names(paths: list[Path]) -> list[str]:

@@ -13,6 +13,16 @@ if TYPE_CHECKING:
     from compress.targets import TargetSpec
 
 
+QUANTIZATION_MARKERS = {"onnx": b"QuantizeLinear", "openvino": b"FakeQuantize"}
+
+
+def is_quantized(path: Path, kind: str = "onnx") -> bool:
+    """Whether a model file holds Q/DQ (ONNX) or FakeQuantize (OpenVINO IR) nodes. Op types are plain
+    strings in both files, so a byte search answers without onnx or openvino (devices need neither)."""
+    with open(path, "rb") as f:
+        return QUANTIZATION_MARKERS[kind] in f.read()
+
+
 class Session(ABC):
     """A loaded model, ready to run on batches of inputs."""
 

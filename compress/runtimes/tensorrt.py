@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.runtimes.base import Runtime, Session
+from compress.runtimes.base import Runtime, Session, is_quantized
 
 JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 PRECISION_FLAGS = {"fp32": [], "fp16": ["--fp16"], "bf16": ["--bf16"], "int8": ["--int8"], "best": ["--best"]}
@@ -145,13 +145,6 @@ def parse_outputs(data: list) -> list[np.ndarray]:
 
 
 # ---------------------------------------------------------------------------- engines
-
-
-def is_quantized(onnx: Path) -> bool:
-    """Whether the graph holds Q/DQ nodes. Op types are plain strings in the protobuf, so a byte
-    search answers without the onnx package (which devices need not have)."""
-    with open(onnx, "rb") as f:
-        return b"QuantizeLinear" in f.read()
 
 
 def engine_key(onnx: Path, precision: str, version: str, shapes: dict, workspace_mb: int, extra: list[str]) -> str:
