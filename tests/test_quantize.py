@@ -75,7 +75,9 @@ def test_reduce_range_is_chosen_from_the_isa():
      ("backend: openvino\n    activations: int8", "activations do(es) not apply to backend 'openvino'"),
      ("backend: openvino\n    calibration: {method: entropy}", "'entropy' is ONNX Runtime's"),
      ("method: qat\n    backend: openvino", "method 'qat' exports a QDQ ONNX file"),
-     ("qat: {epochs: 1}", "'qat' settings need method: qat")],
+     ("qat: {epochs: 1}", "'qat' settings need method: qat"),
+     ("method: qat\n    qat: {weight_range: median}",
+      "r.yaml:6:11: stages[0].qat.weight_range: unknown value 'median'; expected one of: minmax, mse")],
 )  # fmt: skip
 def test_options_must_fit_the_backend(extra, message):
     text = f"name: r\nmodel: {{arch: resnet}}\nstages:\n  - type: export\n  - type: quantize\n    {extra}\n"
