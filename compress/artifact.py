@@ -8,15 +8,30 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 MANIFEST = "artifact.json"
 
 
+class Kind(str, Enum):
+    """What an artifact holds; a stage consumes one kind and produces one."""
+
+    TORCH = "torch"  # a pickled nn.Module
+    ONNX = "onnx"
+    OPENVINO = "openvino"  # OpenVINO IR (.xml with its .bin)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+DEPLOYABLE = (Kind.ONNX, Kind.OPENVINO)  # kinds a runtime can measure; each such stage output is a variant
+
+
 @dataclass
 class Artifact:
-    kind: str  # "torch" or "onnx"
+    kind: Kind
     file: str  # model file name inside `folder`
     key: str = ""  # cache key of the stage result that made it
     lineage: list[str] = field(default_factory=list)  # stage names from the source model on
@@ -35,7 +50,7 @@ class Artifact:
     @classmethod
     def load(cls, folder: Path) -> Artifact:
         data = json.loads((folder / MANIFEST).read_text())
-        return cls(**data, folder=folder)
+        return cls(**{**data, "kind": Kind(data["kind"])}, folder=folder)
 
     @staticmethod
     def exists(folder: Path) -> bool:

@@ -94,7 +94,7 @@ def profile(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only print the final table")] = False,
 ) -> None:
     """Measure existing model files on targets (here or over SSH) and write the same report files."""
-    from compress.profile_report import profile as run_profile
+    from compress.measure.profile import profile as run_profile
     from compress.report.render import print_tables
     from compress.targets import resolve_targets
 
@@ -140,7 +140,7 @@ def schema() -> None:
 @handled
 def report(folder: Annotated[Path, typer.Argument(help="output folder holding report.json")]) -> None:
     """Re-render report.md, report.html and the plots from a folder's report.json."""
-    from compress.pipeline import render_all
+    from compress.report.outputs import render_all
     from compress.report.render import print_tables
     from compress.report.schema import Report
 

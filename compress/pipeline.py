@@ -16,20 +16,20 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from compress import environment
-from compress.artifact import Artifact, save_torch
-from compress.data import Splits, load_data
-from compress.diagnose import budget_warnings, not_faster_warnings
+from compress.artifact import DEPLOYABLE, Artifact, Kind, save_torch
+from compress.data import Splits, data_source, load_data
 from compress.errors import CompressError
 from compress.lock import run_lock
-from compress.measure import Deployable, Inputs, TargetResults, companions, measure_target, random_inputs
-from compress.recipe import DEPLOYABLE, TORCH, Recipe, target_search_dirs
+from compress.measure import environment
+from compress.measure.jobs import Deployable, companions, measure_all, target_warnings
+from compress.recipe import Recipe
+from compress.recipe.checks import target_search_dirs
+from compress.report.diagnose import budget_warnings, not_faster_warnings
+from compress.report.outputs import render_all
 from compress.report.pareto import mark_fronts
-from compress.report.plots import write_plots
-from compress.report.render import to_markdown
-from compress.report.schema import RecipeInfo, Report, TargetInfo, Variant, write_atomic
-from compress.runtimes import check_available
-from compress.stages import StageContext, run_stage
+from compress.report.schema import RecipeInfo, Report, Variant
+from compress.requirements import check_requirements
+from compress.stages import StageContext
 from compress.targets import TargetSpec, resolve_targets
 from compress.tasks import get_task
 
@@ -56,13 +56,13 @@ class Pipeline:
         self.recipe, self.out, self.log, self.show_progress = recipe, out, log, show_progress
         self.cache = out / "cache"
         self.versions = environment.package_versions(CACHE_PACKAGES)
-        self.task = get_task(recipe.data.task, text=recipe.data.source == "text")
+        self.task = get_task(recipe.data.task, text=data_source(recipe.data.source).text)
         self.reused = self.computed = 0  # stage results taken from the cache / computed in this run
 
     def run(self) -> Report:
         with run_lock(self.out):
             targets = resolve_targets(self.recipe.targets, target_search_dirs(self.recipe))
-            check_available(targets)
+            check_requirements(self.recipe, targets)
             splits, data_key = self.prepare_data()
             sources = self.sources(splits, data_key)
             if self.task.labels_from_model:
@@ -145,7 +145,7 @@ class Pipeline:
             refs = {name: outputs[name] for name in stage.references()}
             key = cache_key(stage.model_dump(), parent.key, {n: a.key for n, a in refs.items()}, data_key,
                             self.recipe.seed, self.versions)  # fmt: skip
-            make = lambda d, s=stage, p=parent, r=refs: run_stage(s, p, StageContext(workdir=d, refs=r, **ctx_base))  # noqa: E731
+            make = lambda d, s=stage, p=parent, r=refs: s.run(p, StageContext(workdir=d, refs=r, **ctx_base))  # noqa: E731
             outputs[stage.name] = self.cached(stage.name, key, make)
             previous = stage.name
 
@@ -188,7 +188,7 @@ class Pipeline:
         arch = spec.arch or spec.python
         params = count_params(model)
         self.log(f"{name}: {arch}, {params:,} parameters")
-        return Artifact("torch", file, lineage=[], meta={"params": params, "arch": arch, "source": name})
+        return Artifact(Kind.TORCH, file, lineage=[], meta={"params": params, "arch": arch, "source": name})
 
     def _checkpoint_hash(self, spec) -> str | None:
         if not spec.checkpoint:
@@ -200,7 +200,7 @@ class Pipeline:
     def variants(self, recipe: Recipe, outputs: dict[str, Artifact]) -> list[tuple[str, str | None, Artifact]]:
         """(variant name, parent variant, artifact) for each stage that made a deployable model."""
         found: list[tuple[str, str | None, Artifact]] = []
-        entry_stages = {s.name for s in recipe.stages if s.consumes == TORCH and s.produces in DEPLOYABLE}
+        entry_stages = {s.name for s in recipe.stages if s.consumes == Kind.TORCH and s.produces in DEPLOYABLE}
         for stage in recipe.stages:
             if stage.produces in DEPLOYABLE and stage.name in outputs:
                 artifact = outputs[stage.name]
@@ -299,51 +299,6 @@ def parent_variant(lineage: list[str], earlier: list[tuple[str, list[str]]], ent
         if (ancestor or exported) and len(other) > best_len:
             best, best_len = name, len(other)
     return best
-
-
-def measure_all(targets: list[TargetSpec], models: dict[str, Deployable], variants: list[Variant],
-                splits: Splits | None, task, log, sequence_length: int = 128) -> list[TargetInfo]:  # fmt: skip
-    """Measure every target in turn, attaching results to the variants; a target that fails as a
-    whole (an unreachable device) is recorded in its TargetInfo and the others go on."""
-    infos = []
-    for target in targets:
-        if splits is not None:
-            inputs = Inputs.from_splits(splits, task, target.batch_sizes)
-        else:
-            inputs = random_inputs(models, target, sequence_length)
-        results = measure_target(target, models, inputs, task if splits else None, log)
-        attach(variants, target, results)
-        infos.append(TargetInfo(name=target.name, runtime=target.runtime, device=target.device, threads=target.threads,
-                                batch_sizes=target.batch_sizes, protocol=target.protocol.model_dump(),
-                                versions=results.versions, host=target.host.label if target.host else None,
-                                state=results.state, error=results.error))  # fmt: skip
-    return infos
-
-
-def target_warnings(infos: list[TargetInfo]) -> list[str]:
-    return [f"target {t.name} could not be measured: {t.error}" for t in infos if t.error]
-
-
-def attach(variants: list[Variant], target: TargetSpec, results: TargetResults) -> None:
-    for v in variants:
-        if v.name in results.accuracy:
-            v.accuracy_per_target.append(results.accuracy[v.name])
-            v.accuracy = v.accuracy or results.accuracy[v.name]
-        v.latency += results.latency.get(v.name, [])
-        if v.name in results.errors:
-            v.errors.append(f"{target.name}: {results.errors[v.name]}")
-
-
-def render_all(report: Report, folder: Path, plot: bool = True) -> None:
-    """Every output rendered from report.json: report.md, report.html and one Pareto plot per target."""
-    from compress.report.html import to_html
-    from compress.report.plots import render_plots
-
-    plots = render_plots(report)
-    write_atomic(folder / "report.md", to_markdown(report))
-    write_atomic(folder / "report.html", to_html(report, plots))
-    if plot:
-        write_plots(report, folder, plots)
 
 
 def run_recipe(recipe: Recipe, output: str | Path | None = None, log=print, show_progress: bool = True) -> Report:

@@ -9,14 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from compress import registry
+from compress.config import Strict
 from compress.errors import Problem, RecipeError
 from compress.yamlconfig import read_yaml, suggest, validate
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class LatencyProtocol(Strict):
@@ -83,7 +81,7 @@ class TargetSpec(Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
-    runtime: Literal["onnxruntime", "openvino", "tensorrt"]
+    runtime: Literal[tuple(registry.names("runtimes"))] = Field(description="a registered runtime")  # type: ignore[valid-type]
     device: Literal["cpu", "gpu", "jetson"] = Field("cpu", description="jetson: also record the board's state")
     host: HostSpec | None = Field(None, description="measure on this device over SSH instead of here")
     threads: int = Field(1, ge=1, le=1024, description="intra-op threads used for latency")
@@ -102,19 +100,27 @@ class TargetSpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> TargetSpec:
+        """What the runtime declares: the devices it runs on, the precisions it takes, its options."""
+        from compress.runtimes import runtime_class
+
         if any(b < 1 for b in self.batch_sizes):
             raise ValueError("batch_sizes must all be at least 1")
-        if self.runtime == "tensorrt":
-            if self.device == "cpu":
-                raise ValueError("runtime tensorrt runs on device gpu or jetson, not cpu")
-            self.tensorrt = self.tensorrt or TensorRTOptions()
-        elif self.tensorrt is not None:
-            raise ValueError(f"'tensorrt' options only apply to runtime tensorrt, not {self.runtime}")
-        elif self.precision in ("int8", "best"):
-            raise ValueError(
-                f"precision {self.precision} is for runtime tensorrt; {self.runtime} takes fp32, bf16 or fp16"
-            )
+        runtime = runtime_class(self.runtime)
+        if self.device not in runtime.devices:
+            raise ValueError(f"runtime {self.runtime} runs on device {' or '.join(runtime.devices)}, not {self.device}")
+        for section in RUNTIME_OPTIONS:
+            if getattr(self, section) is not None and runtime.options != section:
+                raise ValueError(f"'{section}' options only apply to runtime {section}, not {self.runtime}")
+        if runtime.options in RUNTIME_OPTIONS and getattr(self, runtime.options) is None:
+            setattr(self, runtime.options, RUNTIME_OPTIONS[runtime.options]())
+        if self.precision not in runtime.precisions:
+            others = [n for n in registry.names("runtimes") if self.precision in runtime_class(n).precisions]
+            raise ValueError(f"precision {self.precision} is for runtime {' or '.join(others)}; "
+                             f"{self.runtime} takes {', '.join(runtime.precisions)}")  # fmt: skip
         return self
+
+
+RUNTIME_OPTIONS = {"tensorrt": TensorRTOptions}  # target sections of runtime-specific settings
 
 
 def builtin_dirs() -> list[Path]:

@@ -1,7 +1,8 @@
 """What a task fixes: model inputs and outputs, how a batch is fed to PyTorch and to a runtime,
 the training loss, the distillation loss and the metric.
 
-Stages, export and runtimes ask the task instead of assuming image classification. Examples are
+Stages, export and runtimes ask the task instead of assuming image classification. A task is
+registered by its `data.task:` name in compress.registry (or a `compress.tasks` entry point). Examples are
 stored as one array per split: images (N, C, H, W) float32, or token ids and attention masks
 stacked as (N, 2, L) int64 for text.
 """
@@ -55,6 +56,10 @@ class Task:
     def dynamic_axes(self, dynamic_batch: bool) -> dict[str, dict[int, str]]:
         return {n: {0: "batch"} for n in self.input_names + self.output_names} if dynamic_batch else {}
 
+    def for_text(self) -> Task:
+        """The same task on token ids and masks (text data sources)."""
+        raise NotImplementedError(f"task '{self.name}' does not take text")
+
     def loss(self, outputs, labels, smoothing: float = 0.0):
         raise NotImplementedError
 
@@ -84,6 +89,9 @@ class Classification(Task):
 
     def score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
         return float((outputs.argmax(axis=1) == labels).mean() * 100.0)
+
+    def for_text(self) -> Task:
+        return TextClassification()
 
 
 class TextInputs:
@@ -137,15 +145,18 @@ class Embedding(TextInputs, Task):
     def distill_loss(self, outputs, teacher_outputs, temperature: float):
         return self.loss(outputs, teacher_outputs)
 
+    def for_text(self) -> Task:
+        return self
+
     def score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
         a = outputs / np.linalg.norm(outputs, axis=1, keepdims=True).clip(1e-12)
         b = labels / np.linalg.norm(labels, axis=1, keepdims=True).clip(1e-12)
         return float((a * b).sum(axis=1).mean() * 100.0)
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (Classification(), TextClassification(), Embedding())}
-
-
 def get_task(name: str, text: bool = False) -> Task:
-    """The task a recipe's `data.task` names; classification of text reads token ids and masks."""
-    return TASKS["text-classification" if text and name == "classification" else name]
+    """The task a recipe's `data.task` names, on token ids and masks when the data is text."""
+    from compress import registry
+
+    task = registry.resolve("tasks", name)()
+    return task.for_text() if text else task

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
@@ -76,6 +77,17 @@ def dotted(path: PathKey) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+@dataclass(frozen=True)
+class Locator:
+    """Where a file's fields are: problems found after validation point at their line."""
+
+    marks: Marks
+    filename: str | None
+
+    def at(self, path: PathKey, message: str) -> Problem:
+        return locate(path, self.marks, self.filename, message)
 
 
 def locate(path: PathKey, marks: Marks, filename: str | None, message: str) -> Problem:

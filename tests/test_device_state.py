@@ -3,7 +3,7 @@ and this machine's own state read for real."""
 
 from __future__ import annotations
 
-from compress import device_state
+from compress.agent import state as device_state
 
 # tegrastats on a Jetson Orin (JetPack 6), made-up numbers.
 ORIN_LINE = (

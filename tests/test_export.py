@@ -9,9 +9,8 @@ import torch
 from compress.artifact import Artifact, save_torch
 from compress.data import Splits
 from compress.errors import StageError
-from compress.recipe import ExportStage
 from compress.stages import StageContext
-from compress.stages.export import run
+from compress.stages.export import ExportStage
 from compress.tasks import get_task
 
 
@@ -44,7 +43,7 @@ def source(tmp_path, model) -> Artifact:
 def test_export_matches_pytorch(tmp_path):
     x = np.random.default_rng(0).standard_normal((8, 1, 4, 4)).astype(np.float32)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10))
-    out = run(ExportStage(type="export", name="export"), source(tmp_path, model), context(tmp_path, x))
+    out = ExportStage(type="export", name="export").run(source(tmp_path, model), context(tmp_path, x))
     assert out.kind == "onnx" and out.meta["export_max_abs_diff"] < 1e-4
 
 
@@ -53,7 +52,7 @@ def test_export_mismatch_is_a_clear_error(tmp_path):
     x = np.concatenate([np.abs(rng.standard_normal((4, 1, 4, 4))), -np.abs(rng.standard_normal((4, 1, 4, 4)))])
     x = x.astype(np.float32)
     with pytest.raises(StageError) as info:
-        run(ExportStage(type="export", name="export"), source(tmp_path, SignBranch()), context(tmp_path, x))
+        ExportStage(type="export", name="export").run(source(tmp_path, SignBranch()), context(tmp_path, x))
     assert "differs from PyTorch" in info.value.message and info.value.hint
 
 
@@ -61,5 +60,5 @@ def test_dynamo_exporter_also_works(tmp_path):
     x = np.random.default_rng(0).standard_normal((8, 1, 4, 4)).astype(np.float32)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10))
     cfg = ExportStage(type="export", name="export", exporter="dynamo", opset=18)
-    out = run(cfg, source(tmp_path, model), context(tmp_path, x))
+    out = cfg.run(source(tmp_path, model), context(tmp_path, x))
     assert out.meta["exporter"] == "dynamo"

@@ -7,8 +7,9 @@ import pytest
 from compress.artifact import Artifact, save_torch
 from compress.errors import RecipeError, StageError
 from compress.models import build_model
-from compress.recipe import Distill, FeaturePair, FinetuneStage, ModelSpec, recipe_from_text
-from compress.stages import run_stage
+from compress.recipe import ModelSpec, recipe_from_text
+from compress.stages.finetune import FinetuneStage
+from compress.stages.options import Distill, FeaturePair
 from tests.test_prune import make_splits, stage_ctx
 
 
@@ -29,7 +30,7 @@ def test_distillation_with_feature_projection_and_cached_teacher(tmp_path):
     for run in ("a", "b"):
         ctx = stage_ctx(tmp_path, splits, f"ft-{run}")
         ctx.refs, ctx.log = refs, logs.append
-        out = run_stage(cfg, artifact(tmp_path, student, f"student-{run}"), ctx)
+        out = cfg.run(artifact(tmp_path, student, f"student-{run}"), ctx)
         assert out.meta["distilled_from"] == "train" and len(out.meta["history"]) == 2
     assert (tmp_path / "teacher-logits-key-teacher.npy").is_file()
     assert any("reusing cached teacher outputs" in line for line in logs)
@@ -43,7 +44,7 @@ def test_unknown_feature_layer_is_a_clear_error(tmp_path):
     ctx = stage_ctx(tmp_path, splits, "ft")
     ctx.refs = {"t": artifact(tmp_path, model.eval(), "t")}
     with pytest.raises(StageError) as info:
-        run_stage(cfg, artifact(tmp_path, model, "s"), ctx)
+        cfg.run(artifact(tmp_path, model, "s"), ctx)
     assert "layer9" in info.value.message and "layers.0" in info.value.hint
 
 

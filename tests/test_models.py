@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from compress import registry
-from compress.recipe import builder_options
+from compress.models import zoo
+from compress.models.sources import Zoo, builder_options
 from compress.runtimes.onnxruntime import OnnxSession
 
 TINY = {"resnet": {"width": 4, "blocks": (1, 1)}, "mobilenetv2": {"width": 4, "blocks": (1, 1)},
         "vit": {"dim": 16, "depth": 1, "heads": 2}}  # fmt: skip
 
 
-@pytest.mark.parametrize("arch", sorted(registry.MODELS))
+@pytest.mark.parametrize("arch", sorted(zoo.BUILDERS))
 def test_zoo_model_exports_and_runs(arch, tmp_path):
-    builder = registry.resolve(registry.MODELS, arch)
+    builder = zoo.BUILDERS[arch]
     model = builder(in_channels=1, num_classes=10, image_size=16, **TINY.get(arch, {})).eval()
     x = torch.randn(3, 1, 16, 16)
     with torch.no_grad():
@@ -29,11 +29,15 @@ def test_zoo_model_exports_and_runs(arch, tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-3)
 
 
-@pytest.mark.parametrize("arch", sorted(registry.MODELS))
+@pytest.mark.parametrize("arch", sorted(zoo.BUILDERS))
 def test_zoo_options_are_discoverable(arch):
     assert builder_options(arch), "recipe validation lists a builder's options"
 
 
 def test_default_resnet_size_is_in_the_quickstart_range():
-    model = registry.resolve(registry.MODELS, "resnet")(in_channels=1, num_classes=10, image_size=32)
+    model = zoo.BUILDERS["resnet"](in_channels=1, num_classes=10, image_size=32)
     assert 0.5e6 <= sum(p.numel() for p in model.parameters()) <= 2e6
+
+
+def test_zoo_source_answers_to_every_builder_name():
+    assert Zoo().names() == list(zoo.BUILDERS)

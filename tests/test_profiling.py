@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compress.profiling import measure_interleaved, summarize
+from compress.agent.profiling import measure_interleaved, summarize
 
 
 def test_summary_statistics_match_numpy():
@@ -73,7 +73,7 @@ def test_rounds_rotate_the_order():
 
 
 def test_median_interval_contains_p50_and_narrows_with_more_samples():
-    from compress.profiling import ci_width, median_ci
+    from compress.agent.profiling import ci_width, median_ci
 
     rng = np.random.default_rng(0)
     few, many = rng.normal(1.0, 0.1, 50), rng.normal(1.0, 0.1, 5000)

@@ -10,9 +10,11 @@ from compress.artifact import Artifact, load_torch, save_torch
 from compress.data import Splits
 from compress.errors import StageError
 from compress.models import build_model
-from compress.recipe import ExportStage, ModelSpec, PruneStage
+from compress.recipe import ModelSpec
 from compress.runtimes.onnxruntime import OnnxSession
-from compress.stages import StageContext, run_stage
+from compress.stages import StageContext
+from compress.stages.export import ExportStage
+from compress.stages.prune import PruneStage
 from compress.tasks import get_task
 
 MODELS = {
@@ -41,11 +43,11 @@ def prune_and_export(tmp_path, model, splits, cfg: PruneStage) -> tuple[Artifact
     folder = tmp_path / "src"
     folder.mkdir()
     source = Artifact("torch", save_torch(model, folder), folder=folder)
-    pruned = run_stage(cfg, source, stage_ctx(tmp_path, splits, "pruned"))
+    pruned = cfg.run(source, stage_ctx(tmp_path, splits, "pruned"))
     pruned.folder = tmp_path / "pruned"
     exported = {}
     for name, art in (("full", source), ("small", pruned)):
-        out = run_stage(ExportStage(type="export", name=f"export-{name}"), art, stage_ctx(tmp_path, splits, name))
+        out = ExportStage(type="export", name=f"export-{name}").run(art, stage_ctx(tmp_path, splits, name))
         out.folder = tmp_path / name
         exported[name] = out
     return pruned, exported["full"], exported["small"]

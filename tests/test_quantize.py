@@ -15,11 +15,14 @@ from torch import nn
 
 from compress.artifact import Artifact, save_torch
 from compress.data import load_data
-from compress.diagnose import likely_reasons
 from compress.errors import RecipeError, StageError
-from compress.recipe import DataSpec, ExportStage, QuantizeStage, TrainStage, recipe_from_text
-from compress.stages import StageContext, run_stage
-from compress.stages.quantize import choose_reduce_range
+from compress.recipe import DataSpec, recipe_from_text
+from compress.report.diagnose import likely_reasons
+from compress.stages import StageContext
+from compress.stages.export import ExportStage
+from compress.stages.quantize import QuantizeStage
+from compress.stages.quantize.onnxruntime import choose_reduce_range
+from compress.stages.train import TrainStage
 from compress.tasks import get_task
 
 openvino = pytest.importorskip("openvino", reason="the openvino extra is not installed")
@@ -38,7 +41,7 @@ def ctx(tmp_path, splits, name: str) -> StageContext:
 
 
 def stage(cfg, artifact: Artifact, tmp_path, splits) -> Artifact:
-    out = run_stage(cfg, artifact, ctx(tmp_path, splits, cfg.name))
+    out = cfg.run(artifact, ctx(tmp_path, splits, cfg.name))
     out.folder = tmp_path / cfg.name
     return out
 
@@ -193,7 +196,7 @@ def test_accuracy_aware_ptq_meets_a_budget_plain_ptq_misses(backend, digits, tmp
     common = dict(type="quantize", backend=backend, per_channel=False, calibration={"samples": 128})
     plain = stage(QuantizeStage(name="plain", **common), exported, tmp_path, digits)
     aware = stage(QuantizeStage(name="aware", max_accuracy_drop=0.5, **common), exported, tmp_path, digits)
-    from compress.measure import predict
+    from compress.measure.probe import predict
     from compress.runtimes import get_runtime
     from compress.targets import TargetSpec
 
@@ -234,8 +237,8 @@ def test_accuracy_control_ranks_by_drop_when_several_layers_break(digits, tmp_pa
 def test_layers_not_needed_in_float_go_back_to_int8(digits, tmp_path):
     """The search may send a harmless layer to float before the one that meets the budget; the
     pass that follows puts it back in INT8 and keeps the needed ones in float."""
-    from compress.stages.accuracy_control import requantize, val_accuracy
-    from compress.stages.quantize import quantize_ort
+    from compress.stages.quantize.accuracy_control import requantize, val_accuracy
+    from compress.stages.quantize.onnxruntime import quantize_ort
 
     exported = stage(
         ExportStage(type="export", name="export"),
@@ -264,7 +267,7 @@ def test_layers_not_needed_in_float_go_back_to_int8(digits, tmp_path):
 
 
 def test_mse_weight_range_ignores_weights_whose_input_never_fires():
-    from compress.stages.qat import mse_weight_scale, weight_scale
+    from compress.stages.quantize.qat import mse_weight_scale, weight_scale
 
     torch.manual_seed(0)
     weight = torch.randn(8, 4)
@@ -326,7 +329,7 @@ def test_missing_runtime_names_the_extra(tiny_recipe, tmp_path):
 
 
 def test_not_faster_warning_names_the_cause(trained, digits, tmp_path):
-    from compress.diagnose import likely_reasons, not_faster_warnings
+    from compress.report.diagnose import likely_reasons, not_faster_warnings
     from tests.test_report import sample_report
 
     tmp, _, exported = trained
@@ -345,7 +348,7 @@ def test_not_faster_warning_names_the_cause(trained, digits, tmp_path):
 def test_preprocessing_works_from_relative_folders_and_leaves_the_working_directory_clean(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from compress.stages.quantize import preprocess
+    from compress.stages.quantize.onnxruntime import preprocess
     from tests.conftest import write_mlp_onnx
 
     monkeypatch.chdir(tmp_path)

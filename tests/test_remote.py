@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from compress.remote import remote_command, ssh_args, ssh_failure
+from compress.measure.remote import remote_command, ssh_args, ssh_failure
 from compress.targets import HostSpec
 from tests import sshd
 from tests.conftest import TINY_RECIPE, TINY_TARGET

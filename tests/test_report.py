@@ -105,7 +105,7 @@ def test_terminal_table_keeps_bracketed_sweep_names():
 
 
 def test_accuracy_control_is_listed_and_an_unmet_budget_warned():
-    from compress.diagnose import budget_warnings
+    from compress.report.diagnose import budget_warnings
 
     report = sample_report()
     steps = [{"float_layer": None, "val_accuracy": 10.0, "p50_ms": 0.15},

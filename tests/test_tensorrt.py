@@ -150,7 +150,7 @@ def test_runtime_builds_caches_evaluates_and_times_through_a_fake_trtexec(tmp_pa
     the model with ONNX Runtime, so outputs can be checked against the real model's."""
     import onnxruntime as ort
 
-    from compress.device import predict
+    from compress.agent.job import predict
 
     model = write_mlp_onnx(tmp_path / "mlp.onnx")
     fake = tmp_path / "trtexec"
@@ -214,7 +214,7 @@ def test_missing_tensorrt_here_is_exit_3_with_the_extra_to_install(monkeypatch):
 def test_real_engine_matches_onnxruntime(tmp_path):
     import onnxruntime as ort
 
-    from compress.device import predict
+    from compress.agent.job import predict
 
     model = write_mlp_onnx(tmp_path / "mlp.onnx")
     target = TargetSpec(name="gpu", runtime="tensorrt", device="gpu", precision="fp32", batch_sizes=[1],

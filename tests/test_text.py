@@ -80,7 +80,7 @@ def test_text_classification_reads_labelled_lines(tmp_path):
 
 
 def test_embedding_batches_drop_unused_padding_and_group_similar_lengths():
-    from compress.stages.train import batches
+    from compress.stages.training import batches
 
     task = get_task("embedding")
     x = np.zeros((6, 2, 16), dtype=np.int64)

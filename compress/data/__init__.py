@@ -1,21 +1,23 @@
 """Data sources and the split every stage shares: train, val (model selection) and test (reports).
 
-Splits are plain numpy arrays in NCHW float32 with int64 labels, saved as one .npz so a stage can
-run in another process from the cached file alone.
+A data source is one module with a `DataSource` subclass, registered by its `source:` name in
+compress.registry (or a plug-in's `compress.datasets` entry point). Splits are plain numpy arrays
+in NCHW float32 with int64 labels, saved as one .npz so a stage can run in another process from the
+cached file alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
 from compress import registry
 
 if TYPE_CHECKING:
-    from compress.recipe import DataSpec
+    from compress.recipe.schema import DataSpec
 
 
 @dataclass
@@ -59,14 +61,40 @@ class Splits:
             return cls(**arrays, class_names=[str(c) for c in f["class_names"]])
 
 
+@dataclass(frozen=True)
+class LoadContext:
+    base_dir: Path  # paths in the recipe are relative to it
+    seed: int
+    model_arch: str | None = None  # the recipe's model, for sources that need its tokenizer
+
+
+class DataSource:
+    """What a data source declares about itself, and how it loads."""
+
+    name: ClassVar[str]
+    path: ClassVar[Literal["file", "dir"] | None] = None  # what `data.path` names, if anything
+    path_means: ClassVar[str] = "a file"  # in words, for the error when it is missing
+    path_required: ClassVar[bool] = False
+    text: ClassVar[bool] = False  # examples are token ids and masks rather than images
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    requires: ClassVar[dict[str, str]] = {}  # import name -> what to pip install
+
+    def check(self, spec: DataSpec) -> list[str]:
+        """Problems with this source's settings that no single field shows (torch-free)."""
+        return []
+
+    def load(self, spec: DataSpec, path: Path | None, ctx: LoadContext) -> Splits:
+        raise NotImplementedError
+
+
+def data_source(name: str) -> DataSource:
+    return registry.resolve("datasets", name)()
+
+
 def load_data(spec: DataSpec, base_dir: Path, seed: int, model_arch: str | None = None) -> Splits:
     """Load the recipe's data source and split it deterministically from the seed."""
-    loader = registry.resolve(registry.DATASETS, spec.source)
     path = (base_dir / spec.path) if spec.path else None
-    if spec.source == "text":
-        tokenizer = spec.tokenizer or (model_arch[3:] if model_arch and model_arch.startswith("hf:") else None)
-        return loader(spec, path, seed, tokenizer, base_dir)
-    return loader(spec, path, seed)
+    return data_source(spec.source).load(spec, path, LoadContext(base_dir, seed, model_arch))
 
 
 def split(

@@ -6,13 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.data import Splits, split, to_nchw
+from compress.data import DataSource, LoadContext, Splits, split, to_nchw
 
 
-def load(spec, path: Path | None, seed: int) -> Splits:
-    from sklearn.datasets import load_digits
+class Digits(DataSource):
+    name = "digits"
 
-    digits = load_digits()
-    images = digits.images.astype(np.float32) / 16.0
-    x = to_nchw(images, spec)
-    return split(x, digits.target.astype(np.int64), spec, seed, [str(c) for c in range(10)])
+    def load(self, spec, path: Path | None, ctx: LoadContext) -> Splits:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = digits.images.astype(np.float32) / 16.0
+        x = to_nchw(images, spec)
+        return split(x, digits.target.astype(np.int64), spec, ctx.seed, [str(c) for c in range(10)])

@@ -6,10 +6,19 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.data import Splits, split, to_nchw
+from compress.data import DataSource, LoadContext, Splits, split, to_nchw
 from compress.errors import StageError
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class ImageFolder(DataSource):
+    name, path, path_required = "imagefolder", "dir", True
+    path_means = "a folder of class folders"
+    requires = {"PIL": "pillow"}
+
+    def load(self, spec, path: Path, ctx: LoadContext) -> Splits:
+        return load(spec, path, ctx.seed)
 
 
 def load(spec, path: Path, seed: int) -> Splits:

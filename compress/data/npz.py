@@ -9,10 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.data import Splits, split, to_nchw
+from compress.data import DataSource, LoadContext, Splits, split, to_nchw
 from compress.errors import StageError
 
 SPLIT_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+class Npz(DataSource):
+    name, path, path_required = "npz", "file", True
+    path_means = "an .npz file"
+
+    def load(self, spec, path: Path, ctx: LoadContext) -> Splits:
+        return load(spec, path, ctx.seed)
 
 
 def load(spec, path: Path, seed: int) -> Splits:

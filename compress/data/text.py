@@ -11,8 +11,25 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.data import Splits, split
+from compress.data import DataSource, LoadContext, Splits, split
 from compress.errors import StageError
+
+
+class Text(DataSource):
+    name, path, text = "text", "file", True
+    path_means = "a text file"
+    tasks = ("classification", "embedding")
+    requires = {"transformers": "'compress-edge[text]'"}
+
+    def check(self, spec) -> list[str]:
+        if spec.task == "classification" and not spec.path:
+            return ["text classification needs 'path': a file of 'label<TAB>sentence' lines"]
+        return []
+
+    def load(self, spec, path: Path | None, ctx: LoadContext) -> Splits:
+        arch = ctx.model_arch
+        tokenizer = spec.tokenizer or (arch[3:] if arch and arch.startswith("hf:") else None)
+        return load(spec, path, ctx.seed, tokenizer, ctx.base_dir)
 
 
 def load(spec, path: Path | None, seed: int, tokenizer_ref: str | None, base_dir: Path) -> Splits:

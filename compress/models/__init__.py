@@ -1,4 +1,5 @@
-"""Build the recipe's model: zoo, torchvision or the user's own Python file, plus a checkpoint."""
+"""Build the recipe's model from a registered model source (sources.py) or the user's own Python
+file, plus a checkpoint."""
 
 from __future__ import annotations
 
@@ -9,32 +10,33 @@ from typing import TYPE_CHECKING
 
 from compress import registry
 from compress.errors import StageError
+from compress.models.sources import InputShape, ModelSource
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from compress.recipe import ModelSpec
+    from compress.recipe.schema import ModelSpec
+
+
+def model_source(arch: str) -> tuple[ModelSource | None, str]:
+    """(source, name within it) for an `arch:` value: `prefix:name`, or a bare name a source lists."""
+    prefix, sep, rest = arch.partition(":")
+    if sep and prefix in registry.names("models"):
+        return registry.resolve("models", prefix)(), rest
+    for key in registry.names("models"):
+        source = registry.resolve("models", key)()
+        if arch in source.names():
+            return source, arch
+    return (registry.resolve("models", "zoo")(), arch) if not sep else (None, arch)
 
 
 def build_model(spec: ModelSpec, base_dir: Path, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """Create the model described by `spec` and load its checkpoint, if any."""
     if spec.python:
         model = _from_python(spec, base_dir)
-    elif spec.arch.startswith("hf:"):
-        from compress.models.hf import load_hf
-
-        model = load_hf(spec.arch[3:], base_dir, num_classes, **spec.options)
-    elif spec.arch.startswith("timm:"):
-        import timm
-
-        model = timm.create_model(spec.arch[5:], pretrained=False, num_classes=num_classes, in_chans=in_channels,
-                                  **({"img_size": image_size} if "vit" in spec.arch or "deit" in spec.arch else {}),
-                                  **spec.options)  # fmt: skip
-    elif spec.arch.startswith("torchvision:"):
-        model = _from_torchvision(spec.arch.split(":", 1)[1], in_channels, num_classes, spec.options)
     else:
-        builder = registry.resolve(registry.MODELS, spec.arch)
-        model = builder(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **spec.options)
+        source, name = model_source(spec.arch)
+        model = source.build(name, spec.options, InputShape(in_channels, num_classes, image_size, base_dir))
     if spec.checkpoint:
         load_checkpoint(model, base_dir / spec.checkpoint)
     return model
@@ -52,31 +54,6 @@ def _from_python(spec: ModelSpec, base_dir: Path) -> nn.Module:
     if not hasattr(module, func):
         raise StageError(f"{path} has no function '{func}'", hint="name a function that returns an nn.Module")
     return getattr(module, func)(**spec.options)
-
-
-def _from_torchvision(name: str, in_channels: int, num_classes: int, options: dict) -> nn.Module:
-    import torchvision
-    from torch import nn
-
-    try:
-        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
-    except ValueError as exc:
-        known = ", ".join(torchvision.models.list_models()[:12])
-        raise StageError(f"torchvision has no model '{name}' ({exc})", hint=f"for example: {known}, ...") from None
-    if in_channels != 3:
-        _adapt_first_conv(model, in_channels, nn)
-    return model
-
-
-def _adapt_first_conv(model, in_channels: int, nn) -> None:
-    """torchvision models expect RGB; swap the first convolution for one with `in_channels`."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d) and module.in_channels == 3:
-            new = nn.Conv2d(in_channels, module.out_channels, module.kernel_size, module.stride,
-                            module.padding, module.dilation, module.groups, module.bias is not None)  # fmt: skip
-            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-            setattr(parent, name.rpartition(".")[2], new)
-            return
 
 
 def load_checkpoint(model: nn.Module, path: Path) -> None:

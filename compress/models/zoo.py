@@ -162,3 +162,6 @@ def vit(
 ) -> nn.Module:
     """Small ViT for small images (dim 128, depth 4 -> ~0.5 M params)."""
     return ViT(in_channels, num_classes, image_size, patch, dim, depth, heads, mlp_ratio)
+
+
+BUILDERS = {"resnet": resnet, "mobilenetv2": mobilenetv2, "vit": vit}  # the names Zoo answers to

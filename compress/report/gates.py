@@ -9,15 +9,12 @@ from pathlib import Path
 from typing import Literal
 from xml.sax.saxutils import escape
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from compress.config import Strict
 from compress.report.schema import Report
 
 MB = 1_000_000
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 def parse_percent(value: float | str | None) -> float | None:

@@ -8,16 +8,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from compress.config import Strict
 
 SCHEMA_VERSION = 1
 
 
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Accuracy(Model):
+class Accuracy(Strict):
     metric: str
     value: float  # points (percent)
     split: str
@@ -26,7 +24,7 @@ class Accuracy(Model):
     samples: int
 
 
-class Latency(Model):
+class Latency(Strict):
     target: str
     runtime: str
     batch_size: int
@@ -49,7 +47,7 @@ class Latency(Model):
     runtime_summary: dict[str, Any] | None = None  # the runtime's own figures (trtexec: GPU compute, H2D, D2H)
 
 
-class Variant(Model):
+class Variant(Strict):
     name: str
     stages: list[str]  # the chain of stages that produced it
     parent: str | None = None  # the variant it was derived from
@@ -74,7 +72,7 @@ class Variant(Model):
         return next((a for a in self.accuracy_per_target if a.target == target), None)
 
 
-class TargetInfo(Model):
+class TargetInfo(Strict):
     name: str
     runtime: str
     device: str
@@ -87,7 +85,7 @@ class TargetInfo(Model):
     error: str | None = None  # set when the target could not be measured at all
 
 
-class Front(Model):
+class Front(Strict):
     target: str  # a target name, or "*" for the front across targets (members are variant@target)
     latency: str  # "p50" or "p90"
     with_size: bool  # file size as a third objective
@@ -95,13 +93,13 @@ class Front(Model):
     knee: str | None = None  # the suggested trade-off
 
 
-class RecipeInfo(Model):
+class RecipeInfo(Strict):
     name: str
     path: str | None
     hash: str
 
 
-class Report(Model):
+class Report(Strict):
     schema_version: int = SCHEMA_VERSION
     created: str
     recipe: RecipeInfo

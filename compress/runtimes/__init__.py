@@ -1,4 +1,5 @@
-"""Runtimes: load a deployable artifact and run it. One interface, one module per runtime."""
+"""Runtimes: load a deployable artifact and run it. One interface (base.py), one module per runtime,
+each registered by name in compress.registry (or by a plug-in's entry point)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,20 @@ from compress import registry
 from compress.errors import RuntimeMissingError
 
 if TYPE_CHECKING:
-    from compress.runtimes.base import Runtime
+    from pathlib import Path
+
+    from compress.runtimes.base import Runtime, Session
     from compress.targets import TargetSpec
 
 
 def runtime_class(name: str) -> type[Runtime]:
-    return registry.resolve(registry.RUNTIMES, name)
+    return registry.resolve("runtimes", name)
+
+
+def open_session(runtime: str, path: Path, threads: int = 1) -> Session:
+    """A model file loaded in a runtime with its defaults (stages use this to check and compare
+    candidates; targets measure through get_runtime)."""
+    return runtime_class(runtime)().load(path, threads)
 
 
 def check_available(targets: list[TargetSpec]) -> None:

@@ -5,12 +5,23 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar, Optional, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from compress.targets import TargetSpec
+
+class TargetSettings(Protocol):
+    """What a runtime reads of its target: a TargetSpec here, plain JSON attributes on a device."""
+
+    name: str
+    device: str
+    threads: int
+    streams: int
+    performance_hint: str
+    precision: str
+    batch_sizes: list
+    eval_batch_size: int
+    tensorrt: Any
 
 
 QUANTIZATION_MARKERS = {"onnx": b"QuantizeLinear", "openvino": b"FakeQuantize"}
@@ -35,14 +46,22 @@ class Session(ABC):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run one batch; returns the outputs in graph order."""
 
+    def benchmark(self, feeds: dict[str, np.ndarray], protocol: Any) -> Optional[tuple]:
+        """(samples in ms, capped?, the runtime's own summary) for runtimes that time themselves
+        (trtexec); None, the default, has the shared protocol time `run`."""
+        return None
+
 
 class Runtime(ABC):
     name: ClassVar[str]
     package: ClassVar[str]  # import name checked by available()
     extra: ClassVar[str | None] = None  # pip extra that installs it, if optional
     formats: ClassVar[tuple[str, ...]] = ("onnx",)  # artifact formats it can load
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "gpu", "jetson")  # target devices it runs on
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16", "fp16")  # target precisions it takes
+    options: ClassVar[Optional[str]] = None  # the target section of its own settings, if any
 
-    def __init__(self, target: TargetSpec | None = None, example_shapes: dict[str, tuple] | None = None) -> None:
+    def __init__(self, target: TargetSettings | None = None, example_shapes: dict[str, tuple] | None = None) -> None:
         self.target = target
         # Per-example input shapes (no batch dimension), for runtimes that compile for shape ranges.
         self.example_shapes = example_shapes

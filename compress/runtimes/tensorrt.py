@@ -246,7 +246,7 @@ class TrtexecSession(Session):
     def benchmark(self, feeds: dict[str, np.ndarray], protocol) -> tuple[list[float], bool, dict]:
         """trtexec times the engine; runs are lengthened until the p50 interval meets the protocol or
         the time cap is reached. Returns (samples in ms, capped?, parsed performance summary)."""
-        from compress.profiling import ci_width
+        from compress.agent.profiling import ci_width
 
         shapes = {n: feeds[n].shape for n in self.input_names}
         seconds, spent = protocol.min_seconds, 0.0
@@ -327,20 +327,23 @@ class TensorRTRuntime(Runtime):
     package = "tensorrt"
     extra = "tensorrt"
     formats = ("onnx",)
+    devices = ("gpu", "jetson")
+    precisions = ("fp32", "bf16", "fp16", "int8", "best")
+    options = "tensorrt"
 
     @classmethod
     def available(cls) -> bool:
         return python_api_available() or find_trtexec() is not None
 
     @property
-    def options(self):
+    def settings(self):
         return self.target.tensorrt
 
     def mode(self) -> str:
-        wanted = self.options.mode
+        wanted = self.settings.mode
         if wanted in ("auto", "python") and python_api_available():
             return "python"
-        if wanted in ("auto", "trtexec") and find_trtexec(self.options.trtexec):
+        if wanted in ("auto", "trtexec") and find_trtexec(self.settings.trtexec):
             return "trtexec"
         missing = "the tensorrt Python package with a CUDA build of torch" if wanted == "python" else "trtexec"
         raise TensorRTError(f"TensorRT mode '{wanted}' needs {missing}, which this machine lacks")
@@ -352,14 +355,14 @@ class TensorRTRuntime(Runtime):
 
                 self._version = trt.__version__
             else:
-                args = [find_trtexec(self.options.trtexec), "--help"]
+                args = [find_trtexec(self.settings.trtexec), "--help"]
                 done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
                 self._version = parse_version(done.stdout + done.stderr) or "unknown"
         return self._version
 
     def engine(self, onnx: Path, quantized: bool | None = None) -> tuple[Path, bool]:
         """The cached engine for `onnx` at the target's precision, built when missing."""
-        opts, precision = self.options, self.target.precision
+        opts, precision = self.settings, self.target.precision
         quantized = is_quantized(onnx) if quantized is None else quantized
         if precision == "int8" and not quantized:
             raise TensorRTError("precision int8 needs a quantized (QDQ) model; this one has no Q/DQ nodes: "
@@ -382,7 +385,7 @@ class TensorRTRuntime(Runtime):
             session = TensorRTPythonSession(engine)
         else:
             names = list(self.example_shapes or {})
-            session = TrtexecSession(engine, find_trtexec(self.options.trtexec), names, self.version())
+            session = TrtexecSession(engine, find_trtexec(self.settings.trtexec), names, self.version())
         session.precision = "int8" if quantized else self.target.precision
         return session
 

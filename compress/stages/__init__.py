@@ -1,7 +1,10 @@
-"""Stages: each module has `run(config, artifact, ctx) -> Artifact`, registered by its `type:`.
+"""The Stage interface. A stage is one module: a configuration model that subclasses `Stage` (its
+`type:` literal, its own fields, its place in the graph) and implements `run`. It is registered by
+its `type:` in compress.registry, or by a plug-in's `compress.stages` entry point.
 
 A stage reads its input artifact, writes its result into `ctx.workdir` and returns the new
-artifact. It touches nothing else, so the pipeline can cache, resume and farm it out.
+artifact. It touches nothing else, so the pipeline can cache, resume and farm it out. Stage
+modules import torch and other heavy packages inside `run`, so validating a recipe stays light.
 """
 
 from __future__ import annotations
@@ -9,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from compress import registry
+from pydantic import Field
+
+from compress.artifact import Kind
+from compress.config import Strict
 
 if TYPE_CHECKING:
     from compress.artifact import Artifact
@@ -31,6 +37,40 @@ class StageContext:
     show_progress: bool = True
 
 
-def run_stage(config: Any, artifact: Artifact, ctx: StageContext) -> Artifact:
-    """Dispatch one stage by its type."""
-    return registry.resolve(registry.STAGES, config.type)(config, artifact, ctx)
+class Stage(Strict):
+    """Fields every stage has, and what the pipeline asks of a stage."""
+
+    name: str | None = Field(None, description="unique stage name; defaults to its type")
+    input: str | None = Field(None, description="name of the stage whose output this one takes")
+    variant: str | None = Field(None, description="report name of the model this stage produces")
+    default_variant: ClassVar[str | None] = None  # set on stages whose output is deployable
+    # Whether the model's structure changes; distillation's default teacher is the model before.
+    reshapes: ClassVar[bool] = False
+
+    @property
+    def consumes(self) -> Kind:
+        """The artifact kind this stage takes."""
+        return Kind.TORCH
+
+    @property
+    def produces(self) -> Kind:
+        """The artifact kind this stage makes."""
+        return Kind.TORCH
+
+    def distillation(self) -> tuple[Any, tuple[str, ...]] | None:
+        """(distillation settings, their field path in this stage) when this stage distils; the
+        recipe resolves a default teacher into them."""
+        return None
+
+    def references(self) -> list[str]:
+        """Artifacts this stage reads besides its input: by default the teacher it distils from."""
+        found = self.distillation()
+        return [found[0].teacher] if found and found[0].teacher else []
+
+    def requires(self) -> dict[str, str]:
+        """Packages this configuration needs (import name -> pip extra), checked before any work."""
+        return {}
+
+    def run(self, artifact: Artifact, ctx: StageContext) -> Artifact:
+        """Make this stage's artifact from `artifact`, writing only into `ctx.workdir`."""
+        raise NotImplementedError(f"stage type '{getattr(self, 'type', '?')}' does not implement run()")

@@ -3,35 +3,57 @@
 from __future__ import annotations
 
 import warnings
+from typing import ClassVar, Literal
 
 import numpy as np
-import torch
+from pydantic import Field
 
-from compress.artifact import Artifact, load_torch
+from compress.artifact import Artifact, Kind, load_torch
+from compress.config import Strict
 from compress.errors import StageError, first_line
-from compress.recipe import ExportStage
-from compress.runtimes.onnxruntime import OnnxSession
-from compress.stages import StageContext
+from compress.runtimes import open_session
+from compress.stages import Stage, StageContext
 
 
-def run(cfg: ExportStage, artifact: Artifact, ctx: StageContext) -> Artifact:
-    model = load_torch(artifact).eval()
-    x = ctx.splits.x_test
-    # Trace on two inputs, check on others at another batch size: constants baked in by tracing
-    # and shapes frozen to the traced batch both show up as a mismatch.
-    trace = x[: 2 if cfg.dynamic_batch else 1]
-    check = x[2 : 2 + cfg.check.samples] if len(x) > 2 else x
-    path = ctx.workdir / "model.onnx"
-    export_onnx(model, trace, path, cfg, ctx.task)
-    max_diff = check_export(model, check, path, cfg, ctx.task)
-    ctx.log(f"{cfg.name}: ONNX matches PyTorch on {len(check)} test inputs (max |diff| {max_diff:.2e})")
-    meta = {**artifact.meta, "macs": count_macs(model, ctx.task.inputs(trace[:1])), "format": "onnx", "precision": "fp32", "opset": cfg.opset,
-            "exporter": cfg.exporter, "export_max_abs_diff": max_diff}  # fmt: skip
-    meta.pop("history", None)
-    return Artifact("onnx", path.name, lineage=[*artifact.lineage, cfg.name], meta=meta)
+class ExportCheck(Strict):
+    samples: int = Field(16, ge=1, le=10_000, description="test-split inputs compared")
+    atol: float = Field(1e-4, gt=0)
+    rtol: float = Field(1e-3, ge=0)
 
 
-def count_macs(model: torch.nn.Module, example: tuple) -> int | None:
+class ExportStage(Stage):
+    """Export to ONNX and check it against the PyTorch module."""
+
+    type: Literal["export"]
+    format: Literal["onnx"] = "onnx"
+    opset: int = Field(17, ge=13, le=23)
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    dynamic_batch: bool = True
+    check: ExportCheck = Field(default_factory=ExportCheck)
+    default_variant: ClassVar[str | None] = "fp32"
+
+    @property
+    def produces(self) -> Kind:
+        return Kind.ONNX
+
+    def run(self, artifact: Artifact, ctx: StageContext) -> Artifact:
+        model = load_torch(artifact).eval()
+        x = ctx.splits.x_test
+        # Trace on two inputs, check on others at another batch size: constants baked in by tracing
+        # and shapes frozen to the traced batch both show up as a mismatch.
+        trace = x[: 2 if self.dynamic_batch else 1]
+        check = x[2 : 2 + self.check.samples] if len(x) > 2 else x
+        path = ctx.workdir / "model.onnx"
+        export_onnx(model, trace, path, self, ctx.task)
+        max_diff = check_export(model, check, path, self, ctx.task)
+        ctx.log(f"{self.name}: ONNX matches PyTorch on {len(check)} test inputs (max |diff| {max_diff:.2e})")
+        meta = {**artifact.meta, "macs": count_macs(model, ctx.task.inputs(trace[:1])), "format": "onnx",
+                "precision": "fp32", "opset": self.opset, "exporter": self.exporter, "export_max_abs_diff": max_diff}  # fmt: skip
+        meta.pop("history", None)
+        return Artifact(Kind.ONNX, path.name, lineage=[*artifact.lineage, self.name], meta=meta)
+
+
+def count_macs(model, example: tuple) -> int | None:
     """Multiply-accumulates per example, as torch-pruning counts them (None if it cannot)."""
     try:
         import torch_pruning as tp
@@ -41,8 +63,10 @@ def count_macs(model: torch.nn.Module, example: tuple) -> int | None:
         return None
 
 
-def export_onnx(model: torch.nn.Module, sample: np.ndarray, path, cfg: ExportStage, task) -> None:
+def export_onnx(model, sample: np.ndarray, path, cfg: ExportStage, task) -> None:
     """Export with the task's input/output names and dynamic axes (batch, and sequence for text)."""
+    import torch
+
     inputs, outputs = list(task.input_names), list(task.output_names)
     args = task.inputs(sample)
     try:
@@ -65,14 +89,15 @@ def export_onnx(model: torch.nn.Module, sample: np.ndarray, path, cfg: ExportSta
                          hint=f"try `exporter: {other}` or another opset in stage '{cfg.name}'") from None  # fmt: skip
 
 
-def check_export(model: torch.nn.Module, sample: np.ndarray, path, cfg: ExportStage, task) -> float:
+def check_export(model, sample: np.ndarray, path, cfg: ExportStage, task) -> float:
     """Run the ONNX file in ONNX Runtime and compare with PyTorch; refuse a file that differs."""
     import onnx
+    import torch
 
     onnx.checker.check_model(str(path))
     with torch.no_grad():
         expected = model(*task.inputs(sample)).numpy()
-    session = OnnxSession(path, threads=1)
+    session = open_session("onnxruntime", path, threads=1)
     batches = [sample] if cfg.dynamic_batch else [row[None] for row in sample]
     got = np.concatenate([session.run(task.feeds(b))[0] for b in batches])
     diff = float(np.max(np.abs(got - expected)))

@@ -1,129 +1,33 @@
-"""`finetune`: recover accuracy after pruning, optionally distilling from a teacher.
-
-Logit distillation follows Hinton et al. (2015): KL divergence between softened distributions at
-temperature T, scaled by T^2, mixed with cross-entropy by `alpha`. Feature distillation follows
-FitNets (Romero et al., 2015): MSE between named layers, through a learned 1x1 projection when the
-student's width differs. Teacher logits on the training split are computed once and cached.
-"""
+"""`finetune`: recover accuracy after pruning, optionally distilling from a teacher."""
 
 from __future__ import annotations
 
-import contextlib
-import os
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+from compress.stages import Stage, StageContext
+from compress.stages.options import Distill, TrainingOptions
 
-from compress.artifact import Artifact, load_torch
-from compress.errors import StageError
-from compress.recipe import Distill, FinetuneStage
-from compress.stages import StageContext
-from compress.stages.train import fit, save_trained
+if TYPE_CHECKING:
+    from compress.artifact import Artifact
 
 
-def run(cfg: FinetuneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
-    model = load_torch(artifact)
-    if cfg.distill is None:
-        return save_trained(model, cfg, artifact, ctx, fit(model, cfg, ctx, cfg.name))
-    with distillation(cfg.distill, cfg.label_smoothing, model, ctx) as (loss, extra_params):
-        history = fit(model, cfg, ctx, cfg.name, loss, extra_params)
-    return save_trained(model, cfg, artifact, ctx, history, distilled_from=cfg.distill.teacher)
+class FinetuneStage(Stage, TrainingOptions):
+    """Fine-tune the current model, with distillation from a teacher when `distill` is set."""
 
+    type: Literal["finetune"]
+    distill: Distill | None = None
 
-@contextlib.contextmanager
-def distillation(cfg: Distill, smoothing: float, student: nn.Module, ctx: StageContext):
-    """Yield (loss function, extra trainable parameters) for distilling into `student`."""
-    teacher_artifact = ctx.refs[cfg.teacher]
-    teacher = load_torch(teacher_artifact).eval()
-    logits = teacher_logits(teacher, teacher_artifact, ctx)
-    student_taps = FeatureTaps(student, [p.student for p in cfg.features])
-    teacher_taps = FeatureTaps(teacher, [p.teacher for p in cfg.features])
-    try:
-        projections = make_projections(student, teacher, student_taps, teacher_taps, ctx)
-        loss = distill_loss(cfg, smoothing, logits, teacher, student_taps, teacher_taps, projections, ctx)
-        yield loss, list(projections.parameters())
-    finally:
-        student_taps.remove()
-        teacher_taps.remove()
+    def distillation(self) -> tuple[Distill, tuple[str, ...]] | None:
+        return (self.distill, ("distill",)) if self.distill else None
 
+    def run(self, artifact: Artifact, ctx: StageContext) -> Artifact:
+        from compress.artifact import load_torch
+        from compress.stages.distillation import distillation
+        from compress.stages.training import fit, save_trained
 
-def teacher_logits(teacher: nn.Module, artifact: Artifact, ctx: StageContext) -> np.ndarray:
-    """The teacher's logits on the training split, computed once per (teacher, data) and cached."""
-    path = ctx.shared_cache / f"teacher-logits-{artifact.key}.npy"
-    if path.is_file():
-        ctx.log(f"distill: reusing cached teacher outputs {path.name}")
-        return np.load(path)
-    out = ctx.task.predict(teacher, ctx.splits.x_train)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
-    np.save(tmp, out)
-    os.replace(tmp, path)
-    return out
-
-
-class FeatureTaps:
-    """Forward hooks that keep the latest output of each named module."""
-
-    def __init__(self, model: nn.Module, names: list[str]) -> None:
-        modules = dict(model.named_modules())
-        missing = [n for n in names if n not in modules]
-        if missing:
-            sample = ", ".join(list(modules)[1:8])
-            raise StageError(f"no module named {missing} in the model", hint=f"module names look like: {sample}, ...")
-        self.names, self.outputs = names, {}
-        self._handles = [modules[n].register_forward_hook(self._keep(n)) for n in names]
-
-    def _keep(self, name: str):
-        def hook(module, inputs, output):
-            # Transformer layers return tuples; the hidden states come first.
-            self.outputs[name] = output[0] if isinstance(output, (tuple, list)) else output
-
-        return hook
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-
-def make_projections(student, teacher, s_taps: FeatureTaps, t_taps: FeatureTaps, ctx: StageContext) -> nn.ModuleList:
-    """A 1x1 convolution (or linear map) per feature pair whose widths differ; identity otherwise."""
-    if not s_taps.names:
-        return nn.ModuleList()
-    sample = ctx.task.inputs(ctx.splits.x_train[:2])
-    with torch.no_grad():
-        student.eval()(*sample)
-        teacher(*sample)
-    projections = nn.ModuleList()
-    for s_name, t_name in zip(s_taps.names, t_taps.names, strict=True):
-        s_out, t_out = s_taps.outputs[s_name], t_taps.outputs[t_name]
-        if s_out.shape[2:] != t_out.shape[2:] or s_out.dim() != t_out.dim():
-            raise StageError(f"feature shapes differ: {s_name} {tuple(s_out.shape)} vs {t_name} {tuple(t_out.shape)}",
-                             hint="pair layers with the same spatial size / sequence length")  # fmt: skip
-        s_width, t_width = _width(s_out), _width(t_out)
-        if s_width == t_width:
-            projections.append(nn.Identity())
-        else:
-            projections.append(nn.Conv2d(s_width, t_width, 1) if s_out.dim() == 4 else nn.Linear(s_width, t_width))
-    return projections
-
-
-def _width(feature: torch.Tensor) -> int:
-    """Channels of a feature map (N, C, H, W), or the last axis of tokens (N, L, D) and vectors."""
-    return feature.shape[1] if feature.dim() == 4 else feature.shape[-1]
-
-
-def distill_loss(cfg: Distill, smoothing: float, logits: np.ndarray, teacher, s_taps, t_taps, projections, ctx):
-    task, x = ctx.task, ctx.splits.x_train
-
-    def loss(out: torch.Tensor, idx: np.ndarray, labels: torch.Tensor) -> torch.Tensor:
-        kd = task.distill_loss(out, torch.from_numpy(logits[idx]), cfg.temperature)
-        total = cfg.alpha * kd + (1 - cfg.alpha) * task.loss(out, labels, smoothing)
-        if s_taps.names:
-            with torch.no_grad():
-                teacher(*task.inputs(task.trim(x[idx])))
-            for proj, s_name, t_name in zip(projections, s_taps.names, t_taps.names, strict=True):
-                total = total + cfg.feature_weight * F.mse_loss(proj(s_taps.outputs[s_name]), t_taps.outputs[t_name])
-        return total
-
-    return loss
+        model = load_torch(artifact)
+        if self.distill is None:
+            return save_trained(model, self, artifact, ctx, fit(model, self, ctx, self.name))
+        with distillation(self.distill, self.label_smoothing, model, ctx) as (loss, extra_params):
+            history = fit(model, self, ctx, self.name, loss, extra_params)
+        return save_trained(model, self, artifact, ctx, history, distilled_from=self.distill.teacher)

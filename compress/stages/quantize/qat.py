@@ -266,12 +266,11 @@ def store_int8_weights(path) -> int:
 
 def run_qat(cfg, artifact, ctx):
     """Fold, insert fake quantizers, calibrate, fine-tune (optionally distilling), export QDQ."""
-    from compress.artifact import Artifact, load_torch
-    from compress.recipe import ExportStage
-    from compress.stages.export import export_onnx
-    from compress.stages.finetune import distillation
-    from compress.stages.quantize import calibration_batches, count_quantized_ops, inherited
-    from compress.stages.train import fit
+    from compress.artifact import Artifact, Kind, load_torch
+    from compress.stages.distillation import distillation
+    from compress.stages.export import ExportStage, export_onnx
+    from compress.stages.quantize.common import calibration_batches, count_quantized_ops, inherited
+    from compress.stages.training import fit
 
     model = prepare(load_torch(artifact), signed_activations=cfg.activations == "int8", per_channel=cfg.per_channel)
     batches = calibration_batches(ctx.splits.calibration(cfg.calibration.samples, ctx.seed))
@@ -299,7 +298,7 @@ def run_qat(cfg, artifact, ctx):
             "quantized_ops": count_quantized_ops(path), "int8_weight_tensors": folded, "history": history,
             "export_top1_agreement": agreement,
             **({"distilled_from": opts.distill.teacher} if opts.distill else {})}  # fmt: skip
-    return Artifact("onnx", path.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
+    return Artifact(Kind.ONNX, path.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
 
 
 MIN_AGREEMENT = 0.98
@@ -307,11 +306,11 @@ MIN_AGREEMENT = 0.98
 
 def check_qat_export(model: nn.Module, path, x: np.ndarray, task) -> float:
     """Integer kernels round differently from fake quantization, so compare predictions, not logits."""
-    from compress.runtimes.onnxruntime import OnnxSession
+    from compress.runtimes import open_session
 
     with torch.no_grad():
         expected = model(*task.inputs(x)).numpy().argmax(1)
-    got = OnnxSession(path, threads=1).run(task.feeds(x))[0].argmax(1)
+    got = open_session("onnxruntime", path, threads=1).run(task.feeds(x))[0].argmax(1)
     agreement = float((expected == got).mean())
     if agreement < MIN_AGREEMENT:
         raise StageError(f"the QAT export disagrees with the fake-quantized model on {1 - agreement:.1%} of test inputs",

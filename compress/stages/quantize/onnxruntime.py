@@ -1,6 +1,6 @@
-"""`quantize`: INT8 by post-training quantization (ONNX Runtime or NNCF/OpenVINO) or QAT.
+"""ONNX Runtime quantization for `quantize`: static QDQ (PTQ) and dynamic.
 
-The ONNX Runtime path follows its static quantization: graph pre-processing (shape inference,
+The static path follows ONNX Runtime's static quantization: graph pre-processing (shape inference,
 folding), calibration of activation ranges on a training subset, then QuantizeLinear /
 DequantizeLinear pairs that the runtime fuses into integer kernels. Unsigned activations with
 signed weights (U8S8) is the default: on x86 CPUs with VNNI it is the fast path. On CPUs without
@@ -20,29 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.artifact import Artifact
-from compress.environment import cpu_info
+from compress.artifact import Artifact, Kind
 from compress.errors import StageError, first_line
-from compress.recipe import QuantizeStage
+from compress.measure.environment import cpu_info
 from compress.selection import matches
 from compress.stages import StageContext
+from compress.stages.quantize import QuantizeStage
+from compress.stages.quantize.common import calibration_batches, count_quantized_ops, inherited
 
-CALIBRATION_BATCH = 32
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-
-
-def run(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Artifact:
-    if cfg.method == "qat":
-        from compress.stages.qat import run_qat
-
-        return run_qat(cfg, artifact, ctx)
-    if cfg.method == "dynamic":
-        return run_dynamic(cfg, artifact, ctx)
-    if cfg.backend == "openvino":
-        from compress.stages.quantize_openvino import run_openvino
-
-        return run_openvino(cfg, artifact, ctx)
-    return run_onnxruntime(cfg, artifact, ctx)
 
 
 def run_onnxruntime(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Artifact:
@@ -62,7 +48,7 @@ def run_onnxruntime(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -
     if cfg.max_accuracy_drop is None:
         quantize(base_excluded)
     else:
-        from compress.stages.accuracy_control import control_accuracy
+        from compress.stages.quantize.accuracy_control import control_accuracy
 
         control = control_accuracy(cfg, artifact.path, source, base_excluded, quantize, out, ctx)
     if source != artifact.path:
@@ -72,7 +58,7 @@ def run_onnxruntime(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -
     if control:
         meta["accuracy_control"] = control
     ctx.log(f"{cfg.name}: {meta['quantized_ops']} ops quantized ({cfg.activations} activations, {cfg.weights} weights)")
-    return Artifact("onnx", out.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
+    return Artifact(Kind.ONNX, out.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
 
 
 def run_dynamic(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Artifact:
@@ -101,7 +87,7 @@ def run_dynamic(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Ar
             "weights": cfg.weights, "activations": "dynamic uint8", "per_channel": cfg.per_channel,
             "quantized_ops": count_dynamic_ops(out), "float_nodes": excluded}  # fmt: skip
     ctx.log(f"{cfg.name}: {meta['quantized_ops']} ops quantized dynamically (int8 weights)")
-    return Artifact("onnx", out.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
+    return Artifact(Kind.ONNX, out.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
 
 
 def count_dynamic_ops(path: Path) -> int:
@@ -109,12 +95,6 @@ def count_dynamic_ops(path: Path) -> int:
 
     integer = ("MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "QAttention", "DynamicQuantizeLinear")
     return sum(1 for n in onnx.load(str(path)).graph.node if n.op_type in integer[:-1])
-
-
-def inherited(artifact: Artifact) -> dict:
-    """Metadata a quantized model keeps from its float parent (params, MACs, pruning, ...)."""
-    drop = ("precision", "export_max_abs_diff", "history", "format")
-    return {k: v for k, v in artifact.meta.items() if k not in drop}
 
 
 def choose_reduce_range(cfg: QuantizeStage, isa: list[str]) -> tuple[bool, str | None]:
@@ -207,16 +187,6 @@ def excluded_nodes(path: Path, patterns: list[str], ctx: StageContext) -> list[s
     return names
 
 
-def count_quantized_ops(path: Path) -> int:
-    """Ops (other than Q/DQ themselves) that take at least one dequantized input."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
-    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    skip = ("QuantizeLinear", "DequantizeLinear")
-    return sum(1 for n in graph.node if n.op_type not in skip and any(i in dequantized for i in n.input))
-
-
 def ort_meta(cfg: QuantizeStage, path: Path, excluded: list[str], samples: int, reduce_range: bool, reason) -> dict:
     return {
         "precision": "int8", "format": "onnx-qdq", "method": "ptq", "backend": "onnxruntime",
@@ -225,10 +195,6 @@ def ort_meta(cfg: QuantizeStage, path: Path, excluded: list[str], samples: int, 
         "calibration": {"method": cfg.calibration.method, "samples": samples},
         "quantized_ops": count_quantized_ops(path), "float_nodes": excluded,
     }  # fmt: skip
-
-
-def calibration_batches(data: np.ndarray, step: int = CALIBRATION_BATCH) -> list[np.ndarray]:
-    return [data[i : i + step] for i in range(0, len(data), step)]
 
 
 def _reader(task, data: np.ndarray):

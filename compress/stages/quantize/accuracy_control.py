@@ -16,16 +16,16 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from compress.measure import predict, quick_p50
-from compress.recipe import QuantizeStage
-from compress.runtimes.onnxruntime import OnnxSession
+from compress.measure.probe import predict, quick_p50
+from compress.runtimes import open_session
 from compress.stages import StageContext
+from compress.stages.quantize import QuantizeStage
 
 WEIGHTED = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 
 
 def val_outputs(path: Path, ctx: StageContext):
-    return predict(OnnxSession(path, threads=0), ctx.task, ctx.splits.x_val)
+    return predict(open_session("onnxruntime", path, threads=0), ctx.task, ctx.splits.x_val)
 
 
 def val_accuracy(path: Path, ctx: StageContext) -> float:
@@ -47,7 +47,7 @@ def control_accuracy(cfg: QuantizeStage, fp32: Path, source: Path, excluded: lis
         {
             "float_layer": None,
             "val_accuracy": round(acc, 3),
-            "p50_ms": round(quick_p50(OnnxSession(out, 1), ctx.task, ctx.splits.x_val), 4),
+            "p50_ms": round(quick_p50(open_session("onnxruntime", out, 1), ctx.task, ctx.splits.x_val), 4),
         }
     ]
     if fp32_acc - acc <= budget:
@@ -59,7 +59,7 @@ def control_accuracy(cfg: QuantizeStage, fp32: Path, source: Path, excluded: lis
     for layer, gain in ranking:
         current.append(layer)
         acc = val_accuracy(quantize(current), ctx)
-        p50 = quick_p50(OnnxSession(out, 1), ctx.task, ctx.splits.x_val)
+        p50 = quick_p50(open_session("onnxruntime", out, 1), ctx.task, ctx.splits.x_val)
         steps.append(
             {
                 "float_layer": layer,
@@ -98,7 +98,7 @@ def requantize(cfg: QuantizeStage, candidates: list[str], current: list[str], fl
         if acc >= floor:
             current = trial
             shutil.copyfile(probe, out)
-            step["p50_ms"] = round(quick_p50(OnnxSession(out, 1), ctx.task, ctx.splits.x_val), 4)
+            step["p50_ms"] = round(quick_p50(open_session("onnxruntime", out, 1), ctx.task, ctx.splits.x_val), 4)
         steps.append({"float_layer": None, **step})
         ctx.log(f"{cfg.name}: {layer} back to INT8 -> {acc:.2f}% on val: {'kept' if acc >= floor else 'stays float'}")
     probe.unlink(missing_ok=True)

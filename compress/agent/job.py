@@ -6,8 +6,8 @@ target's runtime (outputs saved for scoring), times it with the latency protocol
 interleaved rounds) and records the device's state before and after.
 
 The same code measures local targets (called in-process) and remote devices, where it runs as
-`python -m compress.device JOB_FOLDER` from a copy of the few modules it imports, with only numpy
-and the runtime installed there (Python 3.8 and later).
+`python -m compress.agent JOB_FOLDER` from a copy of the few modules it imports (`shipped_files()`),
+with only numpy and the runtime installed there (Python 3.8 and later).
 """
 
 from __future__ import annotations
@@ -21,18 +21,26 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from compress import device_state, registry
+from compress import registry
+from compress.agent import state as device_state
+from compress.agent.profiling import measure_interleaved, summarize
 from compress.errors import first_line
-from compress.profiling import measure_interleaved, summarize
 
-# What a device needs to run this program, relative to the compress package.
-FILES = ("__init__.py", "errors.py", "registry.py", "profiling.py", "device_state.py", "device.py",
-         "runtimes/__init__.py", "runtimes/base.py", "runtimes/onnxruntime.py", "runtimes/openvino.py",
-         "runtimes/tensorrt.py")  # fmt: skip
+PACKAGE = Path(__file__).resolve().parent.parent
+CORE = ("__init__.py", "errors.py", "registry.py", "runtimes/__init__.py", "runtimes/base.py")
+
+
+def shipped_files() -> list[str]:
+    """What a device needs to run this program, relative to the compress package: the agent, the
+    registry and every built-in runtime's module. A plug-in runtime must be installed on the device."""
+    agent = sorted(str(p.relative_to(PACKAGE)) for p in (PACKAGE / "agent").glob("*.py"))
+    modules = [v.partition(":")[0] for v in registry.BUILTIN["runtimes"].values()]
+    return [*CORE, *agent, *(m.replace("compress.", "", 1).replace(".", "/") + ".py" for m in modules)]
 
 
 def namespace(value):
-    """JSON objects as attribute access, so runtimes read a target the same way here and there."""
+    """JSON objects as attribute access: a runtime reads this as it reads a TargetSpec (both are
+    runtimes.base.TargetSettings)."""
     if isinstance(value, dict):
         return SimpleNamespace(**{k: namespace(v) for k, v in value.items()})
     return value
@@ -53,7 +61,7 @@ def run_job(folder: Path, log=print) -> dict:
     batches = {int(b): load_feeds(folder / name) for b, name in job["batches"].items()}
     some_feeds = eval_feeds or next(iter(batches.values()))
     shapes = {name: tuple(a.shape[1:]) for name, a in some_feeds.items()}
-    runtime = registry.resolve(registry.RUNTIMES, target.runtime)(target, shapes)
+    runtime = registry.resolve("runtimes", target.runtime)(target, shapes)
     if not runtime.available():
         result["error"] = (f"runtime {target.runtime} is not installed on {result['state_before']['hostname']} "
                            f"for {sys.executable}; install it there or point host.python at a Python that has it")  # fmt: skip
@@ -117,9 +125,9 @@ def _time_batch(sessions: dict, feeds: dict, batch: int, target, entries: dict, 
         return
     p = target.protocol
     log(f"{target.name}: timing {len(runnable)} variant(s) at batch {batch} with {target.threads} thread(s)")
-    self_timed = {n: s for n, s in runnable.items() if hasattr(s, "benchmark")}
-    raw = {n: s.benchmark(feeds, p) for n, s in self_timed.items()}
-    calls = {n: (lambda s=s: s.run(feeds)) for n, s in runnable.items() if n not in self_timed}
+    own = {n: s.benchmark(feeds, p) for n, s in runnable.items()}
+    raw = {n: timed for n, timed in own.items() if timed is not None}
+    calls = {n: (lambda s=s: s.run(feeds)) for n, s in runnable.items() if n not in raw}
     if calls:
         timed = measure_interleaved(calls, p.warmup, p.min_iterations, p.min_seconds, p.max_seconds, p.rounds,
                                     p.ci_target)  # fmt: skip
@@ -130,10 +138,10 @@ def _time_batch(sessions: dict, feeds: dict, batch: int, target, entries: dict, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point on a device: `python -m compress.device JOB_FOLDER`."""
+    """Entry point on a device: `python -m compress.agent JOB_FOLDER`."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m compress.device JOB_FOLDER", file=sys.stderr)
+        print("usage: python -m compress.agent JOB_FOLDER", file=sys.stderr)
         return 2
     run_job(Path(args[0]), log=lambda msg: print(msg, file=sys.stderr, flush=True))
     return 0

@@ -11,11 +11,11 @@ import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
 
-from compress import environment
 from compress.errors import UsageError
 from compress.lock import run_lock
-from compress.measure import Deployable
-from compress.pipeline import measure_all, render_all, target_warnings
+from compress.measure import environment
+from compress.measure.jobs import Deployable, measure_all, target_warnings
+from compress.report.outputs import render_all
 from compress.report.pareto import mark_fronts
 from compress.report.schema import RecipeInfo, Report, Variant
 from compress.runtimes import check_available

@@ -7,7 +7,7 @@ import platform
 import sys
 from importlib import metadata
 
-from compress.device_state import read_cpuinfo
+from compress.agent.state import read_cpuinfo
 
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
              "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd", "asimddp")  # fmt: skip

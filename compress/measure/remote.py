@@ -16,7 +16,7 @@ import tarfile
 import uuid
 from pathlib import Path
 
-from compress import device
+from compress.agent import job
 from compress.errors import TargetError
 from compress.targets import HostSpec, TargetSpec
 
@@ -98,7 +98,7 @@ def bundle(folder: Path, job_id: str, stored: set[str]) -> bytes:
     (<id>/job/...) and the model files the device's store lacks (models/...)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name in device.FILES:
+        for name in job.shipped_files():
             tar.add(PACKAGE / name, arcname=f"{job_id}/lib/compress/{name}")
         for path in sorted(folder.iterdir()):
             if path.name != "models":
@@ -135,7 +135,7 @@ def run_job(target: TargetSpec, folder: Path, log) -> dict:
     try:
         log(f"{target.name}: measuring on {host.label} with {host.python}")
         program = f"cd {shlex.quote(where)} && PYTHONPATH=lib " + remote_command(
-            host.python, "-m", "compress.device", "job"
+            host.python, "-m", "compress.agent", "job"
         )
         run(host, program)
         unpack_results(

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from compress import remote
 from compress.data import Splits
 from compress.errors import CompressError, StageError, TargetError
-from compress.profiling import measure_interleaved, summarize
-from compress.report.schema import Accuracy, Latency
+from compress.measure import remote
+from compress.report.schema import Accuracy, Latency, TargetInfo, Variant
 from compress.runtimes import runtime_class
-from compress.runtimes.base import Session
 from compress.targets import TargetSpec
 from compress.tasks import Task
 
@@ -74,7 +72,7 @@ def measure_target(
 ) -> TargetResults:
     """Accuracy, then interleaved latency, of every model this target's runtime can run: here, or
     on the target's host over SSH. A target that fails as a whole comes back with `error` set."""
-    from compress import device
+    from compress.agent import job as device
 
     runnable = {n: m for n, m in models.items() if m.kind in runtime_class(target.runtime).formats}
     with tempfile.TemporaryDirectory(prefix="compress-job-") as tmp:
@@ -95,10 +93,10 @@ def measure_target(
 def write_job(
     folder: Path, target: TargetSpec, models: dict[str, Deployable], inputs: Inputs, copy_models: bool
 ) -> None:
-    """The job folder the measuring program reads (see compress.device)."""
+    """The job folder the measuring program reads (see compress.agent.job)."""
     entries = {}
     for name, model in models.items():
-        if copy_models:  # staged for the device's model store (see compress.remote); locally read in place
+        if copy_models:  # staged for the device's model store (see compress.measure.remote); locally read in place
             path = f"{remote.MODEL_STORE}/{stage_model(model, folder / 'models')}"
         else:
             path = str(model.path.resolve())
@@ -157,20 +155,6 @@ def score(outputs: np.ndarray, labels: np.ndarray, task: Task, target: TargetSpe
                     runtime=target.runtime, target=target.name, samples=len(labels))  # fmt: skip
 
 
-def predict(session: Session, task: Task, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """The first output for all of `x`, run in batches (one at a time for fixed-batch models)."""
-    from compress.device import predict as run_in_batches
-
-    return run_in_batches(session, task.feeds(x), batch_size)
-
-
-def quick_p50(session: Session, task: Task, x: np.ndarray) -> float:
-    """A short single-thread latency probe (batch 1) for comparing candidates inside a stage."""
-    feeds = task.feeds(x[:1])
-    raw = measure_interleaved({"m": lambda: session.run(feeds)}, 5, 50, 0.2, 5.0, 1)
-    return summarize(raw["m"][0], 1).p50_ms
-
-
 def random_inputs(models: dict[str, Deployable], target: TargetSpec, sequence_length: int = 128) -> Inputs:
     """Timing inputs for a bare model (no data): random values shaped by the first model's inputs,
     the batch dimension set per batch size and other free dimensions (sequence) to `sequence_length`."""
@@ -212,3 +196,36 @@ def batch_of(x: np.ndarray, batch: int) -> np.ndarray:
     """`batch` real test inputs (repeated when the split is smaller), contiguous."""
     reps = -(-batch // len(x))
     return np.ascontiguousarray(np.concatenate([x] * reps)[:batch]) if reps > 1 else np.ascontiguousarray(x[:batch])
+
+
+def measure_all(targets: list[TargetSpec], models: dict[str, Deployable], variants: list[Variant],
+                splits: Splits | None, task, log, sequence_length: int = 128) -> list[TargetInfo]:  # fmt: skip
+    """Measure every target in turn, attaching results to the variants; a target that fails as a
+    whole (an unreachable device) is recorded in its TargetInfo and the others go on."""
+    infos = []
+    for target in targets:
+        if splits is not None:
+            inputs = Inputs.from_splits(splits, task, target.batch_sizes)
+        else:
+            inputs = random_inputs(models, target, sequence_length)
+        results = measure_target(target, models, inputs, task if splits else None, log)
+        attach(variants, target, results)
+        infos.append(TargetInfo(name=target.name, runtime=target.runtime, device=target.device, threads=target.threads,
+                                batch_sizes=target.batch_sizes, protocol=target.protocol.model_dump(),
+                                versions=results.versions, host=target.host.label if target.host else None,
+                                state=results.state, error=results.error))  # fmt: skip
+    return infos
+
+
+def target_warnings(infos: list[TargetInfo]) -> list[str]:
+    return [f"target {t.name} could not be measured: {t.error}" for t in infos if t.error]
+
+
+def attach(variants: list[Variant], target: TargetSpec, results: TargetResults) -> None:
+    for v in variants:
+        if v.name in results.accuracy:
+            v.accuracy_per_target.append(results.accuracy[v.name])
+            v.accuracy = v.accuracy or results.accuracy[v.name]
+        v.latency += results.latency.get(v.name, [])
+        if v.name in results.errors:
+            v.errors.append(f"{target.name}: {results.errors[v.name]}")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from compress.artifact import Artifact
+from compress.artifact import Artifact, Kind
 from compress.errors import StageError, first_line
-from compress.recipe import QuantizeStage
 from compress.selection import matches
 from compress.stages import StageContext
-from compress.stages.quantize import inherited
+from compress.stages.quantize import QuantizeStage
+from compress.stages.quantize.common import inherited
 
 WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
 
@@ -47,7 +47,9 @@ def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> A
     ctx.log(f"{cfg.name}: NNCF quantized {meta['quantized_layers']} layers; {len(meta['float_layers'])} left in float")
     if cfg.max_accuracy_drop is not None:
         meta["accuracy_control"] = control_summary(cfg, model, quantized, meta, ctx)
-    return Artifact("openvino", out.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
+    return Artifact(
+        Kind.OPENVINO, out.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta}
+    )
 
 
 def nncf_options(cfg: QuantizeStage, model, samples: int) -> dict:
@@ -102,7 +104,7 @@ def control_summary(cfg: QuantizeStage, original, quantized, meta: dict, ctx: St
     every layer back in float does not meet the budget: it is no longer INT8."""
     import openvino as ov
 
-    from compress.stages.accuracy_control import allowed_drop, summary
+    from compress.stages.quantize.accuracy_control import allowed_drop, summary
 
     def accuracy(model) -> float:
         compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})

@@ -1,0 +1,5 @@
+import sys
+
+from compress.agent.job import main
+
+sys.exit(main())

@@ -1,0 +1,130 @@
+"""Model sources: where `arch:` names come from. A source is registered in compress.registry by the
+prefix users write (`torchvision:resnet18`), or by a plug-in's `compress.models` entry point; bare
+names (`resnet`) belong to the source that lists them (the built-in zoo).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class ModelSource:
+    """What a model source declares about itself, and how it builds a model."""
+
+    package: ClassVar[str | None] = None  # import name that must be installed
+    install: ClassVar[str] = ""  # what to pip install when it is not
+
+    def names(self) -> list[str]:
+        """Model names this source answers to without a prefix (the zoo's)."""
+        return []
+
+    def check(self, name: str, options: dict[str, Any]) -> list[tuple[tuple, str]]:
+        """(field path inside the model section, message) for each problem with a model name or its
+        options, found before anything runs."""
+        if self.package and importlib.util.find_spec(self.package) is None:
+            return [(("arch",), f"{self.package} is not installed; pip install {self.install or self.package}")]
+        return []
+
+    def build(self, name: str, options: dict[str, Any], shape: InputShape) -> nn.Module:
+        raise NotImplementedError
+
+
+class InputShape:
+    """What the data fixes about a model: input channels, classes and image size."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, base_dir: Path) -> None:
+        self.in_channels, self.num_classes, self.image_size, self.base_dir = (
+            in_channels,
+            num_classes,
+            image_size,
+            base_dir,
+        )
+
+
+class Zoo(ModelSource):
+    """The built-in models (compress.models.zoo), sized for small inputs."""
+
+    def names(self) -> list[str]:
+        return ["resnet", "mobilenetv2", "vit"]
+
+    def check(self, name: str, options: dict[str, Any]) -> list[tuple[tuple, str]]:
+        from compress.yamlconfig import suggest
+
+        if name not in self.names():
+            return [(("arch",), f"unknown model '{name}'{suggest(name, self.names())}; built-in: "
+                     f"{', '.join(self.names())}, or torchvision:<name>")]  # fmt: skip
+        accepted = builder_options(name)
+        return [(("options", k), f"'{name}' has no option '{k}'{suggest(k, accepted)}; options: {', '.join(accepted)}")
+                for k in options if k not in accepted]  # fmt: skip
+
+    def build(self, name: str, options: dict[str, Any], shape: InputShape) -> nn.Module:
+        from compress.models import zoo
+
+        return zoo.BUILDERS[name](in_channels=shape.in_channels, num_classes=shape.num_classes,
+                                  image_size=shape.image_size, **options)  # fmt: skip
+
+
+def builder_options(name: str) -> list[str]:
+    """Options a zoo builder accepts; input channels, classes and image size come from the data."""
+    from compress.models import zoo
+
+    params = inspect.signature(zoo.BUILDERS[name]).parameters
+    return [p for p in params if p not in ("in_channels", "num_classes", "image_size")]
+
+
+class Torchvision(ModelSource):
+    package, install = "torchvision", "torchvision"
+
+    def build(self, name: str, options: dict[str, Any], shape: InputShape) -> nn.Module:
+        import torchvision
+        from torch import nn
+
+        from compress.errors import StageError
+
+        try:
+            model = torchvision.models.get_model(name, weights=None, num_classes=shape.num_classes, **options)
+        except ValueError as exc:
+            known = ", ".join(torchvision.models.list_models()[:12])
+            raise StageError(f"torchvision has no model '{name}' ({exc})", hint=f"for example: {known}, ...") from None
+        if shape.in_channels != 3:
+            _adapt_first_conv(model, shape.in_channels, nn)
+        return model
+
+
+def _adapt_first_conv(model, in_channels: int, nn) -> None:
+    """torchvision models expect RGB; swap the first convolution for one with `in_channels`."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels == 3:
+            new = nn.Conv2d(in_channels, module.out_channels, module.kernel_size, module.stride,
+                            module.padding, module.dilation, module.groups, module.bias is not None)  # fmt: skip
+            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            setattr(parent, name.rpartition(".")[2], new)
+            return
+
+
+class Timm(ModelSource):
+    package, install = "timm", "timm"
+
+    def build(self, name: str, options: dict[str, Any], shape: InputShape) -> nn.Module:
+        import timm
+
+        size = {"img_size": shape.image_size} if "vit" in name or "deit" in name else {}
+        return timm.create_model(name, pretrained=False, num_classes=shape.num_classes, in_chans=shape.in_channels,
+                                 **size, **options)  # fmt: skip
+
+
+class HuggingFace(ModelSource):
+    """Hugging Face encoders from a local folder or an installed model package (compress.models.hf)."""
+
+    package, install = "transformers", "'compress-edge[text]'"
+
+    def build(self, name: str, options: dict[str, Any], shape: InputShape) -> nn.Module:
+        from compress.models.hf import load_hf
+
+        return load_hf(name, shape.base_dir, shape.num_classes, **options)

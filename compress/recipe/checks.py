@@ -1,0 +1,150 @@
+"""Checks no single field can make: stage order and kinds, references and teachers, files, model
+names and the targets a recipe names. Each returns problems located in the recipe file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from compress.artifact import DEPLOYABLE, Kind
+from compress.errors import Problem
+from compress.recipe.schema import ModelSpec, Recipe
+from compress.targets import TargetSpec, find_target, missing_target_problem
+from compress.yamlconfig import Locator, suggest
+
+
+def check_recipe(recipe: Recipe, loc: Locator) -> list[Problem]:
+    problems = _check_stages(recipe, loc)
+    for name, spec in recipe.sources().items():
+        section = ("models", name) if name in recipe.models else (name,)
+        problems += _check_model(recipe, spec, section, loc)
+        if name in recipe.models and (name in ("model", "teacher") or not re.fullmatch(r"[A-Za-z0-9._-]+", name)):
+            problems.append(loc.at(section, f"model name '{name}' is reserved or not a plain name"))
+    problems += _check_data(recipe, loc)
+    problems += _check_targets(recipe, loc)
+    return problems
+
+
+def _check_stages(recipe: Recipe, loc: Locator) -> list[Problem]:
+    problems: list[Problem] = []
+    produced = dict.fromkeys(recipe.sources(), Kind.TORCH)  # artifact name -> kind
+    lineage: dict[str, list[str]] = {name: [] for name in produced}
+    variants: dict[str, str] = {}
+    previous = "model"
+    for i, stage in enumerate(recipe.stages):
+        here = ("stages", i)
+        if stage.name in produced:
+            problems.append(loc.at((*here, "name"), f"stage name '{stage.name}' is used twice"))
+        source = stage.input or previous
+        if source not in produced:
+            msg = f"input '{source}' is not an earlier stage{suggest(source, list(produced))}; choose one of: {', '.join(produced)}"
+            problems.append(loc.at((*here, "input"), msg))
+        kind = produced.get(source, stage.consumes)
+        if kind != stage.consumes:
+            problems.append(loc.at((*here, "type"), _order_message(stage, kind, source)))
+        chain = [*lineage.get(source, []), stage.name]
+        found = stage.distillation()
+        if found:
+            distill, field = found
+            problems += _check_teacher(recipe, distill, chain, produced, (*here, *field, "teacher"), loc)
+        if stage.variant and stage.variant in variants:
+            msg = f"variant name '{stage.variant}' is also produced by stage '{variants[stage.variant]}'; set a distinct 'variant'"
+            problems.append(loc.at((*here, "variant"), msg))
+        if stage.produces in DEPLOYABLE and stage.variant:
+            variants[stage.variant] = stage.name
+        produced[stage.name], lineage[stage.name] = stage.produces, chain
+        previous = stage.name
+    if not variants:
+        problems.append(loc.at(("stages",), "no stage produces a deployable model; add an 'export' stage"))
+    return problems
+
+
+def _check_teacher(recipe: Recipe, distill: Any, chain: list[str], produced: dict, path: tuple,
+                   loc: Locator) -> list[Problem]:  # fmt: skip
+    """Resolve the default teacher (the model before the first reshaping stage) and check a named one."""
+    if distill.teacher is None:
+        reshaping = {s.name for s in recipe.stages if s.reshapes}
+        first = next((i for i, name in enumerate(chain) if name in reshaping), None)
+        if first is None:
+            msg = "no default teacher: nothing was pruned before this stage; set distill.teacher to a stage name"
+            return [loc.at(path[:-1], msg)]
+        distill.teacher = chain[first - 1] if first > 0 else "model"
+        return []
+    if produced.get(distill.teacher) != Kind.TORCH:
+        known = [n for n, k in produced.items() if k == Kind.TORCH]
+        msg = f"teacher '{distill.teacher}' is not an earlier PyTorch stage{suggest(distill.teacher, known)}; choose one of: {', '.join(known)}"
+        if distill.teacher == "teacher" and not recipe.teacher:
+            msg = "teacher 'teacher' needs a top-level 'teacher:' model section"
+        return [loc.at(path, msg)]
+    return []
+
+
+NEEDS = {Kind.TORCH: "a PyTorch model", Kind.ONNX: "an exported ONNX model", Kind.OPENVINO: "an OpenVINO IR model"}
+FIXES = {Kind.ONNX: "place it after an 'export' stage", Kind.TORCH: "place it before the 'export' stage",
+         Kind.OPENVINO: "give it an OpenVINO model"}  # fmt: skip
+
+
+def _order_message(stage: Any, kind: Kind, source: str) -> str:
+    return (
+        f"stage '{stage.name}' ({stage.type}) needs {NEEDS[stage.consumes]} but '{source}' gives "
+        f"{NEEDS[kind]}; {FIXES[stage.consumes]}"
+    )
+
+
+def _check_model(recipe: Recipe, spec: ModelSpec, section: tuple, loc: Locator) -> list[Problem]:
+    problems: list[Problem] = []
+    if spec.arch is not None:
+        problems += _check_arch(spec, section, loc)
+    if spec.python is not None:
+        file, sep, func = spec.python.rpartition(":")
+        if not sep or not file.endswith(".py") or not func.isidentifier():
+            problems.append(loc.at((*section, "python"), f"expected 'path/to/file.py:function', got {spec.python!r}"))
+        elif not recipe.resolve_path(file).is_file():
+            problems.append(loc.at((*section, "python"), f"file not found: {recipe.resolve_path(file)}"))
+    if spec.checkpoint and not recipe.resolve_path(spec.checkpoint).is_file():
+        msg = f"checkpoint not found: {recipe.resolve_path(spec.checkpoint)}"
+        problems.append(loc.at((*section, "checkpoint"), msg))
+    return problems
+
+
+def _check_arch(spec: ModelSpec, section: tuple, loc: Locator) -> list[Problem]:
+    from compress import registry
+    from compress.models import model_source
+
+    source, name = model_source(spec.arch)
+    if source is None:
+        prefix = spec.arch.partition(":")[0]
+        known = registry.names("models")
+        msg = f"unknown model source '{prefix}:'{suggest(prefix, known)}; sources: {', '.join(k + ':' for k in known)}"
+        return [loc.at((*section, "arch"), msg)]
+    return [loc.at((*section, *field), message) for field, message in source.check(name, spec.options)]
+
+
+def _check_data(recipe: Recipe, loc: Locator) -> list[Problem]:
+    from compress.data import data_source
+
+    data = recipe.data
+    source = data_source(data.source)
+    if data.path is None or source.path is None:
+        return []
+    path = recipe.resolve_path(data.path)
+    if path.is_dir() if source.path == "dir" else path.is_file():
+        return []
+    return [loc.at(("data", "path"), f"{source.path_means} was expected at {path}, but it does not exist")]
+
+
+def _check_targets(recipe: Recipe, loc: Locator) -> list[Problem]:
+    problems, names = [], set()
+    for i, ref in enumerate(recipe.targets):
+        name = ref.name if isinstance(ref, TargetSpec) else ref
+        if not isinstance(ref, TargetSpec) and find_target(ref, target_search_dirs(recipe)) is None:
+            problems.append(missing_target_problem(ref, target_search_dirs(recipe), loc.at(("targets", i), "")))
+        if name in names:
+            problems.append(loc.at(("targets", i), f"target '{name}' is listed twice"))
+        names.add(name)
+    return problems
+
+
+def target_search_dirs(recipe: Recipe) -> list[Path]:
+    return [recipe.base_dir, recipe.base_dir.parent / "targets", Path.cwd() / "targets"]

@@ -1,0 +1,76 @@
+"""`--set PATH=VALUE` overrides and the field paths they (and sweeps) use."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from compress.errors import Problem
+from compress.yamlconfig import suggest
+
+_SEGMENT = re.compile(r"^([A-Za-z_][\w-]*)((?:\[[^\[\]]+\])*)$")
+
+
+def parse_field_path(text: str) -> list[str | int] | None:
+    """'stages[2].calibration.samples' -> ['stages', 2, 'calibration', 'samples'].
+
+    A stage may also be named: 'stages[train].epochs'. Returns None for malformed paths.
+    """
+    parts: list[str | int] = []
+    for segment in text.split("."):
+        match = _SEGMENT.match(segment)
+        if match is None:
+            return None
+        parts.append(match.group(1))
+        for index in re.findall(r"\[([^\[\]]+)\]", match.group(2)):
+            parts.append(int(index) if index.isdigit() else index)
+    return parts
+
+
+def apply_override(data: dict, item: str) -> list[Problem]:
+    """Apply one `path=value` override in place; the value is parsed as YAML."""
+    where = f"--set {item}"
+    field, sep, raw = item.partition("=")
+    parts = parse_field_path(field.strip()) if sep else None
+    if parts is None:
+        return [Problem(field, "expected PATH=VALUE, e.g. stages[train].epochs=3", where)]
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return [Problem(field, f"value {raw!r} is not valid YAML", where)]
+    node: Any = data
+    for part in parts[:-1]:
+        node, problem = _descend(node, part, field, where)
+        if problem:
+            return [problem]
+    last: Any = parts[-1]
+    if isinstance(node, list):
+        last, problem = _stage_index(node, last, field, where)
+        if problem:
+            return [problem]
+    node[last] = value
+    return []
+
+
+def _descend(node: Any, part: Any, field: str, where: str) -> tuple[Any, Problem | None]:
+    if isinstance(node, list):
+        index, problem = _stage_index(node, part, field, where)
+        return (node[index] if problem is None else None), problem
+    if not isinstance(node, dict):
+        return None, Problem(field, f"cannot set '{part}' inside a scalar value", where)
+    return node.setdefault(part, {}), None
+
+
+def _stage_index(items: list, part: Any, field: str, where: str) -> tuple[Any, Problem | None]:
+    """Find a list item by position or, for stages, by `name` (or `type` when unnamed)."""
+    if isinstance(part, int):
+        if 0 <= part < len(items):
+            return part, None
+        return None, Problem(field, f"index {part} is out of range (0..{len(items) - 1})", where)
+    names = [(it.get("name") or it.get("type")) if isinstance(it, dict) else None for it in items]
+    if part in names:
+        return names.index(part), None
+    known = [n for n in names if n]
+    return None, Problem(field, f"no stage named '{part}'{suggest(part, known)}", where)

@@ -1,0 +1,171 @@
+"""The recipe's schema: models, data, stages, targets, report, gates and sweep.
+
+The stage union and the data source, task and runtime names come from compress.registry, so a
+plug-in's stage is a recipe `type:` like any other and appears in `compress schema`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Discriminator, Field, PrivateAttr, Tag, model_validator
+
+from compress import registry
+from compress.config import Strict
+from compress.report.gates import Gates
+from compress.targets import TargetSpec
+
+
+class ModelSpec(Strict):
+    """A model from the built-in zoo, torchvision, or the user's own Python file."""
+
+    arch: str | None = Field(
+        None,
+        description="a model source's name: zoo name (resnet, mobilenetv2, vit) or "
+        "prefix:name (torchvision:, timm:, hf:, or a plug-in's prefix)",
+    )
+    python: str | None = Field(None, description="path/to/file.py:function returning an nn.Module; runs that code")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the builder")
+    checkpoint: str | None = Field(None, description="state_dict file loaded with weights_only=True")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.arch is None) == (self.python is None):
+            raise ValueError("give exactly one of 'arch' or 'python'")
+        return self
+
+
+class DataSpec(Strict):
+    """Where examples come from and how they are split; the task fixes inputs, outputs and metric."""
+
+    source: Literal[tuple(registry.names("datasets"))] = "digits"  # type: ignore[valid-type]
+    path: str | None = Field(None, description="folder (imagefolder), .npz file (npz) or text file (text)")
+    task: Literal[tuple(registry.names("tasks"))] = "classification"  # type: ignore[valid-type]
+    max_length: int = Field(128, ge=8, le=4096, description="text: tokens per example (padded)")
+    tokenizer: str | None = Field(None, description="text: hf folder or package; default: the model's")
+    train_packages: list[str] = Field(
+        default_factory=list, description="embedding: installed packages whose docstrings add training sentences"
+    )
+    train_sentences: int | None = Field(None, ge=1, description="embedding: at most this many from train_packages")
+    image_size: int = Field(32, ge=4, le=1024)
+    channels: Literal[1, 3] = 1
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _fits_source(self) -> DataSpec:
+        """What the data source declares: whether it needs a path, which tasks it serves."""
+        from compress.data import data_source
+
+        source = data_source(self.source)
+        if source.path_required and not self.path:
+            raise ValueError(f"data source '{self.source}' needs 'path'")
+        if self.task not in source.tasks:
+            serving = [n for n in registry.names("datasets") if self.task in data_source(n).tasks]
+            raise ValueError(f"task '{self.task}' needs source {' or '.join(serving)}")
+        problems = source.check(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        if self.train_packages and self.task != "embedding":
+            raise ValueError("train_packages adds unlabelled sentences, so it needs task 'embedding'")
+        return self
+
+
+def stage_union() -> Any:
+    """Every registered stage's configuration, told apart by `type:`."""
+    classes = tuple(registry.components("stages").values())
+    return Annotated[Union[classes], Field(discriminator="type")]  # type: ignore[valid-type]
+
+
+Stage = stage_union()
+
+
+def _target_kind(value: Any) -> str:
+    return "name" if isinstance(value, str) else "inline"
+
+
+TargetRef = Annotated[
+    Union[Annotated[str, Tag("name")], Annotated[TargetSpec, Tag("inline")]],
+    Discriminator(_target_kind),
+]
+
+
+class ReportSpec(Strict):
+    output_dir: str | None = Field(None, description="default: reports/<recipe name>")
+    baseline: str | None = Field(None, description="variant the others are compared with; default: the first fp32")
+    plot: bool = True
+    pareto_batch_size: int = Field(1, ge=1, description="batch size whose latency the front uses")
+
+
+class Sweep(Strict):
+    """Vary stage fields by path; each combination (a point) runs as its own chain, sharing cached
+    stage results with every other point that has the same prefix."""
+
+    mode: Literal["grid", "random"] = "grid"
+    samples: int | None = Field(None, ge=1, le=10_000, description="random: points drawn from the grid")
+    parameters: dict[str, list[Any]] = Field(min_length=1, description="stages[NAME].field: [values]")
+
+
+SWEEPABLE = ("stages",)
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    model: ModelSpec
+    teacher: ModelSpec | None = None
+    models: dict[str, ModelSpec] = Field(
+        default_factory=dict, description="more named models; a stage takes one with input: NAME"
+    )
+    data: DataSpec = Field(default_factory=DataSpec)
+    stages: list[Stage] = Field(min_length=1)
+    targets: list[TargetRef] = Field(default_factory=lambda: ["cpu-onnxruntime"], min_length=1)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+    gates: Gates | None = Field(None, description="CI limits checked after the run; exit code 1 when one fails")
+    sweep: Sweep | None = None
+
+    _path: Path | None = PrivateAttr(None)
+    _hash: str = PrivateAttr("")
+    _points: list = PrivateAttr(default_factory=list)  # [(label, Recipe)] when sweeping
+
+    @model_validator(mode="after")
+    def _default_names(self) -> Recipe:
+        counts: dict[str, int] = {}
+        for stage in self.stages:
+            counts[stage.type] = counts.get(stage.type, 0) + 1
+            if stage.name is None:
+                n = counts[stage.type]
+                stage.name = stage.type if n == 1 else f"{stage.type}-{n}"
+            if stage.variant is None and stage.default_variant:
+                stage.variant = stage.default_variant if counts[stage.type] == 1 else stage.name
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def content_hash(self) -> str:
+        return self._hash
+
+    @property
+    def base_dir(self) -> Path:
+        return self._path.parent if self._path else Path.cwd()
+
+    def resolve_path(self, value: str) -> Path:
+        """Paths in a recipe are relative to the recipe file."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def points(self) -> list[tuple[str, Recipe]]:
+        """(label, recipe) per sweep point; the recipe itself, unlabelled, without a sweep."""
+        return self._points or [("", self)]
+
+    def sources(self) -> dict[str, ModelSpec]:
+        """Every model a chain can start from: `model`, `teacher` and the named `models`."""
+        return {"model": self.model, **({"teacher": self.teacher} if self.teacher else {}), **self.models}
+
+    def stage(self, name: str) -> Any:
+        return next(s for s in self.stages if s.name == name)

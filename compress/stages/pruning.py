@@ -1,0 +1,201 @@
+"""Structured channel pruning with torch-pruning's dependency graph (DepGraph), for `prune`.
+
+Coupled layers (a convolution, its BatchNorm, the next layer's inputs, residual additions) are
+pruned together, so the result is a smaller dense network that exports and runs anywhere. The
+goal is a channel ratio, or a MACs / parameter reduction reached in small iterative steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.artifact import Artifact, Kind, load_torch, save_torch
+from compress.errors import StageError
+from compress.models.attention import attention_layers
+from compress.selection import matches
+from compress.stages import StageContext
+from compress.stages.prune import PruneStage
+
+
+def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
+    import torch_pruning as tp
+
+    model = load_torch(artifact).eval()
+    example = ctx.task.inputs(ctx.splits.x_train[:1])
+    base_macs, base_params = tp.utils.count_ops_and_params(model, example)
+    ignored = ignored_layers(model, cfg, ctx.splits.num_classes)
+    attention = attention_layers(model)
+    if attention and not cfg.embedding:
+        ignored += residual_layers(model, attention)
+    pruner = make_pruner(tp, model, example, cfg, ignored, attention)
+    steps = prune_steps(cfg, pruner, model, example, base_macs, base_params, ctx)
+    heads = update_heads(pruner, attention)
+    macs, params = tp.utils.count_ops_and_params(model, example)
+    ctx.log(f"{cfg.name}: {steps} step(s); params {base_params:,} -> {params:,} ({base_params / params:.2f}x), "
+            f"MACs {base_macs:,.0f} -> {macs:,.0f} ({base_macs / macs:.2f}x)")  # fmt: skip
+    model.zero_grad(set_to_none=True)
+    file = save_torch(model, ctx.workdir)
+    meta = {**artifact.meta, "params": int(params), "macs": int(macs), "pruning": {
+        "importance": cfg.importance, "scope": cfg.scope, "round_to": cfg.round_to, "steps": steps,
+        **({"heads": heads} if heads else {}),
+        "params_before": int(base_params), "params_after": int(params),
+        "macs_before": int(base_macs), "macs_after": int(macs)}}  # fmt: skip
+    meta.pop("history", None)
+    return Artifact(Kind.TORCH, file, lineage=[*artifact.lineage, cfg.name], meta=meta)
+
+
+def classifier_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
+    """The output layer(s): their output width is the class count and must not shrink."""
+    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    heads = [m for m in last if getattr(m, "out_features", getattr(m, "out_channels", None)) == num_classes]
+    return heads[-1:] or last[-1:]
+
+
+def ignored_layers(model: nn.Module, cfg: PruneStage, num_classes: int) -> list[nn.Module]:
+    chosen = [m for name, m in model.named_modules() if name and matches(name, type(m).__name__, cfg.ignore)]
+    unused = [
+        p for p in cfg.ignore if not any(matches(n, type(m).__name__, [p]) for n, m in model.named_modules() if n)
+    ]
+    if unused:
+        sample = ", ".join(n for n, _ in list(model.named_modules())[1:6])
+        raise StageError(f"ignore pattern(s) {unused} match no module in the model",
+                         hint=f"module names look like: {sample}; class names and re: patterns work too")  # fmt: skip
+    return [*chosen, *classifier_layers(model, num_classes)]
+
+
+def make_importance(tp, cfg: PruneStage, heads: dict[nn.Module, int]):
+    if cfg.importance == "activation":
+        from compress.stages.activation import InputMoments, activation_importance
+
+        return activation_importance(tp, InputMoments(), heads)
+    if cfg.importance == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    if cfg.importance == "bn_scale":
+        return tp.importance.BNScaleImportance()
+    return tp.importance.GroupMagnitudeImportance(p=1 if cfg.importance == "l1" else 2)
+
+
+def rounded_pruner_class(tp):
+    """MetaPruner whose `round_to` keeps the *nearest* multiple of channels, never fewer than one,
+    and whose iterative head pruning reaches the share of the original heads.
+
+    torch-pruning 1.6 rounds the kept channels down; when that reaches zero the whole group is
+    silently left unpruned (32 channels at ratio 0.85 with round_to 8 stayed 32), so a higher
+    ratio could give a bigger, slower model. It also applies each step's cumulative head ratio to
+    the heads still there, so 12 heads at 0.33 over three steps lost 8 rather than 4.
+    """
+
+    class RoundedPruner(tp.pruner.MetaPruner):
+        def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+            if current_channels <= round_to:
+                return 0
+            keep = max(round_to, round((current_channels - n_pruned) / round_to) * round_to)
+            return max(current_channels - keep, 0)
+
+        def get_target_head_pruning_ratio(self, module) -> float:
+            """The ratio of the current heads whose removal (rounded up, as torch-pruning does) brings
+            the total removed to the cumulative target counted from the original heads."""
+            cumulative = super().get_target_head_pruning_ratio(module)
+            if self.global_pruning:  # global head pruning already counts from the original total
+                return cumulative
+            initial, current = self.init_num_heads[module], self.num_heads[module]
+            target = math.ceil(cumulative * initial - 1e-9)
+            remove = target - (initial - current)
+            return max(remove - 0.5, 0) / current if current else 0.0
+
+    return RoundedPruner
+
+
+def residual_layers(model: nn.Module, attention: list) -> list[nn.Module]:
+    """Layers writing a Transformer's residual stream (width d_model), kept whole unless
+    `embedding: true`; the query/key/value projections, also d_model wide, stay prunable by head."""
+    d_model = attention[0][1].projections(attention[0][0])[0].in_features
+    qkv = {id(p) for m, a in attention for p in a.projections(m)}
+    widths = {nn.Linear: "out_features", nn.Conv2d: "out_channels", nn.Embedding: "embedding_dim"}
+    return [m for m in model.modules() if id(m) not in qkv
+            and any(isinstance(m, t) and getattr(m, w) == d_model for t, w in widths.items())]  # fmt: skip
+
+
+def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], attention: list):
+    by_ratio = cfg.ratio is not None
+    heads = {p: a.heads(m) for m, a in attention for p in a.projections(m)}
+    importance = make_importance(tp, cfg, heads)
+    pruner = rounded_pruner_class(tp)(
+        model, example, importance,
+        pruning_ratio=cfg.ratio if by_ratio else 0.95,
+        iterative_steps=cfg.steps if by_ratio else cfg.max_steps,
+        global_pruning=cfg.scope == "global", ignored_layers=ignored,
+        round_to=cfg.round_to if cfg.round_to and cfg.round_to > 1 else None,
+        num_heads=heads, prune_num_heads=bool(cfg.heads_ratio), prune_head_dims=False,
+        head_pruning_ratio=cfg.heads_ratio or 0.0, unwrapped_parameters=free_parameters(model) or None,
+    )  # fmt: skip
+    if cfg.importance == "activation":
+        from compress.stages.activation import head_readers
+
+        importance.moments.full = head_readers(pruner, tp, heads)
+    return pruner
+
+
+LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)
+
+
+def free_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
+    """Parameters outside standard layers (a ViT's class token and position embedding); their
+    last axis follows the residual width."""
+    return [(p, p.dim() - 1) for m in model.modules() if not isinstance(m, LAYERS)
+            for p in m.parameters(recurse=False)]  # fmt: skip
+
+
+def update_heads(pruner, attention: list) -> list[list[int]]:
+    """Write the new head counts into each attention layer; returns [before, after] per layer."""
+    changes = []
+    for module, adapter in attention:
+        before, after = adapter.heads(module), pruner.num_heads[adapter.projections(module)[0]]
+        adapter.set_heads(module, after)
+        changes.append([before, after])
+    return changes
+
+
+def prune_steps(cfg: PruneStage, pruner, model, example, base_macs, base_params, ctx: StageContext) -> int:
+    """Step the pruner to the ratio, or until the MACs / parameter target is met."""
+    import torch_pruning as tp
+
+    total = cfg.steps if cfg.ratio is not None else cfg.max_steps
+    for step in range(1, total + 1):
+        if cfg.importance == "taylor":
+            accumulate_gradients(model, cfg, ctx)
+        elif cfg.importance == "activation":
+            batches = [ctx.splits.x_train[idx] for idx in training_batches(cfg.activation_batches, ctx)]
+            pruner.importance.moments.collect(model, ctx.task, batches)
+        pruner.step()
+        if cfg.ratio is None:
+            macs, params = tp.utils.count_ops_and_params(model, example)
+            if (cfg.macs_reduction and base_macs / macs >= cfg.macs_reduction) or (
+                cfg.params_reduction and base_params / params >= cfg.params_reduction
+            ):
+                return step
+    if cfg.ratio is None:
+        raise StageError(f"stage '{cfg.name}' could not reach the reduction target in {total} steps",
+                         hint="lower macs_reduction / params_reduction, or ignore fewer layers")  # fmt: skip
+    return total
+
+
+def training_batches(count: int, ctx: StageContext, size: int = 64) -> list[np.ndarray]:
+    """Indices of `count` random batches of the training split, the same for the same seed."""
+    rng = np.random.default_rng(ctx.seed)
+    x = ctx.splits.x_train
+    return [rng.choice(len(x), min(size, len(x)), replace=False) for _ in range(count)]
+
+
+def accumulate_gradients(model: nn.Module, cfg: PruneStage, ctx: StageContext) -> None:
+    """Taylor importance needs gradients of the task loss; a few training batches suffice."""
+    model.zero_grad(set_to_none=True)
+    model.eval()  # keep BatchNorm statistics fixed while measuring sensitivity
+    x, y = ctx.splits.x_train, ctx.splits.y_train
+    for idx in training_batches(cfg.taylor_batches, ctx):
+        loss = ctx.task.loss(model(*ctx.task.inputs(x[idx])), torch.from_numpy(y[idx]))
+        loss.backward()

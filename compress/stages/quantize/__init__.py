@@ -1,0 +1,111 @@
+"""`quantize`: INT8 by post-training quantization (ONNX Runtime QDQ or NNCF to OpenVINO IR),
+ONNX Runtime dynamic quantization, or quantization-aware training. Each backend is a module of
+this package; this one holds the stage's configuration and picks the backend."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from compress.artifact import Kind
+from compress.config import Strict
+from compress.stages import Stage, StageContext
+from compress.stages.options import Distill, TrainingOptions
+
+if TYPE_CHECKING:
+    from compress.artifact import Artifact
+
+
+class Calibration(Strict):
+    method: Literal["minmax", "entropy", "percentile", "mean_minmax"] = "minmax"
+    samples: int = Field(256, ge=1, le=100_000, description="drawn from the training split")
+    percentile: float = Field(99.999, gt=90, le=100, description="percentile method only")
+
+
+class QatOptions(TrainingOptions):
+    """Fine-tuning with fake quantization (method: qat)."""
+
+    epochs: int = Field(3, ge=1, le=10_000)
+    lr: float = Field(1e-4, gt=0, le=10)
+    weight_range: Literal["minmax", "mse"] = Field(
+        "minmax",
+        description="minmax: scales follow the weights' extremes; mse: fixed after calibration at the "
+        "least expected squared output error on calibration data",
+    )
+    distill: Distill | None = None
+
+
+ORT_ONLY = ("activations", "weights", "reduce_range")
+OPENVINO_ONLY = ("preset", "bias_correction")
+
+
+class QuantizeStage(Stage):
+    """INT8 quantization: post-training (ONNX Runtime QDQ or NNCF to OpenVINO IR) or quantization-aware."""
+
+    type: Literal["quantize"]
+    method: Literal["ptq", "dynamic", "qat"] = "ptq"
+    backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    calibration: Calibration = Field(default_factory=Calibration)
+    per_channel: bool = True
+    activations: Literal["uint8", "int8"] = "uint8"
+    weights: Literal["int8", "uint8"] = "int8"
+    reduce_range: bool | None = Field(None, description="7-bit weights; default: on for CPUs without VNNI")
+    preset: Literal["symmetric", "mixed"] | None = Field(None, description="NNCF preset (openvino)")
+    bias_correction: bool | None = Field(None, description="NNCF fast bias correction (openvino); default on")
+    model_type: Literal["cnn", "transformer"] = "cnn"
+    ignore: list[str] = Field(default_factory=list, description="node names, op types or re: patterns kept in float")
+    max_accuracy_drop: float | None = Field(None, gt=0, description="accuracy-aware PTQ budget, in points or relative")
+    drop_type: Literal["absolute", "relative"] = "absolute"
+    qat: QatOptions | None = Field(None, description="training settings for method: qat")
+    default_variant: ClassVar[str | None] = "int8"
+
+    @model_validator(mode="after")
+    def _options_fit_backend(self) -> QuantizeStage:
+        other = OPENVINO_ONLY if self.backend == "onnxruntime" else ORT_ONLY
+        given = [k for k in other if k in self.model_fields_set]
+        if given:
+            raise ValueError(f"{', '.join(given)} do(es) not apply to backend '{self.backend}'")
+        if self.backend == "openvino" and self.calibration.method == "entropy":
+            raise ValueError("calibration.method 'entropy' is ONNX Runtime's; use minmax, mean_minmax or percentile")
+        if self.method == "qat" and self.backend != "onnxruntime":
+            raise ValueError(
+                "method 'qat' exports a QDQ ONNX file (runs in ONNX Runtime and OpenVINO); use backend onnxruntime"
+            )
+        if self.qat is not None and self.method != "qat":
+            raise ValueError("'qat' settings need method: qat")
+        if self.method != "ptq" and self.max_accuracy_drop is not None:
+            raise ValueError("max_accuracy_drop applies to method: ptq")
+        if self.method == "dynamic" and self.backend != "onnxruntime":
+            raise ValueError("method 'dynamic' is ONNX Runtime's dynamic quantization; use backend onnxruntime")
+        if self.method == "qat" and self.qat is None:
+            self.qat = QatOptions()
+        return self
+
+    @property
+    def consumes(self) -> Kind:
+        return Kind.TORCH if self.method == "qat" else Kind.ONNX
+
+    @property
+    def produces(self) -> Kind:
+        return Kind.OPENVINO if self.backend == "openvino" else Kind.ONNX
+
+    def distillation(self) -> tuple[Distill, tuple[str, ...]] | None:
+        return (self.qat.distill, ("qat", "distill")) if self.qat and self.qat.distill else None
+
+    def requires(self) -> dict[str, str]:
+        extra = "'compress-edge[openvino]'"
+        return {"openvino": extra, "nncf": extra} if self.backend == "openvino" else {}
+
+    def run(self, artifact: Artifact, ctx: StageContext) -> Artifact:
+        if self.method == "qat":
+            from compress.stages.quantize.qat import run_qat
+
+            return run_qat(self, artifact, ctx)
+        if self.backend == "openvino":
+            from compress.stages.quantize.openvino import run_openvino
+
+            return run_openvino(self, artifact, ctx)
+        from compress.stages.quantize.onnxruntime import run_dynamic, run_onnxruntime
+
+        return (run_dynamic if self.method == "dynamic" else run_onnxruntime)(self, artifact, ctx)
