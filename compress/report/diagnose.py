@@ -42,17 +42,17 @@ def budget_warnings(report: Report) -> list[str]:
     """One warning per variant whose accuracy-aware quantization did not meet its budget."""
     warnings = []
     for v in report.variants:
-        control = v.details.get("accuracy_control")
-        if control and not control["met"]:
-            warnings.append(f"{v.name} did not meet its {control['budget_points']}-point accuracy budget on the "
-                            f"validation split; it is the most accurate model found ({len(control['float_nodes'])} "
+        control = v.accuracy_control()
+        if control and not control.met:
+            warnings.append(f"{v.name} did not meet its {control.budget_points}-point accuracy budget on the "
+                            f"validation split; it is the most accurate model found ({len(control.float_nodes)} "
                             "layer(s) in float)")  # fmt: skip
     return warnings
 
 
 def _compressed(v: Variant, parent: Variant) -> bool:
     """Quantized relative to its parent, or pruned along the way."""
-    return (v.precision != parent.precision) or "pruning" in v.details
+    return (v.precision != parent.precision) or v.pruning() is not None
 
 
 def likely_reasons(path: Path) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from compress.report.details import AccuracyControl, ControlStep
 from compress.report.schema import Report, TargetInfo
 
 MB = 1_000_000
@@ -156,33 +157,33 @@ def _details(report: Report) -> list[str]:
         for key in ("activations", "weights", "per_channel", "calibration", "quantized_ops"):
             if key in v.details:
                 lines.append(f"  - {key}: {v.details[key]}")
-        lines += _accuracy_control(v.details.get("accuracy_control"))
+        lines += _accuracy_control(v.accuracy_control())
         lines += [f"  - error: {e}" for e in v.errors]
     if report.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
     return lines + [""]
 
 
-def _accuracy_control(control: dict | None) -> list[str]:
+def _accuracy_control(control: AccuracyControl | None) -> list[str]:
     """The budget, whether it held, and each layer returned to float with what it cost or saved."""
     if not control:
         return []
-    outcome = "met" if control["met"] else "**not met**"
-    ranked = f", layers ranked by {control['ranked_by']}" if control.get("ranked_by") else ""
-    lines = [f"  - accuracy budget: {control['budget_points']} points on val (fp32 {control['fp32_val_accuracy']}): "
-             f"{outcome} with {len(control['float_nodes'])} layer(s) in float{ranked}"]  # fmt: skip
-    for step in control["steps"]:
-        p50 = f", p50 {step['p50_ms']} ms" if "p50_ms" in step else ""
-        lines.append(f"    - {_step_action(step)}: {step['val_accuracy']} on val{p50}")
+    outcome = "met" if control.met else "**not met**"
+    ranked = f", layers ranked by {control.ranked_by}" if control.ranked_by else ""
+    lines = [f"  - accuracy budget: {control.budget_points} points on val (fp32 {control.fp32_val_accuracy}): "
+             f"{outcome} with {len(control.float_nodes)} layer(s) in float{ranked}"]  # fmt: skip
+    for step in control.steps:
+        p50 = f", p50 {step.p50_ms} ms" if step.p50_ms is not None else ""
+        lines.append(f"    - {_step_action(step)}: {step.val_accuracy} on val{p50}")
     return lines
 
 
-def _step_action(step: dict) -> str:
-    if step["float_layer"]:
-        return f"`{step['float_layer']}` back to float (sensitivity {step.get('sensitivity')})"
-    if step.get("int8_layer"):
-        return f"`{step['int8_layer']}` tried back in INT8 ({'kept' if step['kept'] else 'stays float'})"
-    return step.get("label", "all quantized")
+def _step_action(step: ControlStep) -> str:
+    if step.float_layer:
+        return f"`{step.float_layer}` back to float (sensitivity {step.sensitivity})"
+    if step.int8_layer:
+        return f"`{step.int8_layer}` tried back in INT8 ({'kept' if step.kept else 'stays float'})"
+    return step.label or "all quantized"
 
 
 def _environment(report: Report) -> list[str]:

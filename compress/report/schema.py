@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import Field
 
 from compress.config import Strict
+from compress.report.details import AccuracyControl, Pruning, Quantization
 
 SCHEMA_VERSION = 1
 
@@ -64,6 +65,16 @@ class Variant(Strict):
     speedup_vs_parent: dict[str, float] = Field(default_factory=dict)  # target -> parent p50 / own p50
     details: dict[str, Any] = Field(default_factory=dict)  # stage settings, e.g. quantization types
     errors: list[str] = Field(default_factory=list)
+
+    def accuracy_control(self) -> AccuracyControl | None:
+        return AccuracyControl.of(self.details)
+
+    def quantization(self) -> Quantization | None:
+        return Quantization.of(self.details)
+
+    def pruning(self) -> Pruning | None:
+        found = self.details.get("pruning")
+        return Pruning.model_validate(found) if found else None
 
     def latency_at(self, target: str, batch_size: int) -> Latency | None:
         return next((x for x in self.latency if x.target == target and x.batch_size == batch_size), None)

@@ -16,6 +16,7 @@ from torch import nn
 from compress.artifact import Artifact, Kind, load_torch, save_torch
 from compress.errors import StageError
 from compress.models.attention import attention_layers
+from compress.report.details import Pruning
 from compress.selection import matches
 from compress.stages import StageContext
 from compress.stages.prune import PruneStage
@@ -39,11 +40,10 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
             f"MACs {base_macs:,.0f} -> {macs:,.0f} ({base_macs / macs:.2f}x)")  # fmt: skip
     model.zero_grad(set_to_none=True)
     file = save_torch(model, ctx.workdir)
-    meta = {**artifact.meta, "params": int(params), "macs": int(macs), "pruning": {
-        "importance": cfg.importance, "scope": cfg.scope, "round_to": cfg.round_to, "steps": steps,
-        **({"heads": heads} if heads else {}),
-        "params_before": int(base_params), "params_after": int(params),
-        "macs_before": int(base_macs), "macs_after": int(macs)}}  # fmt: skip
+    pruning = Pruning(importance=cfg.importance, scope=cfg.scope, round_to=cfg.round_to, steps=steps,
+                      **({"heads": heads} if heads else {}), params_before=int(base_params),
+                      params_after=int(params), macs_before=int(base_macs), macs_after=int(macs))  # fmt: skip
+    meta = {**artifact.meta, "params": int(params), "macs": int(macs), "pruning": pruning.dump()}
     meta.pop("history", None)
     return Artifact(Kind.TORCH, file, lineage=[*artifact.lineage, cfg.name], meta=meta)
 

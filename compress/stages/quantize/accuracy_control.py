@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from compress.measure.probe import predict, quick_p50
+from compress.report.details import AccuracyControl, ControlStep
 from compress.runtimes import open_session
 from compress.stages import StageContext
 from compress.stages.quantize import QuantizeStage
@@ -141,5 +142,8 @@ def sensitivity(source: Path, excluded: list[str], fp32_acc: float, base_acc: fl
 
 def summary(fp32_acc: float, budget: float, steps: list[dict], float_nodes: list[str], met: bool,
             ranked_by: str | None = None) -> dict:  # fmt: skip
-    return {"fp32_val_accuracy": round(fp32_acc, 3), "budget_points": round(budget, 3), "met": met,
-            "steps": steps, "float_nodes": float_nodes, **({"ranked_by": ranked_by} if ranked_by else {})}  # fmt: skip
+    """The search as report details (AccuracyControl)."""
+    control = AccuracyControl(fp32_val_accuracy=round(fp32_acc, 3), budget_points=round(budget, 3), met=met,
+                              steps=[ControlStep(**s) for s in steps], float_nodes=float_nodes,
+                              **({"ranked_by": ranked_by} if ranked_by else {}))  # fmt: skip
+    return control.dump()

@@ -23,6 +23,7 @@ import numpy as np
 from compress.artifact import Artifact, Kind
 from compress.errors import StageError, first_line
 from compress.measure.environment import cpu_info
+from compress.report.details import Calibration, Quantization
 from compress.selection import matches
 from compress.stages import StageContext
 from compress.stages.quantize import QuantizeStage
@@ -83,9 +84,9 @@ def run_dynamic(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Ar
         ) from None
     if source != artifact.path:
         source.unlink(missing_ok=True)
-    meta = {"precision": "int8", "format": "onnx-dynamic", "method": "dynamic", "backend": "onnxruntime",
-            "weights": cfg.weights, "activations": "dynamic uint8", "per_channel": cfg.per_channel,
-            "quantized_ops": count_dynamic_ops(out), "float_nodes": excluded}  # fmt: skip
+    meta = Quantization(precision="int8", format="onnx-dynamic", method="dynamic", backend="onnxruntime",
+                        weights=cfg.weights, activations="dynamic uint8", per_channel=cfg.per_channel,
+                        quantized_ops=count_dynamic_ops(out), float_nodes=excluded).dump()  # fmt: skip
     ctx.log(f"{cfg.name}: {meta['quantized_ops']} ops quantized dynamically (int8 weights)")
     return Artifact(Kind.ONNX, out.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
 
@@ -188,13 +189,13 @@ def excluded_nodes(path: Path, patterns: list[str], ctx: StageContext) -> list[s
 
 
 def ort_meta(cfg: QuantizeStage, path: Path, excluded: list[str], samples: int, reduce_range: bool, reason) -> dict:
-    return {
-        "precision": "int8", "format": "onnx-qdq", "method": "ptq", "backend": "onnxruntime",
-        "activations": cfg.activations, "weights": cfg.weights, "per_channel": cfg.per_channel,
-        "reduce_range": reduce_range, **({"reduce_range_reason": reason} if reason else {}),
-        "calibration": {"method": cfg.calibration.method, "samples": samples},
-        "quantized_ops": count_quantized_ops(path), "float_nodes": excluded,
-    }  # fmt: skip
+    return Quantization(
+        precision="int8", format="onnx-qdq", method="ptq", backend="onnxruntime",
+        activations=cfg.activations, weights=cfg.weights, per_channel=cfg.per_channel,
+        reduce_range=reduce_range, **({"reduce_range_reason": reason} if reason else {}),
+        calibration=Calibration(method=cfg.calibration.method, samples=samples),
+        quantized_ops=count_quantized_ops(path), float_nodes=excluded,
+    ).dump()  # fmt: skip
 
 
 def _reader(task, data: np.ndarray):

@@ -11,6 +11,7 @@ import numpy as np
 
 from compress.artifact import Artifact, Kind
 from compress.errors import StageError, first_line
+from compress.report.details import Calibration, Quantization
 from compress.selection import matches
 from compress.stages import StageContext
 from compress.stages.quantize import QuantizeStage
@@ -145,15 +146,15 @@ def openvino_meta(cfg: QuantizeStage, model, samples: int) -> dict:
     ops = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
     weighted = [op for op in ops.values() if op.get_type_name() in WEIGHTED]
     quantized = [op for op in weighted if _fed_by_fake_quantize(op)]
-    return {
-        "precision": "int8", "format": "openvino-ir", "method": "ptq", "backend": "openvino",
-        "preset": cfg.preset or "default", "model_type": cfg.model_type, "per_channel": cfg.per_channel,
-        "bias_correction": cfg.bias_correction is not False,
-        "calibration": {"method": cfg.calibration.method, "samples": samples},
-        "quantized_layers": len(quantized),
-        "float_layers": [op.get_friendly_name() for op in weighted if op not in quantized],
+    return Quantization(
+        precision="int8", format="openvino-ir", method="ptq", backend="openvino",
+        preset=cfg.preset or "default", model_type=cfg.model_type, per_channel=cfg.per_channel,
+        bias_correction=cfg.bias_correction is not False,
+        calibration=Calibration(method=cfg.calibration.method, samples=samples),
+        quantized_layers=len(quantized),
+        float_layers=[op.get_friendly_name() for op in weighted if op not in quantized],
         **({"max_accuracy_drop": cfg.max_accuracy_drop, "drop_type": cfg.drop_type} if cfg.max_accuracy_drop else {}),
-    }  # fmt: skip
+    ).dump()  # fmt: skip
 
 
 def _fed_by_fake_quantize(op) -> bool:

@@ -267,6 +267,7 @@ def store_int8_weights(path) -> int:
 def run_qat(cfg, artifact, ctx):
     """Fold, insert fake quantizers, calibrate, fine-tune (optionally distilling), export QDQ."""
     from compress.artifact import Artifact, Kind, load_torch
+    from compress.report.details import Calibration, Quantization
     from compress.stages.distillation import distillation
     from compress.stages.export import ExportStage, export_onnx
     from compress.stages.quantize.common import calibration_batches, count_quantized_ops, inherited
@@ -291,13 +292,13 @@ def run_qat(cfg, artifact, ctx):
     folded = store_int8_weights(path)
     agreement = check_qat_export(model, path, x[2:66], ctx.task)
     ctx.log(f"{cfg.name}: QAT export stores {folded} INT8 weight tensors; top-1 agrees with PyTorch on {agreement:.1%}")
-    meta = {"precision": "int8", "format": "onnx-qdq", "method": "qat", "backend": "onnxruntime",
-            "activations": cfg.activations, "weights": "int8", "per_channel": cfg.per_channel,
-            "weight_range": opts.weight_range,
-            "calibration": {"method": "minmax-ema", "samples": cfg.calibration.samples},
-            "quantized_ops": count_quantized_ops(path), "int8_weight_tensors": folded, "history": history,
-            "export_top1_agreement": agreement,
-            **({"distilled_from": opts.distill.teacher} if opts.distill else {})}  # fmt: skip
+    settings = Quantization(precision="int8", format="onnx-qdq", method="qat", backend="onnxruntime",
+                            activations=cfg.activations, weights="int8", per_channel=cfg.per_channel,
+                            weight_range=opts.weight_range,
+                            calibration=Calibration(method="minmax-ema", samples=cfg.calibration.samples),
+                            quantized_ops=count_quantized_ops(path), int8_weight_tensors=folded,
+                            export_top1_agreement=agreement)  # fmt: skip
+    meta = {**settings.dump(), "history": history, **({"distilled_from": opts.distill.teacher} if opts.distill else {})}
     return Artifact(Kind.ONNX, path.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
 
 

@@ -1,0 +1,1 @@
+"""An example compress plug-in: an `ort-optimize` stage and an `onnxruntime-basic` runtime."""
