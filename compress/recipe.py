@@ -630,7 +630,10 @@ def _check_arch(spec: ModelSpec, section: tuple, marks: Marks, filename: str) ->
         if importlib.util.find_spec("transformers") is None:
             return [
                 locate(
-                    (*section, "arch"), marks, filename, "hf: models need transformers; pip install 'compress[text]'"
+                    (*section, "arch"),
+                    marks,
+                    filename,
+                    "hf: models need transformers; pip install 'compress-edge[text]'",
                 )
             ]
         return []
