@@ -324,7 +324,7 @@ def test_missing_runtime_names_the_extra(tiny_recipe, tmp_path):
     result = subprocess.run([sys.executable, "-m", "compress", "run", str(tiny_recipe), "-o", str(tmp_path / "o")],
                             capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert result.returncode == 3, result.stderr
-    assert "pip install 'compress[openvino]'" in result.stderr and "Traceback" not in result.stderr
+    assert "pip install 'compress-edge[openvino]'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o" / "cache").exists(), "nothing ran before the check"
 
 

@@ -205,7 +205,7 @@ def test_missing_tensorrt_here_is_exit_3_with_the_extra_to_install(monkeypatch):
     monkeypatch.setattr(trt_rt, "find_trtexec", lambda command="trtexec": None)
     with pytest.raises(RuntimeMissingError) as info:
         check_available([TargetSpec(name="gpu", runtime="tensorrt", device="gpu")])
-    assert "compress[tensorrt]" in info.value.hint
+    assert "compress-edge[tensorrt]" in info.value.hint
 
 
 @pytest.mark.gpu

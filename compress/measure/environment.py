@@ -20,11 +20,16 @@ def cpu_info() -> dict:
     return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags], "logical_cores": os.cpu_count()}
 
 
+# Distributions installed under another name: compress itself is `compress-edge` on PyPI (`compress` there is an
+# unrelated project), so its version is looked up under that name and recorded as "compress".
+DISTRIBUTION_NAMES = {"compress": "compress-edge"}
+
+
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     out = {}
     for name in names:
         try:
-            out[name] = metadata.version(name)
+            out[name] = metadata.version(DISTRIBUTION_NAMES.get(name, name))
         except metadata.PackageNotFoundError:
             continue
     return out

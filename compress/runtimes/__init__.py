@@ -32,7 +32,7 @@ def check_available(targets: list[TargetSpec]) -> None:
             continue  # the device checks its own runtime when it measures
         cls = runtime_class(target.runtime)
         if not cls.available():
-            install = f"pip install 'compress[{cls.extra}]'" if cls.extra else f"pip install {cls.package}"
+            install = f"pip install 'compress-edge[{cls.extra}]'" if cls.extra else f"pip install {cls.package}"
             raise RuntimeMissingError(f"target '{target.name}' needs runtime '{target.runtime}', which is not installed",
                                       hint=f"{install}, or measure on other targets")  # fmt: skip
 
