@@ -31,7 +31,9 @@ Overrides = Mapping[str, Any] | Iterable[str]
 
 def _override_items(overrides: Overrides, fields: Mapping[str, Any]) -> tuple[str, ...]:
     """`{"stages[train].epochs": 3}`, `["seed=1"]` and keyword fields as `--set` items."""
-    items = [f"{k}={json.dumps(v)}" for k, v in overrides.items()] if isinstance(overrides, Mapping) else list(overrides)
+    items = (
+        [f"{k}={json.dumps(v)}" for k, v in overrides.items()] if isinstance(overrides, Mapping) else list(overrides)
+    )
     return (*items, *(f"{k}={json.dumps(v)}" for k, v in fields.items()))
 
 

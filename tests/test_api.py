@@ -34,7 +34,10 @@ def test_run_refuses_overrides_for_a_loaded_recipe(tiny_recipe):
 
 @pytest.mark.slow
 def test_profile_times_a_model_file_on_named_targets(mlp, tmp_path, monkeypatch, write):
-    write("tiny-ort.yaml", "name: tiny-ort\nruntime: onnxruntime\nprotocol: {min_iterations: 5, min_seconds: 0.05, rounds: 1}\n")
+    write(
+        "tiny-ort.yaml",
+        "name: tiny-ort\nruntime: onnxruntime\nprotocol: {min_iterations: 5, min_seconds: 0.05, rounds: 1}\n",
+    )
     monkeypatch.chdir(tmp_path)
     report = compress.profile([mlp], ["tiny-ort"], tmp_path / "profile", log=None)
     (variant,) = report.variants

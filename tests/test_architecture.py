@@ -38,7 +38,9 @@ def top_level_imports(path: Path) -> set[str]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                    )
                 found.add(base)
                 found.update(f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES)
             elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
