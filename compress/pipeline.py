@@ -247,7 +247,7 @@ class Pipeline:
             size += target.stat().st_size
         meta = artifact.meta
         details = {k: v for k, v in meta.items() if k not in ("params", "macs", "precision", "format")}
-        return Variant(name=name, stages=artifact.lineage, parent=parent, format=meta.get("format", artifact.kind),
+        return Variant(name=name, stages=artifact.lineage, parent=parent, format=meta.get("format", str(artifact.kind)),
                        precision=meta.get("precision", "fp32"), path=str(dest.relative_to(self.out)),
                        size_bytes=size, params=meta.get("params"), macs=meta.get("macs"), details=details)  # fmt: skip
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.artifact import Kind
 from compress.data import Splits
 from compress.errors import CompressError, StageError, TargetError
 from compress.measure import remote
@@ -28,7 +29,7 @@ class Deployable:
     """A variant's file as a runtime sees it."""
 
     path: Path
-    kind: str  # artifact kind: "onnx" or "openvino"
+    kind: Kind  # ONNX or OPENVINO
     precision: str
 
     @property
@@ -36,10 +37,10 @@ class Deployable:
         return companions(self.path, self.kind)
 
 
-def companions(path: Path, kind: str) -> list[Path]:
+def companions(path: Path, kind: Kind) -> list[Path]:
     """Files that travel with a model file (OpenVINO's weights beside the .xml)."""
     weights = path.with_suffix(".bin")
-    return [weights] if kind == "openvino" and weights.is_file() else []
+    return [weights] if kind == Kind.OPENVINO and weights.is_file() else []
 
 
 @dataclass

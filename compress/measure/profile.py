@@ -11,6 +11,7 @@ import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
 
+from compress.artifact import Kind
 from compress.errors import UsageError
 from compress.lock import run_lock
 from compress.measure import environment
@@ -22,7 +23,7 @@ from compress.runtimes import check_available
 from compress.runtimes.base import is_quantized
 from compress.targets import TargetSpec
 
-FORMATS = {".onnx": "onnx", ".xml": "openvino"}
+FORMATS = {".onnx": Kind.ONNX, ".xml": Kind.OPENVINO}
 
 
 def deployable(path: Path) -> Deployable:
@@ -61,5 +62,5 @@ def profile(paths: list[Path], targets: list[TargetSpec], out: Path, sequence_le
 
 def variant(name: str, model: Deployable) -> Variant:
     files = [model.path, *model.companions]
-    return Variant(name=name, stages=[], format=model.kind, precision=model.precision, path=str(model.path.resolve()),
+    return Variant(name=name, stages=[], format=str(model.kind), precision=model.precision, path=str(model.path.resolve()),
                    size_bytes=sum(f.stat().st_size for f in files))  # fmt: skip

@@ -56,7 +56,7 @@ class Runtime(ABC):
     name: ClassVar[str]
     package: ClassVar[str]  # import name checked by available()
     extra: ClassVar[str | None] = None  # pip extra that installs it, if optional
-    formats: ClassVar[tuple[str, ...]] = ("onnx",)  # artifact formats it can load
+    formats: ClassVar[tuple[str, ...]] = ("onnx",)  # artifact kinds it can load (compress.artifact.Kind values)
     devices: ClassVar[tuple[str, ...]] = ("cpu", "gpu", "jetson")  # target devices it runs on
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16", "fp16")  # target precisions it takes
     options: ClassVar[Optional[str]] = None  # the target section of its own settings, if any
