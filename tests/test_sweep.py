@@ -43,10 +43,10 @@ def test_grid_and_random_points_with_readable_labels():
     labels = [label for label, _ in recipe.points()]
     assert labels == ["ratio=0.25,opset=17", "ratio=0.25,opset=18", "ratio=0.5,opset=17", "ratio=0.5,opset=18"]
     assert recipe.points()[3][1].stage("prune").ratio == 0.5
-    randomized = recipe_from_text(
-        sweep_text().replace("parameters:", "mode: random\n  samples: 2\n  parameters:"), "s.yaml"
-    )
-    assert len(randomized.points()) == 2
+    random_text = sweep_text().replace("parameters:", "mode: random\n  samples: 2\n  parameters:")
+    drawn = [label for label, _ in recipe_from_text(random_text, "s.yaml").points()]
+    assert len(set(drawn)) == 2 and set(drawn) <= set(labels), drawn  # two different grid points
+    assert [label for label, _ in recipe_from_text(random_text, "s.yaml").points()] == drawn  # seeded
     assert point_label({"a.x": 1, "b.x": 2}) == "a.x=1,b.x=2"
 
 
