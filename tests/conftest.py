@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
 import textwrap
 from pathlib import Path
 
@@ -35,6 +38,24 @@ stages:
     calibration: {samples: 64}
 targets: [tiny-ort]
 """
+
+
+@functools.cache
+def openvino_missing() -> str | None:
+    """Why the openvino extra cannot be used here, or None when it can."""
+    try:
+        importlib.import_module("openvino")
+        nncf = importlib.util.find_spec("nncf")
+    except ImportError as exc:
+        return f"the openvino extra is not installed ({exc})"
+    return None if nncf else "the openvino extra is not installed (no nncf)"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `openvino` skip, before their fixtures run, where the extra is missing."""
+    if item.get_closest_marker("openvino") is not None and (reason := openvino_missing()):
+        pytest.skip(reason)
 
 
 @pytest.fixture

@@ -1,7 +1,15 @@
 """Device state: Jetson and NVIDIA tool output parsed from samples in their documented formats,
-and this machine's own state read for real."""
+whole-device captures read from temporary trees laid out like a Jetson's and a PC's root, and
+this machine's own state read for real."""
 
 from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from compress.agent import state as device_state
 
@@ -47,10 +55,99 @@ def test_nvidia_smi_csv():
     assert device_state.parse_nvidia_smi("A, [N/A]")[0]["driver_version"] is None
 
 
-def test_this_machine_state_is_filled():
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    """A temporary folder standing in for /: device_state reads, globs and tests paths under it,
+    and the commands it runs answer from `root.commands`."""
+    read, find = device_state._read, glob.glob
+
+    def inside(path: str) -> str:
+        return str(tmp_path / path.lstrip("/"))
+
+    def outside(path: str) -> str:
+        return "/" + os.path.relpath(path, tmp_path)
+
+    fake_path = SimpleNamespace(exists=lambda p: os.path.exists(inside(p)), basename=os.path.basename,
+                                realpath=lambda p: outside(os.path.realpath(inside(p))))  # fmt: skip
+    monkeypatch.setattr(device_state, "_read", lambda path: read(inside(path)))
+    monkeypatch.setattr(
+        device_state, "glob", SimpleNamespace(glob=lambda pattern: [outside(p) for p in find(inside(pattern))])
+    )
+    monkeypatch.setattr(
+        device_state, "os", SimpleNamespace(path=fake_path, cpu_count=os.cpu_count, getloadavg=os.getloadavg)
+    )
+    commands: dict[str, str] = {}
+    monkeypatch.setattr(device_state, "_run", lambda argv, timeout=5.0: commands.get(argv[0]))
+
+    def write(path: str, text: str) -> Path:
+        file = Path(inside(path))
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(text)
+        return file
+
+    return SimpleNamespace(path=tmp_path, write=write, commands=commands)
+
+
+def test_capture_on_a_jetson_orin(root):
+    root.write(
+        "/etc/nv_tegra_release", "# R36 (release), REVISION: 3.0, GCID: 36923193, BOARD: generic, EABI: aarch64\n"
+    )
+    root.write("/proc/device-tree/model", "NVIDIA Jetson AGX Orin Developer Kit\x00")
+    root.write("/proc/cpuinfo", "processor\t: 0\nBogoMIPS\t: 62.50\nFeatures\t: fp asimd aes asimddp\n")
+    for cpu in range(12):  # cpu10 and cpu11 sort after cpu9, not after cpu1
+        root.write(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq", f"{1000 + cpu}000\n")
+    root.write("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", "schedutil\n")
+    for zone, (kind, milli) in enumerate(
+        [("cpu-thermal", "48500"), ("gpu-thermal", "47312"), ("tj-thermal", "-40000")]
+    ):
+        root.write(f"/sys/class/thermal/thermal_zone{zone}/type", kind)
+        root.write(f"/sys/class/thermal/thermal_zone{zone}/temp", milli)
+    root.write("/sys/class/devfreq/15340000.vic/cur_freq", "115200000")  # not the GPU
+    gpu = "/sys/devices/platform/bus@0/17000000.ga10b/devfreq/17000000.ga10b"
+    for key in ("cur_freq", "min_freq", "max_freq"):
+        root.write(f"{gpu}/{key}", "1300500000")
+    (root.path / "sys/class/devfreq/17000000.ga10b").symlink_to(root.path / gpu.lstrip("/"))  # as sysfs links it
+    root.write("/sys/kernel/debug/bpmp/debug/clk/emc/rate", "3199000000")
+    root.commands.update({"nvpmodel": "NV Power Mode: MAXN\n0", "dpkg-query": "6.0+b106"})
+
+    state = device_state.capture("jetson")
+    assert state["jetson"] == {
+        "l4t": "36.3.0", "jetpack": "6.0+b106", "power_mode": {"name": "MAXN", "id": 0}, "jetson_clocks": True,
+        "gpu_clock_mhz": {"cur_mhz": 1300, "min_mhz": 1300, "max_mhz": 1300}, "emc_clock_mhz": 3199,
+        "model": "NVIDIA Jetson AGX Orin Developer Kit",
+    }  # fmt: skip
+    assert state["cpu"]["governor"] == "schedutil" and state["cpu"]["cpu_mhz"] == list(range(1000, 1012))
+    assert state["temperatures_c"] == {"cpu-thermal": 48.5, "gpu-thermal": 47.312, "tj-thermal": -40.0}
+    assert device_state.read_cpuinfo()[1] == {"fp", "asimd", "aes", "asimddp"}
+    assert "jetson" in device_state.capture("cpu"), "a cpu target on a Jetson still records the board"
+    after = device_state.changing("cpu")
+    assert after["gpu_clock_mhz"] == 1300 and after["cpu_mhz"] == list(range(1000, 1012))
+
+    root.write(f"{gpu}/min_freq", "306000000")  # clocks no longer pinned
+    assert device_state.capture("jetson")["jetson"]["jetson_clocks"] is False
+
+
+def test_capture_on_a_pc_without_cpufreq(root):
+    cpu = "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu avx2 avx512_vnni amx_int8\n"
+    root.write(
+        "/proc/cpuinfo", f"processor\t: 0\n{cpu}cpu MHz\t\t: 2000.000\n\nprocessor\t: 1\n{cpu}cpu MHz\t\t: 3800.412\n"
+    )
     state = device_state.capture("cpu")
-    assert state["cpu"]["model"] and state["cpu"]["logical_cores"] >= 1 and state["hostname"]
+    assert state["cpu"]["model"] == "Intel(R) Xeon(R) Platinum 8480+"
+    assert state["cpu"]["cpu_mhz"] == [2000, 3800] and state["cpu"]["governor"] is None
+    assert state["temperatures_c"] == {} and "jetson" not in state
+    assert "gpu_clock_mhz" not in device_state.changing("cpu")
+
+
+def test_this_machine_state_is_filled():
+    """Read for real, whatever this machine is: a Jetson (which ships /etc/nv_tegra_release) gets its
+    board's section, any other machine none."""
+    state = device_state.capture("cpu")
+    assert state["cpu"]["model"] and state["cpu"]["logical_cores"] == os.cpu_count() and state["hostname"]
     assert isinstance(state["cpu"]["load_average"], list) and isinstance(state["temperatures_c"], dict)
-    assert "jetson" not in state  # not a Jetson
+    if os.path.exists("/etc/nv_tegra_release"):
+        assert state["jetson"]["l4t"] is not None, "the L4T release of this Jetson"
+    else:
+        assert "jetson" not in state
     after = device_state.changing("cpu")
     assert set(after) >= {"temperatures_c", "load_average", "cpu_mhz"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch_pruning as tp
 
 from compress.artifact import Artifact, load_torch, save_torch
 from compress.data import Splits
@@ -82,22 +83,68 @@ def test_round_to_keeps_channel_multiples(tmp_path):
 def test_prune_to_a_target_reduction(goal, tmp_path):
     splits = make_splits(16)
     model = build_model(MODELS["resnet"], tmp_path, 1, 10, 16).eval()
+    example = torch.from_numpy(splits.x_test[:1])
+    macs, params = tp.utils.count_ops_and_params(model, example)  # the unpruned model
     cfg = PruneStage(type="prune", name="p", importance="taylor", **goal)
     pruned, _, _ = prune_and_export(tmp_path, model, splits, cfg)
-    info = pruned.meta["pruning"]
+    small = load_torch(pruned)  # counted again from the saved model, not from the stage's own figures
+    macs_after, params_after = tp.utils.count_ops_and_params(small, example)
+    assert (pruned.meta["pruning"]["macs_after"], pruned.meta["pruning"]["params_after"]) == (macs_after, params_after)
     if "macs_reduction" in goal:
-        assert info["macs_before"] / info["macs_after"] >= 2.0
+        assert macs / macs_after >= 2.0
     else:
-        assert info["params_before"] / info["params_after"] >= 3.0
+        assert params / params_after >= 3.0
+
+
+def conv_widths(model: torch.nn.Module) -> dict[str, int]:
+    return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
 
 
 @pytest.mark.parametrize("importance", ["l1", "bn_scale"])
 def test_other_importances_and_global_scope(importance, tmp_path):
+    """Six of layers.0.conv1's 16 channels are made unimportant for the measure under test. Global
+    pruning of 30 % in two steps removes all six: more than the 30 % (4 or 5) uniform pruning
+    would take from that layer."""
     splits = make_splits(16)
+    torch.manual_seed(0)
     model = build_model(MODELS["resnet"], tmp_path, 1, 10, 16).eval()
-    cfg = PruneStage(type="prune", name="p", importance=importance, scope="global", ratio=0.3, steps=2)
+    block, weak = model.layers[0], slice(0, 6)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.weight.uniform_(0.5, 1.5)  # as training leaves them: not all 1
+        block.bn1.bias.copy_(torch.arange(16.0))  # tags the channels (neither importance reads biases)
+        block.bn1.weight[weak] = 1e-3
+        if importance == "l1":
+            block.conv1.weight[weak] *= 1e-3
+            block.conv2.weight[:, weak] *= 1e-3
+    cfg = PruneStage(type="prune", name="p", importance=importance, scope="global", ratio=0.3, steps=2, round_to=1)
     pruned, _, _ = prune_and_export(tmp_path, model, splits, cfg)
-    assert pruned.meta["pruning"]["steps"] == 2
+    kept = load_torch(pruned).layers[0].bn1.bias.round().int().tolist()
+    assert sorted(kept) == kept and set(kept) <= set(range(6, 16)), kept
+    info = pruned.meta["pruning"]
+    assert info["params_after"] < 0.8 * info["params_before"]
+
+
+def test_global_scope_prunes_layers_unevenly_and_uniform_scope_evenly(tmp_path):
+    """Uniform pruning takes the same share from every layer; global pruning ranks all channels
+    together, so layers lose different shares while the total removed stays the same."""
+    splits = make_splits(16)
+    shares, kept_channels = {}, {}
+    for scope in ("uniform", "global"):
+        folder = tmp_path / scope
+        folder.mkdir()
+        torch.manual_seed(0)
+        model = build_model(MODELS["resnet"], folder, 1, 10, 16).eval()
+        before = conv_widths(model)
+        cfg = PruneStage(type="prune", name="p", importance="l1", scope=scope, ratio=0.5, round_to=1)
+        pruned, _, _ = prune_and_export(folder, model, splits, cfg)
+        after = conv_widths(load_torch(pruned))
+        shares[scope] = {name: after[name] / before[name] for name in before}
+        # One convolution per dependency group (the others share their output channels).
+        kept_channels[scope] = sum(after[n] for n in ("stem.0", "layers.0.conv1", "layers.1.conv1", "layers.1.conv2"))
+    assert set(shares["uniform"].values()) == {0.5}, shares["uniform"]
+    assert len(set(shares["global"].values())) > 1, shares["global"]
+    assert kept_channels["global"] == kept_channels["uniform"] == 48  # half of 16 + 16 + 32 + 32
 
 
 def test_ignored_layers_are_left_whole(tmp_path):

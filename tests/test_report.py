@@ -56,7 +56,7 @@ def test_report_round_trips_through_json_and_plots(tmp_path):
     again = Report.load(tmp_path / "report.json")
     assert again == report
     (path,) = write_plots(again, tmp_path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path == tmp_path / "pareto-t.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_parent_is_the_closest_ancestor_not_a_sibling():
@@ -87,9 +87,16 @@ def test_knee_size_objective_and_fronts_across_targets():
     assert front({"a": (98, 1.0), "b": (98, 2.0)}) == {"a"}
     report = sample_report()
     p90 = report.front("t", "p90")
-    assert p90 is not None and set(p90.members) == {"fp32", "int8"} and report.front("*").members
-    assert report.front("t", "p50", with_size=True).knee
-    assert "knee: **" in to_markdown(report)
+    assert p90 is not None and set(p90.members) == {"fp32", "int8"}
+    across = report.front("*")
+    assert (across.members, across.knee) == (["fp32@t", "int8@t"], "fp32@t")
+    sized = report.front("t", "p50", with_size=True)
+    assert (sized.members, sized.knee) == (["fp32", "int8"], "fp32")  # of two members, the more accurate
+    assert "- Front (accuracy vs p50 vs size): fp32, int8; knee: **fp32**" in to_markdown(report)
+    report.variant("worse").size_bytes = 500_000  # slower than int8 but now smaller: on the sized front only
+    mark_fronts(report)
+    assert report.front("t", "p50", with_size=True).members == ["fp32", "int8", "worse"]
+    assert report.front("t", "p50").members == ["fp32", "int8"]
 
 
 def test_terminal_table_keeps_bracketed_sweep_names():

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
-import time
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -41,10 +43,10 @@ def test_grid_and_random_points_with_readable_labels():
     labels = [label for label, _ in recipe.points()]
     assert labels == ["ratio=0.25,opset=17", "ratio=0.25,opset=18", "ratio=0.5,opset=17", "ratio=0.5,opset=18"]
     assert recipe.points()[3][1].stage("prune").ratio == 0.5
-    randomized = recipe_from_text(
-        sweep_text().replace("parameters:", "mode: random\n  samples: 2\n  parameters:"), "s.yaml"
-    )
-    assert len(randomized.points()) == 2
+    random_text = sweep_text().replace("parameters:", "mode: random\n  samples: 2\n  parameters:")
+    drawn = [label for label, _ in recipe_from_text(random_text, "s.yaml").points()]
+    assert len(set(drawn)) == 2 and set(drawn) <= set(labels), drawn  # two different grid points
+    assert [label for label, _ in recipe_from_text(random_text, "s.yaml").points()] == drawn  # seeded
     assert point_label({"a.x": 1, "b.x": 2}) == "a.x=1,b.x=2"
 
 
@@ -71,6 +73,11 @@ def run(args, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([COMPRESS, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
+def stage_results(out: Path) -> set[str]:
+    """The complete stage results in a run's cache: folders named <stage>-<16 hex digit key>."""
+    return {p.name for p in (out / "cache").iterdir() if p.is_dir() and re.fullmatch(r"[^.].*-[0-9a-f]{16}", p.name)}
+
+
 @pytest.mark.slow
 def test_sweep_shares_training_isolates_failures_and_resumes_after_a_kill(write, tmp_path):
     from tests.conftest import TINY_TARGET
@@ -92,7 +99,7 @@ def test_sweep_shares_training_isolates_failures_and_resumes_after_a_kill(write,
             break
     proc.wait(timeout=60)
     assert not (out / "report.json").exists(), "nothing half-written"
-    started = time.perf_counter()
+    before = stage_results(out)
     resumed = run(["run", str(recipe), "-o", str(out)], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     log = resumed.stderr
@@ -101,7 +108,15 @@ def test_sweep_shares_training_isolates_failures_and_resumes_after_a_kill(write,
     report = json.loads((out / "report.json").read_text())
     names = sorted(v["name"] for v in report["variants"])
     assert names == ["fp32", "pruned[ratio=0.25]", "pruned[ratio=0.5]", "pruned[ratio=0.75]"]
-    assert report["cache"]["reused"] >= 5 and time.perf_counter() - started < 600
+    # The shared prefix (model, train, export) is one result each; every point has its own prune.
+    results = stage_results(out)
+    stages = Counter(name.rsplit("-", 1)[0] for name in results)
+    assert stages == {"model": 1, "train": 1, "export": 1, "prune": 3, "export-pruned": 3}, sorted(results)
+    # The resumed run computed only what the killed point had not finished, and reused the rest:
+    # the model once, then train, export, prune and export-pruned for each of the three points.
+    computed = results - before
+    assert computed and {name.rsplit("-", 1)[0] for name in computed} <= {"prune", "export-pruned"}, computed
+    assert report["cache"] == {"reused": 1 + 3 * 4 - len(computed), "computed": len(computed)}
 
     # A point that fails at run time is recorded and does not stop the others.
     failing = write(
