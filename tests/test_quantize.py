@@ -192,7 +192,7 @@ def test_qat_export_runs_int8_kernels_in_openvino_as_accurately_as_in_onnxruntim
 def test_qat_export_that_disagrees_with_the_fake_quantized_model_is_refused(digits, tmp_path, monkeypatch):
     """The stage compares the exported file's predictions with the fake-quantized model's: the same
     QAT run passes as is, and is refused once the classifier's INT8 rows are stored reversed."""
-    from compress.stages import qat
+    from compress.stages.quantize import qat
 
     src = source(tmp_path, trained_mlp(digits, 1))
     cfg = QuantizeStage(type="quantize", name="qat", method="qat", qat={"epochs": 1, "lr": 1e-4})
