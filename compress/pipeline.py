@@ -19,6 +19,7 @@ from pathlib import Path
 from compress.artifact import DEPLOYABLE, Artifact, Kind, save_torch
 from compress.data import Splits, data_source, load_data
 from compress.errors import CompressError
+from compress.fingerprint import Fingerprints, code_fingerprint
 from compress.lock import run_lock
 from compress.measure import environment
 from compress.measure.jobs import Deployable, companions, measure_all, target_warnings
@@ -33,7 +34,9 @@ from compress.stages import StageContext
 from compress.targets import TargetSpec, resolve_targets
 from compress.tasks import get_task
 
-CACHE_PACKAGES = ("compress", "torch", "onnx", "onnxruntime", "numpy", "scikit-learn")
+# Every package whose code can change a stage's result; compress's own source is fingerprinted too.
+CACHE_PACKAGES = ("compress", "torch", "torchvision", "torch-pruning", "timm", "transformers", "tokenizers", "onnx",
+                  "onnxruntime", "onnxscript", "openvino", "nncf", "numpy", "scikit-learn", "pillow")  # fmt: skip
 
 
 def cache_key(*parts: object) -> str:
@@ -55,7 +58,9 @@ class Pipeline:
     def __init__(self, recipe: Recipe, out: Path, log=print, show_progress: bool = True) -> None:
         self.recipe, self.out, self.log, self.show_progress = recipe, out, log, show_progress
         self.cache = out / "cache"
-        self.versions = environment.package_versions(CACHE_PACKAGES)
+        self.fingerprints = Fingerprints(self.cache / "fingerprints.json")
+        self.versions = {**environment.package_versions(CACHE_PACKAGES),
+                         "compress-code": code_fingerprint(self.fingerprints)}  # fmt: skip
         self.task = get_task(recipe.data.task, text=data_source(recipe.data.source).text)
         self.reused = self.computed = 0  # stage results taken from the cache / computed in this run
 
@@ -65,6 +70,7 @@ class Pipeline:
             check_requirements(self.recipe, targets)
             splits, data_key = self.prepare_data()
             sources = self.sources(splits, data_key)
+            self.fingerprints.save()
             if self.task.labels_from_model:
                 splits, data_key = self.label_with(sources["model"], splits, data_key)
             found, failures = self.run_points(sources, splits, data_key)
@@ -98,7 +104,8 @@ class Pipeline:
         spec = self.recipe.data
         # Training text read from installed packages changes with their versions.
         extra = environment.module_versions(spec.train_packages) if spec.train_packages else {}
-        key = cache_key("data", spec.model_dump(), self.recipe.seed, self.versions, *([extra] if extra else []))
+        files = self.fingerprints.of(self.data_files())
+        key = cache_key("data", spec.model_dump(), files, self.recipe.seed, self.versions, *([extra] if extra else []))
         splits = self.cached_splits(
             f"data-{key}", lambda: load_data(spec, self.recipe.base_dir, self.recipe.seed, self.recipe.model.arch)
         )
@@ -107,6 +114,27 @@ class Pipeline:
             f"data: {spec.source}, {splits.num_classes} classes, train/val/test {sizes}, input {splits.input_shape}"
         )
         return splits, key
+
+    def data_files(self) -> list[Path]:
+        """What the data source reads: its file or folder, and a text source's tokenizer folder."""
+        spec, files = self.recipe.data, []
+        if spec.path:
+            files.append(self.recipe.resolve_path(spec.path))
+        if data_source(spec.source).text:
+            arch = self.recipe.model.arch or ""
+            ref = spec.tokenizer or (arch[3:] if arch.startswith("hf:") else None)
+            files += self.hf_folder(ref)
+        return files
+
+    def hf_folder(self, ref: str | None) -> list[Path]:
+        if ref is None:
+            return []
+        from compress.models.hf import resolve_hf_path
+
+        try:
+            return [resolve_hf_path(ref, self.recipe.base_dir)]
+        except CompressError:
+            return []  # loading reports the missing folder
 
     def cached_splits(self, name: str, make) -> Splits:
         path = self.cache / f"{name}.npz"
@@ -151,7 +179,7 @@ class Pipeline:
 
     def source(self, name: str, spec, splits: Splits, data_key: str) -> Artifact:
         """The initial model (or teacher), built from its recipe section and cached."""
-        key = cache_key(name, spec.model_dump(), self._checkpoint_hash(spec), data_key, self.versions)
+        key = cache_key(name, spec.model_dump(), self.fingerprints.of(self.model_files(spec)), data_key, self.versions)
         return self.cached(name, key, lambda d: self.build_source(name, spec, splits, d))
 
     def cached(self, name: str, key: str, make) -> Artifact:
@@ -190,10 +218,11 @@ class Pipeline:
         self.log(f"{name}: {arch}, {params:,} parameters")
         return Artifact(Kind.TORCH, file, lineage=[], meta={"params": params, "arch": arch, "source": name})
 
-    def _checkpoint_hash(self, spec) -> str | None:
-        if not spec.checkpoint:
-            return None
-        return hashlib.sha256(self.recipe.resolve_path(spec.checkpoint).read_bytes()).hexdigest()
+    def model_files(self, spec) -> list[Path]:
+        """What building a model reads: its Python file, checkpoint and Hugging Face folder."""
+        files = [self.recipe.resolve_path(spec.python.rpartition(":")[0])] if spec.python else []
+        files += [self.recipe.resolve_path(spec.checkpoint)] if spec.checkpoint else []
+        return files + (self.hf_folder(spec.arch[3:]) if spec.arch and spec.arch.startswith("hf:") else [])
 
     # ------------------------------------------------------------------ measurement and report
 

@@ -59,9 +59,8 @@ def test_a_killed_runs_lock_is_taken_over_and_a_live_one_is_not(tmp_path):
     while not (tmp_path / ".lock").exists() or not (tmp_path / ".lock").read_text():
         assert time.time() < deadline
         time.sleep(0.01)
-    with pytest.raises(LockedError, match=f"PID {holder.pid}"):
-        with run_lock(tmp_path):
-            pass
+    with pytest.raises(LockedError, match=f"PID {holder.pid}"), run_lock(tmp_path):
+        pass
     os.kill(holder.pid, signal.SIGKILL)
     holder.join(10)
     with run_lock(tmp_path):  # the dead run's lock is stale: taken over
@@ -75,9 +74,8 @@ def test_leaving_the_lock_never_removes_another_runs_lock(tmp_path):
     holder = ctx.Process(target=_hold_forever, args=(str(tmp_path),))
     holder.start()
     time.sleep(0.5)
-    with pytest.raises(LockedError):
-        with run_lock(tmp_path):
-            pass
+    with pytest.raises(LockedError), run_lock(tmp_path):
+        pass
     with pytest.raises(LockedError):  # the refused attempt above did not break the holder's lock
         with run_lock(tmp_path):
             pass
