@@ -22,6 +22,7 @@ from compress.errors import CompressError
 from compress.fingerprint import Fingerprints, code_fingerprint
 from compress.lock import run_lock
 from compress.measure import environment
+from compress.names import file_name
 from compress.measure.jobs import Deployable, companions, measure_all, target_warnings
 from compress.recipe import Recipe
 from compress.recipe.checks import target_search_dirs
@@ -184,14 +185,14 @@ class Pipeline:
 
     def cached(self, name: str, key: str, make) -> Artifact:
         """Reuse `cache/<name>-<key>` if complete, else build it aside and rename it into place."""
-        final = self.cache / f"{name}-{key}"
+        final = self.cache / f"{file_name(name)}-{key}"
         if Artifact.exists(final):
             self.log(f"{name}: reusing cached result {final.name}")
             self.reused += 1
             return Artifact.load(final)
         self.computed += 1
         self.cache.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.cache))
+        work = Path(tempfile.mkdtemp(prefix=f".{file_name(name)}-", dir=self.cache))
         try:
             artifact = make(work)
             artifact.key, artifact.folder = key, work
@@ -266,10 +267,10 @@ class Pipeline:
 
     def publish(self, name: str, parent: str | None, artifact: Artifact, models_dir: Path) -> Variant:
         """Copy a deployable artifact to models/<variant>.<ext> (with companion files) and describe it."""
-        dest = models_dir / f"{name}{artifact.path.suffix}"
+        dest = models_dir / f"{file_name(name)}{artifact.path.suffix}"
         size = 0
         for file in [artifact.path, *companions(artifact.path, artifact.kind)]:
-            target = models_dir / f"{name}{file.suffix}"
+            target = dest.with_suffix(file.suffix)
             tmp = target.with_name(f".{target.name}.tmp")
             shutil.copyfile(file, tmp)
             os.replace(tmp, target)

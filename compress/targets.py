@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from compress import registry
 from compress.config import Strict
 from compress.errors import Problem, RecipeError
+from compress.names import NAME_PATTERN
 from compress.yamlconfig import read_yaml, suggest, validate
 
 
@@ -79,7 +80,7 @@ class TensorRTOptions(Strict):
 class TargetSpec(Strict):
     """One hardware target: a runtime on a device, with fixed threads and batch sizes."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     runtime: Literal[tuple(registry.names("runtimes"))] = Field(description="a registered runtime")  # type: ignore[valid-type]
     device: Literal["cpu", "gpu", "jetson"] = Field("cpu", description="jetson: also record the board's state")
