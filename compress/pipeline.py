@@ -22,8 +22,8 @@ from compress.errors import CompressError
 from compress.fingerprint import Fingerprints, code_fingerprint
 from compress.lock import run_lock
 from compress.measure import environment
-from compress.names import file_name
 from compress.measure.jobs import Deployable, companions, measure_all, target_warnings
+from compress.names import file_name
 from compress.recipe import Recipe
 from compress.recipe.checks import target_search_dirs
 from compress.report.diagnose import budget_warnings, not_faster_warnings

@@ -46,7 +46,11 @@ class HostSpec(Strict):
     identity_file: str | None = Field(None, description="private key file [default: ssh's choice]")
     known_hosts: str | None = Field(None, description="known_hosts file [default: ~/.ssh/known_hosts]")
     python: str = Field("python3", description="the device's Python (a full path is safest)")
-    workdir: str = Field("/tmp/compress-device", description="folder on the device for models and results")
+    workdir: str = Field(
+        "~/.cache/compress-device",
+        description="folder on the device for models and results, "
+        "owned by the login user and writable by nobody else (checked before each use)",
+    )
     connect_timeout_s: int = Field(10, ge=1, le=600)
     timeout_s: int = Field(3600, ge=1, le=86_400, description="longest a measurement on the device may take")
 
