@@ -19,6 +19,7 @@ from pathlib import Path
 from compress.artifact import DEPLOYABLE, Artifact, Kind, save_torch
 from compress.data import Splits, data_source, load_data
 from compress.errors import CompressError
+from compress.failures import stage_failure
 from compress.fingerprint import Fingerprints, code_fingerprint
 from compress.lock import run_lock
 from compress.measure import environment
@@ -29,7 +30,7 @@ from compress.recipe.checks import target_search_dirs
 from compress.report.diagnose import budget_warnings, not_faster_warnings
 from compress.report.outputs import render_all
 from compress.report.pareto import mark_fronts
-from compress.report.schema import RecipeInfo, Report, Variant
+from compress.report.schema import RecipeInfo, Report, StageFailure, Variant
 from compress.requirements import check_requirements
 from compress.stages import StageContext
 from compress.targets import TargetSpec, resolve_targets
@@ -67,6 +68,8 @@ class Pipeline:
 
     def run(self) -> Report:
         with run_lock(self.out):
+            remove_outputs(self.out)  # a failed run must not leave the last report to be gated
+            remove_orphans(self.cache, self.out / "models")
             targets = resolve_targets(self.recipe.targets, target_search_dirs(self.recipe))
             check_requirements(self.recipe, targets)
             splits, data_key = self.prepare_data()
@@ -80,21 +83,15 @@ class Pipeline:
             self.write_outputs(report)
             return report
 
-    def run_points(self, sources, splits: Splits, data_key: str) -> tuple[list, list[tuple[str, str]]]:
-        """Run every sweep point's chain (or the recipe's one chain); a failing point is recorded."""
+    def run_points(self, sources, splits: Splits, data_key: str) -> tuple[list, list[StageFailure]]:
+        """Run every sweep point's chain (or the recipe's one chain); failing stages are recorded."""
         per_point, failures = [], []
         points = self.recipe.points()
         for label, point in points:
             if label:
                 self.log(f"sweep point {label}")
             outputs = dict(sources)
-            try:
-                self.run_stages(point, outputs, splits, data_key)
-            except CompressError as exc:
-                if not label:
-                    raise
-                self.log(f"warning: sweep point {label} failed: {exc.message}")
-                failures.append((label, exc.message))
+            failures += self.run_stages(point, outputs, splits, data_key, label)
             # What a failed point made before failing is still valid and kept.
             per_point.append((label, self.variants(point, outputs)))
         return merge_points(per_point, len(points)), failures
@@ -164,19 +161,30 @@ class Pipeline:
     def sources(self, splits: Splits, data_key: str) -> dict[str, Artifact]:
         return {name: self.source(name, spec, splits, data_key) for name, spec in self.recipe.sources().items()}
 
-    def run_stages(self, recipe: Recipe, outputs: dict[str, Artifact], splits: Splits, data_key: str) -> None:
-        """Run `recipe`'s stages, adding each result to `outputs` (which starts with the sources)."""
+    def run_stages(self, recipe: Recipe, outputs: dict[str, Artifact], splits: Splits, data_key: str,
+                   label: str = "") -> list[StageFailure]:  # fmt: skip
+        """Run `recipe`'s stages, adding each result to `outputs` (which starts with the sources). A
+        failing stage is recorded and the stages that need its result are skipped; the rest run."""
         ctx_base = dict(splits=splits, task=self.task, seed=self.recipe.seed, log=self.log,
                         show_progress=self.show_progress, shared_cache=self.cache)  # fmt: skip
-        previous = "model"
+        failures, previous = [], "model"
         for stage in recipe.stages:
-            parent = outputs[stage.input or previous]
-            refs = {name: outputs[name] for name in stage.references()}
+            needs, previous = [stage.input or previous, *stage.references()], stage.name
+            if any(name not in outputs for name in needs):
+                self.log(
+                    f"{stage.name}: skipped: it needs {', '.join(n for n in needs if n not in outputs)}, which failed"
+                )
+                continue
+            parent, refs = outputs[needs[0]], {name: outputs[name] for name in stage.references()}
             key = cache_key(stage.model_dump(), parent.key, {n: a.key for n, a in refs.items()}, data_key,
                             self.recipe.seed, self.versions)  # fmt: skip
             make = lambda d, s=stage, p=parent, r=refs: s.run(p, StageContext(workdir=d, refs=r, **ctx_base))  # noqa: E731
-            outputs[stage.name] = self.cached(stage.name, key, make)
-            previous = stage.name
+            try:
+                outputs[stage.name] = self.cached(stage.name, key, make)
+            except Exception as exc:  # noqa: BLE001 - recorded per stage; the other branches go on
+                failures.append(stage_failure(exc, stage.name, label, self.out / "logs"))
+                self.log(f"warning: {failures[-1].line()}")
+        return failures
 
     def source(self, name: str, spec, splits: Splits, data_key: str) -> Artifact:
         """The initial model (or teacher), built from its recipe section and cached."""
@@ -258,8 +266,10 @@ class Pipeline:
             gates=self.recipe.gates.model_dump(exclude_defaults=True) if self.recipe.gates else None,
             cache={"reused": self.reused, "computed": self.computed},
         )  # fmt: skip
-        report.variants += [failed_variant(label, message) for label, message in failures]
-        report.warnings += [f"sweep point {label} failed: {message}" for label, message in failures]
+        report.failures = failures
+        first = {f.point: f for f in reversed(failures) if f.point}  # one entry per failed sweep point
+        report.variants += [failed_variant(f.point, f.message) for f in reversed(first.values())]
+        report.warnings += [f.line() for f in failures]
         report.warnings += target_warnings(target_infos)
         mark_fronts(report)
         report.warnings += not_faster_warnings(report, self.out) + budget_warnings(report)
@@ -307,6 +317,21 @@ def merge_points(per_point: list[tuple[str, list]], total: int | None = None) ->
                 seen.add(artifact.key)
                 merged.append((rename[name], rename.get(parent, parent) if parent else None, artifact))
     return merged
+
+
+def remove_orphans(*folders: Path) -> None:
+    """Half-made stage folders and temporary files a killed run left: every temporary name starts with
+    a dot. Safe under the run lock, since no other run writes here."""
+    for path in (p for folder in folders if folder.is_dir() for p in folder.glob(".*")):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def remove_outputs(folder: Path) -> None:
+    for name in ("report.json", "report.md", "report.html"):
+        (folder / name).unlink(missing_ok=True)
 
 
 def failed_variant(label: str, message: str) -> Variant:
