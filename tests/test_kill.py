@@ -81,3 +81,19 @@ def test_killed_anywhere_the_rerun_completes_the_report(tmp_path):
     assert not [p.name for p in (out / "cache").iterdir() if p.name.startswith(".")], "orphans left"
     assert not [p.name for p in (out / "models").iterdir() if p.name.startswith(".")]
     assert report["cache"]["computed"] < 8, "finished stages were reused after the kills"
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path):
+    (tmp_path / "tiny-ort.yaml").write_text(TINY_TARGET)
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "compress", "run", "r.yaml", "-o", "out"], cwd=tmp_path, env=env,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)  # fmt: skip
+    for line in proc.stderr:
+        if line.startswith("train: 1/2"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130
+    assert "interrupted; run the same command again to resume" in rest and "Traceback" not in rest
