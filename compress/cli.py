@@ -75,6 +75,7 @@ def run(
     report = run_recipe(loaded, output, log=log, show_progress=not quiet)
     print_tables(report, _console(stderr=False))
     err.print(f"report written to {output_dir(loaded, output)}/report.md", markup=False)
+    _finish_failures(report)
     if loaded.gates and not loaded.gates.empty():
         from compress.report.gates import check
 
@@ -107,12 +108,25 @@ def profile(
     _finish_targets(report)
 
 
-def _finish_targets(report) -> None:
-    """Exit 6 when a target could not be measured (after the report was written)."""
-    failed = [t for t in report.targets if t.error]
-    for t in failed:
-        _console().print(f"error: target {t.name}: {t.error}", markup=False)
+def _finish_failures(report) -> None:
+    """Exit 4 when a stage failed outside a sweep (after the report was written with the rest)."""
+    failed = [f for f in report.failures if not f.point]
+    for f in failed:
+        _console().print(f"error: {f.line()}", markup=False, soft_wrap=True)
+        if f.hint:
+            _console().print(f"hint: {f.hint}", markup=False, soft_wrap=True)
     if failed:
+        raise typer.Exit(ExitCode.STAGE_FAILED)
+
+
+def _finish_targets(report) -> None:
+    """Exit 6 when a target, or a variant on a target, could not be measured (after the report
+    was written): a run that measured nothing must not pass."""
+    errors = [f"target {t.name}: {t.error}" for t in report.targets if t.error]
+    errors += [f"{v.name} on {e}" for v in report.variants if not v.name.startswith("failed[") for e in v.errors]
+    for line in errors:
+        _console().print(f"error: {line}", markup=False, soft_wrap=True)
+    if errors or not report.variants:
         raise typer.Exit(ExitCode.TARGET_FAILED)
 
 

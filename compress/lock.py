@@ -1,8 +1,15 @@
-"""One run per output directory: a lock file holding the owner's PID, taken over when stale."""
+"""One run per output directory, with an OS file lock held for the whole run.
+
+`fcntl.flock` is atomic and the kernel drops it when its process dies, however it dies, so a
+killed run's lock is free at once and two runs starting together cannot both take it. The file
+stays in place (only its PID text changes): removing it could let a third run lock a new file
+while a second still holds the old one.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,38 +17,23 @@ from pathlib import Path
 from compress.errors import LockedError
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def run_lock(folder: Path) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".lock"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
-                raise LockedError(f"another compress run (PID {pid}) is writing {folder}",
-                                  hint="wait for it to finish, or choose another --output") from None  # fmt: skip
-            path.unlink(missing_ok=True)  # left behind by a run that was killed
-    else:
-        raise LockedError(f"cannot lock {folder}", hint="check the folder is writable")
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        who = f" (PID {owner})" if owner.isdigit() else ""
+        raise LockedError(f"another compress run{who} is writing {folder}",
+                          hint="wait for it to finish, or choose another --output") from None  # fmt: skip
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
-        path.unlink(missing_ok=True)
+        os.ftruncate(fd, 0)
+        os.close(fd)  # releases the lock

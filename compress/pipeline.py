@@ -19,21 +19,26 @@ from pathlib import Path
 from compress.artifact import DEPLOYABLE, Artifact, Kind, save_torch
 from compress.data import Splits, data_source, load_data
 from compress.errors import CompressError
+from compress.failures import stage_failure
+from compress.fingerprint import Fingerprints, code_fingerprint
 from compress.lock import run_lock
 from compress.measure import environment
 from compress.measure.jobs import Deployable, companions, measure_all, target_warnings
+from compress.names import file_name
 from compress.recipe import Recipe
 from compress.recipe.checks import target_search_dirs
 from compress.report.diagnose import budget_warnings, not_faster_warnings
 from compress.report.outputs import render_all
 from compress.report.pareto import mark_fronts
-from compress.report.schema import RecipeInfo, Report, Variant
+from compress.report.schema import RecipeInfo, Report, StageFailure, Variant
 from compress.requirements import check_requirements
 from compress.stages import StageContext
 from compress.targets import TargetSpec, resolve_targets
 from compress.tasks import get_task
 
-CACHE_PACKAGES = ("compress", "torch", "onnx", "onnxruntime", "numpy", "scikit-learn")
+# Every package whose code can change a stage's result; compress's own source is fingerprinted too.
+CACHE_PACKAGES = ("compress", "torch", "torchvision", "torch-pruning", "timm", "transformers", "tokenizers", "onnx",
+                  "onnxruntime", "onnxscript", "openvino", "nncf", "numpy", "scikit-learn", "pillow")  # fmt: skip
 
 
 def cache_key(*parts: object) -> str:
@@ -55,16 +60,21 @@ class Pipeline:
     def __init__(self, recipe: Recipe, out: Path, log=print, show_progress: bool = True) -> None:
         self.recipe, self.out, self.log, self.show_progress = recipe, out, log, show_progress
         self.cache = out / "cache"
-        self.versions = environment.package_versions(CACHE_PACKAGES)
+        self.fingerprints = Fingerprints(self.cache / "fingerprints.json")
+        self.versions = {**environment.package_versions(CACHE_PACKAGES),
+                         "compress-code": code_fingerprint(self.fingerprints)}  # fmt: skip
         self.task = get_task(recipe.data.task, text=data_source(recipe.data.source).text)
         self.reused = self.computed = 0  # stage results taken from the cache / computed in this run
 
     def run(self) -> Report:
         with run_lock(self.out):
+            remove_outputs(self.out)  # a failed run must not leave the last report to be gated
+            remove_orphans(self.cache, self.out / "models")
             targets = resolve_targets(self.recipe.targets, target_search_dirs(self.recipe))
             check_requirements(self.recipe, targets)
             splits, data_key = self.prepare_data()
             sources = self.sources(splits, data_key)
+            self.fingerprints.save()
             if self.task.labels_from_model:
                 splits, data_key = self.label_with(sources["model"], splits, data_key)
             found, failures = self.run_points(sources, splits, data_key)
@@ -73,21 +83,15 @@ class Pipeline:
             self.write_outputs(report)
             return report
 
-    def run_points(self, sources, splits: Splits, data_key: str) -> tuple[list, list[tuple[str, str]]]:
-        """Run every sweep point's chain (or the recipe's one chain); a failing point is recorded."""
+    def run_points(self, sources, splits: Splits, data_key: str) -> tuple[list, list[StageFailure]]:
+        """Run every sweep point's chain (or the recipe's one chain); failing stages are recorded."""
         per_point, failures = [], []
         points = self.recipe.points()
         for label, point in points:
             if label:
                 self.log(f"sweep point {label}")
             outputs = dict(sources)
-            try:
-                self.run_stages(point, outputs, splits, data_key)
-            except CompressError as exc:
-                if not label:
-                    raise
-                self.log(f"warning: sweep point {label} failed: {exc.message}")
-                failures.append((label, exc.message))
+            failures += self.run_stages(point, outputs, splits, data_key, label)
             # What a failed point made before failing is still valid and kept.
             per_point.append((label, self.variants(point, outputs)))
         return merge_points(per_point, len(points)), failures
@@ -98,7 +102,8 @@ class Pipeline:
         spec = self.recipe.data
         # Training text read from installed packages changes with their versions.
         extra = environment.module_versions(spec.train_packages) if spec.train_packages else {}
-        key = cache_key("data", spec.model_dump(), self.recipe.seed, self.versions, *([extra] if extra else []))
+        files = self.fingerprints.of(self.data_files())
+        key = cache_key("data", spec.model_dump(), files, self.recipe.seed, self.versions, *([extra] if extra else []))
         splits = self.cached_splits(
             f"data-{key}", lambda: load_data(spec, self.recipe.base_dir, self.recipe.seed, self.recipe.model.arch)
         )
@@ -107,6 +112,27 @@ class Pipeline:
             f"data: {spec.source}, {splits.num_classes} classes, train/val/test {sizes}, input {splits.input_shape}"
         )
         return splits, key
+
+    def data_files(self) -> list[Path]:
+        """What the data source reads: its file or folder, and a text source's tokenizer folder."""
+        spec, files = self.recipe.data, []
+        if spec.path:
+            files.append(self.recipe.resolve_path(spec.path))
+        if data_source(spec.source).text:
+            arch = self.recipe.model.arch or ""
+            ref = spec.tokenizer or (arch[3:] if arch.startswith("hf:") else None)
+            files += self.hf_folder(ref)
+        return files
+
+    def hf_folder(self, ref: str | None) -> list[Path]:
+        if ref is None:
+            return []
+        from compress.models.hf import resolve_hf_path
+
+        try:
+            return [resolve_hf_path(ref, self.recipe.base_dir)]
+        except CompressError:
+            return []  # loading reports the missing folder
 
     def cached_splits(self, name: str, make) -> Splits:
         path = self.cache / f"{name}.npz"
@@ -135,35 +161,46 @@ class Pipeline:
     def sources(self, splits: Splits, data_key: str) -> dict[str, Artifact]:
         return {name: self.source(name, spec, splits, data_key) for name, spec in self.recipe.sources().items()}
 
-    def run_stages(self, recipe: Recipe, outputs: dict[str, Artifact], splits: Splits, data_key: str) -> None:
-        """Run `recipe`'s stages, adding each result to `outputs` (which starts with the sources)."""
+    def run_stages(self, recipe: Recipe, outputs: dict[str, Artifact], splits: Splits, data_key: str,
+                   label: str = "") -> list[StageFailure]:  # fmt: skip
+        """Run `recipe`'s stages, adding each result to `outputs` (which starts with the sources). A
+        failing stage is recorded and the stages that need its result are skipped; the rest run."""
         ctx_base = dict(splits=splits, task=self.task, seed=self.recipe.seed, log=self.log,
                         show_progress=self.show_progress, shared_cache=self.cache)  # fmt: skip
-        previous = "model"
+        failures, previous = [], "model"
         for stage in recipe.stages:
-            parent = outputs[stage.input or previous]
-            refs = {name: outputs[name] for name in stage.references()}
+            needs, previous = [stage.input or previous, *stage.references()], stage.name
+            if any(name not in outputs for name in needs):
+                self.log(
+                    f"{stage.name}: skipped: it needs {', '.join(n for n in needs if n not in outputs)}, which failed"
+                )
+                continue
+            parent, refs = outputs[needs[0]], {name: outputs[name] for name in stage.references()}
             key = cache_key(stage.model_dump(), parent.key, {n: a.key for n, a in refs.items()}, data_key,
                             self.recipe.seed, self.versions)  # fmt: skip
             make = lambda d, s=stage, p=parent, r=refs: s.run(p, StageContext(workdir=d, refs=r, **ctx_base))  # noqa: E731
-            outputs[stage.name] = self.cached(stage.name, key, make)
-            previous = stage.name
+            try:
+                outputs[stage.name] = self.cached(stage.name, key, make)
+            except Exception as exc:  # noqa: BLE001 - recorded per stage; the other branches go on
+                failures.append(stage_failure(exc, stage.name, label, self.out / "logs"))
+                self.log(f"warning: {failures[-1].line()}")
+        return failures
 
     def source(self, name: str, spec, splits: Splits, data_key: str) -> Artifact:
         """The initial model (or teacher), built from its recipe section and cached."""
-        key = cache_key(name, spec.model_dump(), self._checkpoint_hash(spec), data_key, self.versions)
+        key = cache_key(name, spec.model_dump(), self.fingerprints.of(self.model_files(spec)), data_key, self.versions)
         return self.cached(name, key, lambda d: self.build_source(name, spec, splits, d))
 
     def cached(self, name: str, key: str, make) -> Artifact:
         """Reuse `cache/<name>-<key>` if complete, else build it aside and rename it into place."""
-        final = self.cache / f"{name}-{key}"
+        final = self.cache / f"{file_name(name)}-{key}"
         if Artifact.exists(final):
             self.log(f"{name}: reusing cached result {final.name}")
             self.reused += 1
             return Artifact.load(final)
         self.computed += 1
         self.cache.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.cache))
+        work = Path(tempfile.mkdtemp(prefix=f".{file_name(name)}-", dir=self.cache))
         try:
             artifact = make(work)
             artifact.key, artifact.folder = key, work
@@ -190,10 +227,11 @@ class Pipeline:
         self.log(f"{name}: {arch}, {params:,} parameters")
         return Artifact(Kind.TORCH, file, lineage=[], meta={"params": params, "arch": arch, "source": name})
 
-    def _checkpoint_hash(self, spec) -> str | None:
-        if not spec.checkpoint:
-            return None
-        return hashlib.sha256(self.recipe.resolve_path(spec.checkpoint).read_bytes()).hexdigest()
+    def model_files(self, spec) -> list[Path]:
+        """What building a model reads: its Python file, checkpoint and Hugging Face folder."""
+        files = [self.recipe.resolve_path(spec.python.rpartition(":")[0])] if spec.python else []
+        files += [self.recipe.resolve_path(spec.checkpoint)] if spec.checkpoint else []
+        return files + (self.hf_folder(spec.arch[3:]) if spec.arch and spec.arch.startswith("hf:") else [])
 
     # ------------------------------------------------------------------ measurement and report
 
@@ -228,8 +266,10 @@ class Pipeline:
             gates=self.recipe.gates.model_dump(exclude_defaults=True) if self.recipe.gates else None,
             cache={"reused": self.reused, "computed": self.computed},
         )  # fmt: skip
-        report.variants += [failed_variant(label, message) for label, message in failures]
-        report.warnings += [f"sweep point {label} failed: {message}" for label, message in failures]
+        report.failures = failures
+        first = {f.point: f for f in reversed(failures) if f.point}  # one entry per failed sweep point
+        report.variants += [failed_variant(f.point, f.message) for f in reversed(first.values())]
+        report.warnings += [f.line() for f in failures]
         report.warnings += target_warnings(target_infos)
         mark_fronts(report)
         report.warnings += not_faster_warnings(report, self.out) + budget_warnings(report)
@@ -237,10 +277,10 @@ class Pipeline:
 
     def publish(self, name: str, parent: str | None, artifact: Artifact, models_dir: Path) -> Variant:
         """Copy a deployable artifact to models/<variant>.<ext> (with companion files) and describe it."""
-        dest = models_dir / f"{name}{artifact.path.suffix}"
+        dest = models_dir / f"{file_name(name)}{artifact.path.suffix}"
         size = 0
         for file in [artifact.path, *companions(artifact.path, artifact.kind)]:
-            target = models_dir / f"{name}{file.suffix}"
+            target = dest.with_suffix(file.suffix)
             tmp = target.with_name(f".{target.name}.tmp")
             shutil.copyfile(file, tmp)
             os.replace(tmp, target)
@@ -277,6 +317,21 @@ def merge_points(per_point: list[tuple[str, list]], total: int | None = None) ->
                 seen.add(artifact.key)
                 merged.append((rename[name], rename.get(parent, parent) if parent else None, artifact))
     return merged
+
+
+def remove_orphans(*folders: Path) -> None:
+    """Half-made stage folders and temporary files a killed run left: every temporary name starts with
+    a dot. Safe under the run lock, since no other run writes here."""
+    for path in (p for folder in folders if folder.is_dir() for p in folder.glob(".*")):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def remove_outputs(folder: Path) -> None:
+    for name in ("report.json", "report.md", "report.html"):
+        (folder / name).unlink(missing_ok=True)
 
 
 def failed_variant(label: str, message: str) -> Variant:

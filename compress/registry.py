@@ -80,9 +80,19 @@ def is_builtin(kind: str, name: str) -> bool:
 
 
 def resolve(kind: str, name: str) -> Any:
-    """Import and return the component registered as `name`."""
-    module_name, _, attr = table(kind)[name].partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    """Import and return the component registered as `name`. A plug-in that cannot be loaded is a
+    one-line error naming it, never a traceback from inside another package."""
+    target = table(kind)[name]
+    module_name, _, attr = target.partition(":")
+    if is_builtin(kind, name):
+        return getattr(importlib.import_module(module_name), attr)
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except Exception as exc:  # noqa: BLE001 - whatever the plug-in's import raised
+        from compress.errors import UsageError, first_line
+
+        raise UsageError(f"plug-in {kind[:-1]} '{name}' ({target}) could not be loaded: {first_line(exc)}",
+                         hint="fix or uninstall the package that declares it (pip show shows which)") from None
 
 
 def components(kind: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from compress import registry
 from compress.config import Strict
 from compress.errors import Problem, RecipeError
+from compress.names import NAME_PATTERN
 from compress.yamlconfig import read_yaml, suggest, validate
 
 
@@ -45,7 +46,11 @@ class HostSpec(Strict):
     identity_file: str | None = Field(None, description="private key file [default: ssh's choice]")
     known_hosts: str | None = Field(None, description="known_hosts file [default: ~/.ssh/known_hosts]")
     python: str = Field("python3", description="the device's Python (a full path is safest)")
-    workdir: str = Field("/tmp/compress-device", description="folder on the device for models and results")
+    workdir: str = Field(
+        "~/.cache/compress-device",
+        description="folder on the device for models and results, "
+        "owned by the login user and writable by nobody else (checked before each use)",
+    )
     connect_timeout_s: int = Field(10, ge=1, le=600)
     timeout_s: int = Field(3600, ge=1, le=86_400, description="longest a measurement on the device may take")
 
@@ -79,7 +84,7 @@ class TensorRTOptions(Strict):
 class TargetSpec(Strict):
     """One hardware target: a runtime on a device, with fixed threads and batch sizes."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     runtime: Literal[tuple(registry.names("runtimes"))] = Field(description="a registered runtime")  # type: ignore[valid-type]
     device: Literal["cpu", "gpu", "jetson"] = Field("cpu", description="jetson: also record the board's state")

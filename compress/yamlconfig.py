@@ -33,9 +33,13 @@ def read_yaml(path: Path, what: str = "recipe") -> tuple[Any, Marks]:
     return parse_yaml(text, str(path), what)
 
 
+MAX_NODES = 100_000  # values a file may expand to through aliases; recipes hold a few hundred
+
+
 def parse_yaml(text: str, filename: str, what: str = "recipe") -> tuple[Any, Marks]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_expansion(node, filename, what)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -50,6 +54,35 @@ def parse_yaml(text: str, filename: str, what: str = "recipe") -> tuple[Any, Mar
     if duplicates:
         raise RecipeError(duplicates, what)
     return data, marks
+
+
+def _check_expansion(node: yaml.Node | None, filename: str, what: str) -> None:
+    """Refuse aliases that refer to themselves, or that expand a small file into a huge one (the
+    "billion laughs"): both are measured on the node graph before anything is built from it."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(n: yaml.Node) -> int:
+        if id(n) in sizes:
+            return sizes[id(n)]
+        if id(n) in active:
+            line, col = n.start_mark.line + 1, n.start_mark.column + 1
+            raise RecipeError([Problem("", "an alias refers to a node that contains it (a recursive YAML "
+                                       "structure); expand it by hand", filename, line, col)], what)  # fmt: skip
+        active.add(id(n))
+        children = [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else (
+            n.value if isinstance(n, yaml.SequenceNode) else [])  # fmt: skip
+        total = 1 + sum(size(c) for c in children)
+        active.discard(id(n))
+        sizes[id(n)] = total
+        if total > MAX_NODES:
+            raise RecipeError([Problem("", f"the YAML expands to more than {MAX_NODES:,} values through "
+                                       "aliases (&anchor / *alias); write the values out or use fewer aliases",
+                                       filename)], what)  # fmt: skip
+        return total
+
+    if node is not None:
+        size(node)
 
 
 def _collect_marks(node: yaml.Node, path: PathKey, marks: Marks, dups: list, filename: str) -> None:

@@ -88,11 +88,12 @@ def test_validate_and_schema():
 
 
 def test_locked_output_folder_exits_5(tiny_recipe, tmp_path):
+    from compress.lock import run_lock
+
     out = tmp_path / "out"
-    out.mkdir()
-    (out / ".lock").write_text(str(os.getpid()))  # this test process is alive
-    result = compress("run", str(tiny_recipe), "--output", str(out))
-    assert result.returncode == 5 and "another compress run" in result.stderr
+    with run_lock(out):  # this test process holds the folder
+        result = compress("run", str(tiny_recipe), "--output", str(out))
+    assert result.returncode == 5 and f"another compress run (PID {os.getpid()})" in result.stderr
 
 
 def test_report_on_a_folder_without_report_exits_2(tmp_path):

@@ -41,3 +41,20 @@ def test_default_resnet_size_is_in_the_quickstart_range():
 
 def test_zoo_source_answers_to_every_builder_name():
     assert Zoo().names() == list(zoo.BUILDERS)
+
+
+def test_hf_names_a_package_without_running_its_code(tmp_path, monkeypatch):
+    """`arch: hf:NAME` must not import an arbitrary installed module (hf:this printed the Zen of Python)."""
+    from compress.errors import StageError
+    from compress.models.hf import resolve_hf_path
+
+    (tmp_path / "sideeffect.py").write_text("import pathlib\npathlib.Path(__file__).with_name('ran').touch()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(StageError, match="no installed model package 'sideeffect'"):
+        resolve_hf_path("sideeffect", tmp_path / "elsewhere")
+    assert not (tmp_path / "ran").exists()
+    package = tmp_path / "shipped_model"
+    (package / "model").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    (package / "model" / "config.json").write_text("{}")
+    assert resolve_hf_path("shipped-model", tmp_path / "elsewhere") == package / "model"

@@ -76,3 +76,19 @@ def test_without_the_plugin_its_stage_is_an_unknown_type(tmp_path):
     done = compress(env, "validate", "r.yaml", cwd=tmp_path)
     assert done.returncode == 2
     assert "unknown type 'ort-optimize'" in done.stderr
+
+
+def test_a_broken_plugin_is_a_one_line_error(tmp_path):
+    site = tmp_path / "site"
+    (site / "broken_plugin").mkdir(parents=True)
+    (site / "broken_plugin" / "__init__.py").write_text("raise ImportError('needs a package that is missing')\n")
+    dist = site / "broken_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[compress.stages]\nbroken = broken_plugin:Stage\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).resolve().parent.parent)])}
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    done = compress(env, "validate", "r.yaml", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert ("error: plug-in stage 'broken' (broken_plugin:Stage) could not be loaded: needs a package that is missing"
+            in done.stderr)  # fmt: skip

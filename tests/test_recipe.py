@@ -136,3 +136,19 @@ def test_named_models_start_their_own_chains():
     assert "input 'vti' is not an earlier stage (did you mean 'vit'?)" in msg
     (msg,) = problems(text.replace("vit: {arch: vit}", "vit: {arch: vitt}"))
     assert "models.vit.arch" in msg and "did you mean 'vit'" in msg
+
+
+def test_an_alias_bomb_is_refused_before_it_expands():
+    """A few hundred bytes of nested aliases would expand to billions of values."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    with pytest.raises(RecipeError) as caught:
+        recipe_from_text("\n".join(lines) + "\nname: x\n")
+    assert "expands to more than 100,000 values" in caught.value.problems[0].message
+
+
+def test_a_recursive_alias_is_a_located_problem():
+    with pytest.raises(RecipeError) as caught:
+        recipe_from_text("name: x\nmodel: &m\n  arch: resnet\n  options: {self: *m}\n", "r.yaml")
+    (problem,) = caught.value.problems
+    assert problem.file == "r.yaml" and problem.line == 2 and "recursive" in problem.message

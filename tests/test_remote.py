@@ -137,3 +137,38 @@ def test_host_short_form_and_bad_fields_are_rejected_with_their_place(write):
     with pytest.raises(RecipeError) as info:
         load_target(path)
     assert "host.prot" in str(info.value.problems[0]) and "t.yaml:3" in str(info.value.problems[0])
+
+
+def test_a_work_folder_other_users_can_write_is_refused(device, mlp, tmp_path):
+    shared = tmp_path / "shared-work"
+    shared.mkdir()
+    shared.chmod(0o777)
+    remote = tmp_path / "device.yaml"
+    remote.write_text(device.target_yaml("device-ort").replace(str(device.folder / "remote-work"), str(shared)))
+    result = compress("profile", str(mlp), "--target", str(remote), "-o", str(tmp_path / "out"))
+    assert result.returncode == 6
+    assert f"the work folder {shared} is writable by other users (drwxrwxrwx" in " ".join(result.stderr.split())
+    assert not (shared / "models").exists() or not list((shared / "models").iterdir())
+
+
+def test_an_altered_stored_model_is_refused_and_sent_again(device, mlp, tmp_path):
+    remote = tmp_path / "device.yaml"
+    remote.write_text(device.target_yaml("device-ort"))
+    assert compress("profile", str(mlp), "--target", str(remote), "-o", str(tmp_path / "a")).returncode == 0
+    stored = (
+        device.folder / "remote-work" / "models" / f"{__import__('compress.agent.store').agent.store.digest(mlp)}.onnx"
+    )
+    stored.write_bytes(stored.read_bytes() + b"tampered")
+    compress("profile", str(mlp), "--target", str(remote), "-o", str(tmp_path / "b"))
+    (variant,) = json.loads((tmp_path / "b" / "report.json").read_text())["variants"]
+    assert "does not match what was sent" in " ".join(variant["errors"]) and not variant["latency"]
+    third = compress("profile", str(mlp), "--target", str(remote), "-o", str(tmp_path / "c"))
+    assert third.returncode == 0 and "0 model file(s) already there" in third.stderr
+    assert stored.read_bytes() == mlp.read_bytes()
+
+
+def test_a_home_relative_work_folder_stays_the_login_users():
+    from compress.measure.remote import shell_path
+
+    assert shell_path("~/.cache/compress device") == "\"$HOME\"/'.cache/compress device'"
+    assert shell_path("/tmp/x y") == "'/tmp/x y'"

@@ -129,3 +129,20 @@ def test_accuracy_control_is_listed_and_an_unmet_budget_warned():
         "worse did not meet its 0.5-point accuracy budget on the validation split; it is the most accurate "
         "model found (0 layer(s) in float)"
     ]
+
+
+def test_report_files_honour_the_umask(tmp_path):
+    import os
+    import stat
+
+    from compress.report.schema import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "shared.json", "{}")
+        os.umask(0o077)
+        write_atomic(tmp_path / "private.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600

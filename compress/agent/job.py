@@ -23,6 +23,7 @@ import numpy as np
 
 from compress import registry
 from compress.agent import state as device_state
+from compress.agent import store
 from compress.agent.profiling import measure_interleaved, summarize
 from compress.errors import first_line
 
@@ -95,6 +96,8 @@ def _load_and_evaluate(runtime, folder: Path, name: str, spec: dict, eval_feeds,
     """(result entry, timing session or None); a runtime refusing one model must not lose the others."""
     path = folder / spec["file"]
     try:
+        if spec.get("sha256"):
+            store.verify(path, spec["sha256"])
         entry = {"latency": []}
         if eval_feeds is not None:
             outputs = predict(runtime.load(path, os.cpu_count() or 1), eval_feeds, target.eval_batch_size)

@@ -93,7 +93,7 @@ def data_source(name: str) -> DataSource:
 
 def load_data(spec: DataSpec, base_dir: Path, seed: int, model_arch: str | None = None) -> Splits:
     """Load the recipe's data source and split it deterministically from the seed."""
-    path = (base_dir / spec.path) if spec.path else None
+    path = (base_dir / Path(spec.path).expanduser()) if spec.path else None
     return data_source(spec.source).load(spec, path, LoadContext(base_dir, seed, model_arch))
 
 

@@ -5,7 +5,6 @@ Everything here runs the exported file in the target's runtime; the PyTorch modu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.agent import store as model_store
 from compress.artifact import Kind
 from compress.data import Splits
 from compress.errors import CompressError, StageError, TargetError
@@ -97,11 +97,12 @@ def write_job(
     """The job folder the measuring program reads (see compress.agent.job)."""
     entries = {}
     for name, model in models.items():
-        if copy_models:  # staged for the device's model store (see compress.measure.remote); locally read in place
-            path = f"{remote.MODEL_STORE}/{stage_model(model, folder / 'models')}"
+        entries[name] = {"kind": model.kind, "precision": model.precision}
+        if copy_models:  # staged for the device's model store (see compress.agent.store); locally read in place
+            stored = stage_model(model, folder / "models")
+            entries[name].update(file=f"{remote.MODEL_STORE}/{stored}", sha256=stored.partition(".")[0])
         else:
-            path = str(model.path.resolve())
-        entries[name] = {"file": path, "kind": model.kind, "precision": model.precision}
+            entries[name]["file"] = str(model.path.resolve())
     if inputs.eval_feeds is not None:
         np.savez(folder / "eval.npz", **inputs.eval_feeds)
     for batch, feeds in inputs.batches.items():
@@ -114,7 +115,7 @@ def write_job(
 def stage_model(model: Deployable, store: Path) -> str:
     """Copy a model (and companions) into `store` named by its content hash; returns the file name.
     A device keeps these, so an unchanged model is not sent again."""
-    digest = hashlib.sha256(model.path.read_bytes()).hexdigest()[:32]
+    digest = model_store.digest(model.path)
     store.mkdir(exist_ok=True)
     for file in [model.path, *model.companions]:
         shutil.copyfile(file, store / f"{digest}{file.suffix}")

@@ -123,27 +123,44 @@ def unpack_results(data: bytes, folder: Path) -> None:
             target.write_bytes(tar.extractfile(member).read())
 
 
+def shell_path(path: str) -> str:
+    """A remote path as one shell word; a leading ~/ stays the login user's home ($HOME)."""
+    if path == "~" or path.startswith("~/"):
+        rest = path[2:]
+        return '"$HOME"' + (f"/{shlex.quote(rest)}" if rest else "")
+    return shlex.quote(path)
+
+
+def prepare_workdir(host: HostSpec, workdir: str) -> set[str]:
+    """Create the work folder private to the login user, refuse one that another user owns or could
+    write to (files there are trusted by name), and list the stored model files."""
+    out = run(host, f"umask 077 && mkdir -p {workdir}/models && ls -ldn {workdir} && id -u && ls {workdir}/models")
+    lines = out.decode(errors="replace").splitlines()
+    mode, owner, uid = lines[0].split()[0], lines[0].split()[2], lines[1].strip()
+    if owner != uid or mode[5] == "w" or mode[8] == "w":
+        raise TargetError(f"{host.label}: the work folder {host.workdir} is {'owned by uid ' + owner if owner != uid else 'writable by other users'} ({mode})",
+                          hint="set host.workdir to a folder the login user owns, e.g. ~/.cache/compress-device")  # fmt: skip
+    return set(" ".join(lines[2:]).split())
+
+
 def run_job(target: TargetSpec, folder: Path, log) -> dict:
     """Ship the job to the target's host, measure there, and bring the result back into `folder`."""
     host = target.host
-    workdir, job_id = host.workdir.rstrip("/") or "/", uuid.uuid4().hex[:12]
+    workdir, job_id = shell_path(host.workdir.rstrip("/") or "/"), uuid.uuid4().hex[:12]
     where = f"{workdir}/{job_id}"
-    listing = run(host, f"mkdir -p {shlex.quote(workdir)}/models && ls {shlex.quote(workdir)}/models")
-    stored = set(listing.decode(errors="replace").split())
-    log(f"{target.name}: copying the job to {host.label}:{where} ({len(stored)} model file(s) already there)")
-    run(host, f"tar -xzf - -C {shlex.quote(workdir)}", stdin=bundle(folder, job_id, stored))
+    stored = prepare_workdir(host, workdir)
+    log(
+        f"{target.name}: copying the job to {host.label}:{host.workdir}/{job_id} ({len(stored)} model file(s) already there)"
+    )
+    run(host, f"tar -xzf - -C {workdir}", stdin=bundle(folder, job_id, stored))
     try:
         log(f"{target.name}: measuring on {host.label} with {host.python}")
-        program = f"cd {shlex.quote(where)} && PYTHONPATH=lib " + remote_command(
-            host.python, "-m", "compress.agent", "job"
-        )
+        program = f"cd {where} && PYTHONPATH=lib " + remote_command(host.python, "-m", "compress.agent", "job")
         run(host, program)
-        unpack_results(
-            run(host, f"cd {shlex.quote(where)}/job && tar -czf - result.json $(ls -d outputs 2>/dev/null)"), folder
-        )
+        unpack_results(run(host, f"cd {where}/job && tar -czf - result.json $(ls -d outputs 2>/dev/null)"), folder)
     finally:
         try:
-            run(host, remote_command("rm", "-rf", where), timeout=60)
+            run(host, f"rm -rf {where}", timeout=60)
         except TargetError as exc:
             log(f"warning: could not remove {where} on {host.label}: {exc.message}")
     return json.loads((folder / "result.json").read_text(encoding="utf-8"))

@@ -38,13 +38,13 @@ def build_model(spec: ModelSpec, base_dir: Path, in_channels: int, num_classes: 
         source, name = model_source(spec.arch)
         model = source.build(name, spec.options, InputShape(in_channels, num_classes, image_size, base_dir))
     if spec.checkpoint:
-        load_checkpoint(model, base_dir / spec.checkpoint)
+        load_checkpoint(model, base_dir / Path(spec.checkpoint).expanduser())
     return model
 
 
 def _from_python(spec: ModelSpec, base_dir: Path) -> nn.Module:
     file, _, func = spec.python.rpartition(":")
-    path = (base_dir / file).resolve()
+    path = (base_dir / Path(file).expanduser()).resolve()
     # A stable module name lets a saved model be unpickled in another process.
     name = f"compress_user_{path.stem}"
     module_spec = importlib.util.spec_from_file_location(name, path)

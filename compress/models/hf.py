@@ -8,6 +8,7 @@ pretrained all-MiniLM-L6-v2) works too.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -19,21 +20,20 @@ from compress.errors import StageError
 
 
 def resolve_hf_path(ref: str, base_dir: Path) -> Path:
-    """A model folder: a path (relative to the recipe) or an installed package that ships one."""
+    """A model folder: a path (relative to the recipe) or an installed package that ships one in its
+    `model/` folder. The package is located without importing it: naming a module never runs its code."""
     path = (base_dir / ref).expanduser()
     if (path / "config.json").is_file():
         return path.resolve()
     module_name = ref.replace("-", "_")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        module = None
-    if module is not None:
-        for candidate in (getattr(module, "MODEL_DIR", None), Path(module.__file__).parent / "model"):
-            if candidate and (Path(candidate) / "config.json").is_file():
-                return Path(candidate)
+    spec = importlib.util.find_spec(module_name) if module_name.isidentifier() else None
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            if (Path(location) / "model" / "config.json").is_file():
+                return Path(location) / "model"
     raise StageError(f"no Hugging Face model folder at {path} and no installed model package '{ref}'",
-                     hint="point hf: at a folder with config.json and tokenizer files, e.g. one saved by save_pretrained()")  # fmt: skip
+                     hint="point hf: at a folder with config.json and tokenizer files, e.g. one saved by "
+                     "save_pretrained(), or at an installed package that ships one in <package>/model/")  # fmt: skip
 
 
 class SentenceEncoder(nn.Module):

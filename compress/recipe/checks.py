@@ -9,6 +9,7 @@ from typing import Any
 
 from compress.artifact import DEPLOYABLE, Kind
 from compress.errors import Problem
+from compress.names import NAME_PATTERN
 from compress.recipe.schema import ModelSpec, Recipe
 from compress.targets import TargetSpec, find_target, missing_target_problem
 from compress.yamlconfig import Locator, suggest
@@ -19,7 +20,7 @@ def check_recipe(recipe: Recipe, loc: Locator) -> list[Problem]:
     for name, spec in recipe.sources().items():
         section = ("models", name) if name in recipe.models else (name,)
         problems += _check_model(recipe, spec, section, loc)
-        if name in recipe.models and (name in ("model", "teacher") or not re.fullmatch(r"[A-Za-z0-9._-]+", name)):
+        if name in recipe.models and (name in ("model", "teacher") or not re.fullmatch(NAME_PATTERN, name)):
             problems.append(loc.at(section, f"model name '{name}' is reserved or not a plain name"))
     problems += _check_data(recipe, loc)
     problems += _check_targets(recipe, loc)

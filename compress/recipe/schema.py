@@ -13,6 +13,7 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, model_validator
 
 from compress import registry
 from compress.config import Strict
+from compress.names import NAME_PATTERN
 from compress.report.gates import Gates
 from compress.targets import TargetSpec
 
@@ -111,7 +112,7 @@ SWEEPABLE = ("stages",)
 
 
 class Recipe(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     seed: int = Field(0, ge=0)
     model: ModelSpec

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from compress.names import file_name
 from compress.report.schema import Report, write_atomic
 
 
@@ -70,7 +71,7 @@ def pareto_plot(report: Report, target_name: str) -> bytes:
 
 
 def plot_file(target_name: str) -> str:
-    return f"pareto-{target_name}.png"
+    return f"pareto-{file_name(target_name)}.png"
 
 
 def latency_plot(report: Report, target_name: str) -> bytes:

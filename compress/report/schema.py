@@ -104,6 +104,20 @@ class Front(Strict):
     knee: str | None = None  # the suggested trade-off
 
 
+class StageFailure(Strict):
+    """A stage that failed; the stages depending on it were skipped, the others ran."""
+
+    stage: str
+    point: str = ""  # the sweep point, if any
+    message: str
+    hint: str | None = None
+    log: str | None = None  # the full traceback of an unexpected error
+
+    def line(self) -> str:
+        where = f"stage '{self.stage}'" + (f" (sweep point {self.point})" if self.point else "")
+        return f"{where} failed: {self.message}"
+
+
 class RecipeInfo(Strict):
     name: str
     path: str | None
@@ -123,6 +137,7 @@ class Report(Strict):
     gates: dict[str, Any] | None = None  # the recipe's gates, so `compress gate` can reuse them
     cache: dict[str, int] = Field(default_factory=dict)  # stage results reused / computed in this run
     fronts: list[Front] = Field(default_factory=list)
+    failures: list[StageFailure] = Field(default_factory=list)  # stages that failed in this run
 
     def front(self, target: str, latency: str = "p50", with_size: bool = False) -> Front | None:
         return next(
@@ -149,13 +164,21 @@ class Report(Strict):
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    """Write to a temporary file beside `path`, then rename: readers never see half a file. The file
+    gets the mode a plain open() would (0666 less the umask), not mkstemp's private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content.encode() if isinstance(content, str) else content)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

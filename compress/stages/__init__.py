@@ -18,6 +18,7 @@ from pydantic import Field
 
 from compress.artifact import Kind
 from compress.config import Strict
+from compress.names import NAME_PATTERN
 
 if TYPE_CHECKING:
     from compress.artifact import Artifact
@@ -40,9 +41,9 @@ class StageContext:
 class Stage(Strict):
     """Fields every stage has, and what the pipeline asks of a stage."""
 
-    name: str | None = Field(None, description="unique stage name; defaults to its type")
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="unique stage name; defaults to its type")
     input: str | None = Field(None, description="name of the stage whose output this one takes")
-    variant: str | None = Field(None, description="report name of the model this stage produces")
+    variant: str | None = Field(None, pattern=NAME_PATTERN, description="report name of the model this stage produces")
     default_variant: ClassVar[str | None] = None  # set on stages whose output is deployable
     # Whether the model's structure changes; distillation's default teacher is the model before.
     reshapes: ClassVar[bool] = False
