@@ -35,12 +35,11 @@ def handled(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except CompressError as exc:
-            err = _console()
             for i, line in enumerate(exc.lines()):
-                err.print(("error: " if i == 0 else "") + line, markup=False)
+                _say(("error: " if i == 0 else "") + line)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            _console().print("interrupted; run the same command again to resume from the cached stages", markup=False)
+            _say("interrupted; run the same command again to resume from the cached stages")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
 
     return wrapper
@@ -52,6 +51,15 @@ def _console(stderr: bool = True):
     stream = sys.stderr if stderr else sys.stdout
     # Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns.
     return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 160)
+
+
+def _say(line: str) -> None:
+    """One message line on stderr, never wrapped: a CI log keeps it whole, a terminal wraps it itself."""
+    _console().print(line, markup=False, soft_wrap=True)
+
+
+def _warn(message: str) -> None:
+    _say(f"WARNING: {message}")
 
 
 @app.command()
@@ -70,16 +78,15 @@ def run(
     from compress.report.render import print_tables
 
     loaded = load_recipe(recipe, set_ or ())
-    err = _console()
-    log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, markup=False))
+    log = (lambda msg: None) if quiet else _say
     report = run_recipe(loaded, output, log=log, show_progress=not quiet)
     print_tables(report, _console(stderr=False))
-    err.print(f"report written to {output_dir(loaded, output)}/report.md", markup=False)
+    _say(f"report written to {output_dir(loaded, output)}/report.md")
     _finish_failures(report)
     if loaded.gates and not loaded.gates.empty():
         from compress.report.gates import check
 
-        _finish_gates(check(report, loaded.gates), None)
+        _finish_gates(check(report, loaded.gates, warn=_warn), None)
     _finish_targets(report)
 
 
@@ -100,11 +107,10 @@ def profile(
     from compress.targets import resolve_targets
 
     targets = resolve_targets(target, [Path.cwd(), Path.cwd() / "targets"])
-    err = _console()
-    log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, markup=False))
+    log = (lambda msg: None) if quiet else _say
     report = run_profile(models, targets, output, sequence_length, log)
     print_tables(report, _console(stderr=False))
-    err.print(f"report written to {output}/report.md", markup=False)
+    _say(f"report written to {output}/report.md")
     _finish_targets(report)
 
 
@@ -112,9 +118,9 @@ def _finish_failures(report) -> None:
     """Exit 4 when a stage failed outside a sweep (after the report was written with the rest)."""
     failed = [f for f in report.failures if not f.point]
     for f in failed:
-        _console().print(f"error: {f.line()}", markup=False, soft_wrap=True)
+        _say(f"error: {f.line()}")
         if f.hint:
-            _console().print(f"hint: {f.hint}", markup=False, soft_wrap=True)
+            _say(f"hint: {f.hint}")
     if failed:
         raise typer.Exit(ExitCode.STAGE_FAILED)
 
@@ -125,7 +131,7 @@ def _finish_targets(report) -> None:
     errors = [f"target {t.name}: {t.error}" for t in report.targets if t.error]
     errors += [f"{v.name} on {e}" for v in report.variants if not v.name.startswith("failed[") for e in v.errors]
     for line in errors:
-        _console().print(f"error: {line}", markup=False, soft_wrap=True)
+        _say(f"error: {line}")
     if errors or not report.variants:
         raise typer.Exit(ExitCode.TARGET_FAILED)
 
@@ -156,12 +162,11 @@ def report(folder: Annotated[Path, typer.Argument(help="output folder holding re
     """Re-render report.md, report.html and the plots from a folder's report.json."""
     from compress.report.outputs import render_all
     from compress.report.render import print_tables
-    from compress.report.schema import Report
 
     source = folder / "report.json"
     if not source.is_file():
         raise UsageError(f"{source} not found", hint="pass the output folder of a finished `compress run`")
-    loaded = Report.load(source)
+    loaded = _load_report(source)
     render_all(loaded, folder)
     print_tables(loaded, _console(stderr=False))
 
@@ -204,11 +209,16 @@ def gate(
     max_accuracy_regression: Annotated[Optional[float], typer.Option(help="points below --baseline")] = None,
     variant: Annotated[Optional[list[str]], typer.Option("--variant", help="only these variants (repeatable)")] = None,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="write JUnit XML here")] = None,
+    allow_disturbed: Annotated[
+        bool, typer.Option(help="judge latencies timed under other load (with a warning)")
+    ] = False,
+    allow_different_hardware: Annotated[
+        bool, typer.Option(help="compare with a --baseline from another CPU or runtime version (with a warning)")
+    ] = False,
 ) -> None:
-    """Check CI gates on a report (or a model file); exit 0 when all hold, 1 when one fails."""
-    from pydantic import ValidationError
-
-    from compress.report.gates import Gates, check, check_model_file
+    """Check CI gates on a report (or a model file); exit 0 when all hold, 1 when one fails, 2 when a
+    gate has nothing to check."""
+    from compress.report.gates import check, check_model_file
 
     if model is not None:
         if not model.is_file():
@@ -227,33 +237,70 @@ def gate(
         max_latency_ms=[{"max_ms": max_latency_ms, "target": target, "percentile": percentile,
                          "batch_size": batch_size}] if max_latency_ms is not None else None,
     ).items() if v is not None}  # fmt: skip
+    gates = _gates(loaded, options, baseline)
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        warnings.append(message)
+        _warn(message)
+
+    previous = _load_report(baseline) if baseline else None
+    results = check(loaded, gates, previous, allow_disturbed=allow_disturbed,
+                    allow_different_hardware=allow_different_hardware, warn=warn)  # fmt: skip
+    _finish_gates(results, junit, warnings)
+
+
+def _gates(loaded, options: dict, baseline: Path | None):
+    """The report's stored gates overridden by the command line's; an error when none is left to check."""
+    from pydantic import ValidationError
+
+    from compress.report.gates import Gates
+
     try:
         gates = Gates.model_validate({**(loaded.gates or {}), **options})
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UsageError(f"bad gate option {'.'.join(map(str, first['loc']))}: {first['msg']}",
                          hint="see `compress gate --help`") from None  # fmt: skip
+    regression = gates.regression_limits()
+    if baseline is None and regression:
+        given = [g for g in regression if g in options]
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} needs --baseline OLD.json", hint="the previous report")
+        _warn(f"{', '.join(regression)} skipped: no --baseline")
+        gates = gates.model_copy(update=dict.fromkeys(regression))
     if gates.empty():
         raise UsageError(
             "no gates to check", hint="give limits such as --max-size-mb, or a report whose recipe had gates"
         )
-    _finish_gates(check(loaded, gates, _load_report(baseline) if baseline else None), junit)
+    return gates
 
 
 def _load_report(path: Path | None):
+    """A report.json, or one plain line saying why it cannot be read (exit 2)."""
     from pydantic import ValidationError
 
-    from compress.report.schema import Report
+    from compress.report.schema import SCHEMA_VERSION, Report
 
     if path is None or not path.is_file():
         raise UsageError(f"report {path} not found", hint="pass the report.json of a finished `compress run`")
     try:
-        return Report.load(path)
-    except (ValueError, ValidationError) as exc:
-        raise UsageError(f"{path} is not a compress report: {first_line(exc)}") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path} is not valid JSON: {first_line(exc)}") from None
+    version = data.get("schema_version", SCHEMA_VERSION) if isinstance(data, dict) else SCHEMA_VERSION
+    if version != SCHEMA_VERSION:
+        raise UsageError(f"{path} has schema_version {version}; this compress reads {SCHEMA_VERSION}",
+                         hint="read it with the compress version that wrote it")  # fmt: skip
+    try:
+        return Report.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise UsageError(f"{path} is not a compress report: {where + ': ' if where else ''}{first['msg']}") from None
 
 
-def _finish_gates(results, junit: Path | None) -> None:
+def _finish_gates(results, junit: Path | None, warnings: list[str] | tuple[str, ...] = ()) -> None:
     """Print the verdicts, write JUnit / the GitHub step summary, and exit 1 if any gate failed."""
     import os
 
@@ -267,14 +314,20 @@ def _finish_gates(results, junit: Path | None) -> None:
     for column in ("gate", "variant", "limit", "value", "verdict"):
         table.add_column(column)
     for r in results:
-        table.add_row(*(Text(c) for c in (r.gate, r.variant, r.limit, r.value, "pass" if r.passed else "FAIL")))
+        table.add_row(*(Text(c) for c in (r.gate, r.variant, r.limit, r.value, r.verdict)))
     _console(stderr=False).print(table)
     if junit:
-        write_atomic(junit, junit_xml(results))
+        try:
+            write_atomic(junit, junit_xml(results))
+        except OSError as exc:
+            raise UsageError(f"cannot write --junit {junit}: {exc.strerror or first_line(exc)}") from None
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        with open(summary, "a", encoding="utf-8") as f:
-            f.write(markdown(results))
+        try:
+            with open(summary, "a", encoding="utf-8") as f:
+                f.write(markdown(results, warnings))
+        except OSError as exc:
+            _say(f"warning: cannot append to $GITHUB_STEP_SUMMARY ({summary}): {exc.strerror or first_line(exc)}")
     if not all(r.passed for r in results):
         raise typer.Exit(ExitCode.GATE_FAILED)
 

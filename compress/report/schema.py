@@ -45,6 +45,8 @@ class Latency(Strict):
     p50_ci_low_ms: float | None = None  # 95 % confidence interval of p50
     p50_ci_high_ms: float | None = None
     stable: bool | None = None  # the interval met the protocol's ci_target
+    disturbed: bool | None = None  # other load on the machine while timing (see agent.profiling)
+    disturbance: str | None = None  # why it was flagged
     runtime_summary: dict[str, Any] | None = None  # the runtime's own figures (trtexec: GPU compute, H2D, D2H)
 
 
@@ -88,7 +90,7 @@ class TargetInfo(Strict):
     runtime: str
     device: str
     threads: int
-    batch_sizes: list[int]
+    batch_sizes: list[int] = Field(min_length=1)
     protocol: dict[str, Any]
     versions: dict[str, str] = Field(default_factory=dict)
     host: str | None = None  # user@address:port of a remote device
