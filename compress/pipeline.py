@@ -21,7 +21,7 @@ from compress.data import Splits, data_source, load_data
 from compress.errors import CompressError
 from compress.lock import run_lock
 from compress.measure import environment
-from compress.measure.jobs import Deployable, companions, measure_all, target_warnings
+from compress.measure.jobs import Deployable, companions, disturbance_warnings, measure_all, target_warnings
 from compress.recipe import Recipe
 from compress.recipe.checks import target_search_dirs
 from compress.report.diagnose import budget_warnings, not_faster_warnings
@@ -230,7 +230,7 @@ class Pipeline:
         )  # fmt: skip
         report.variants += [failed_variant(label, message) for label, message in failures]
         report.warnings += [f"sweep point {label} failed: {message}" for label, message in failures]
-        report.warnings += target_warnings(target_infos)
+        report.warnings += target_warnings(target_infos) + disturbance_warnings(report.variants)
         mark_fronts(report)
         report.warnings += not_faster_warnings(report, self.out) + budget_warnings(report)
         return report

@@ -76,3 +76,30 @@ def test_without_the_plugin_its_stage_is_an_unknown_type(tmp_path):
     done = compress(env, "validate", "r.yaml", cwd=tmp_path)
     assert done.returncode == 2
     assert "unknown type 'ort-optimize'" in done.stderr
+
+
+CRASH_TARGET = """
+name: crashy
+runtime: crash-on-load
+protocol: {warmup: 1, min_iterations: 5, min_seconds: 0.05, rounds: 2, ci_target: 0}
+"""
+
+
+def test_a_runtime_crashing_on_one_model_costs_only_that_model(plugin_env, tmp_path):
+    """The plug-in's crash-on-load runtime kills its process (SIGSEGV) loading crash.onnx: that model
+    gets an error naming the signal, the other is measured, and the report is written."""
+    from tests.conftest import write_mlp_onnx
+
+    good, bad = write_mlp_onnx(tmp_path / "good.onnx"), write_mlp_onnx(tmp_path / "crash.onnx")
+    (tmp_path / "crashy.yaml").write_text(CRASH_TARGET)
+    done = compress(plugin_env, "profile", str(bad), str(good), "-t", "crashy.yaml", "-o", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr  # a model's error is in the report; the target was measured
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    variants = {v["name"]: v for v in report["variants"]}
+    assert variants["crash"]["errors"] == ["crashy: crash-on-load crashed (SIGSEGV) while loading model 'crash'"]
+    assert variants["crash"]["latency"] == []
+    assert [lat["batch_size"] for lat in variants["good"]["latency"]] == [1] and not variants["good"]["errors"]
+    assert variants["good"]["latency"][0]["p50_ms"] > 0
+    assert report["targets"][0]["error"] is None and "crash-on-load" in report["targets"][0]["versions"]
+    assert "crashy: timing 1 variant(s) at batch 1" in done.stderr  # the child's log, streamed
+    assert "crash-on-load crashed (SIGSEGV)" in (tmp_path / "out" / "report.md").read_text()
