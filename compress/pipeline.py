@@ -23,7 +23,7 @@ from compress.failures import stage_failure
 from compress.fingerprint import Fingerprints, code_fingerprint
 from compress.lock import run_lock
 from compress.measure import environment
-from compress.measure.jobs import Deployable, companions, measure_all, target_warnings
+from compress.measure.jobs import Deployable, companions, disturbance_warnings, measure_all, target_warnings
 from compress.names import file_name
 from compress.recipe import Recipe
 from compress.recipe.checks import target_search_dirs
@@ -270,7 +270,7 @@ class Pipeline:
         first = {f.point: f for f in reversed(failures) if f.point}  # one entry per failed sweep point
         report.variants += [failed_variant(f.point, f.message) for f in reversed(first.values())]
         report.warnings += [f.line() for f in failures]
-        report.warnings += target_warnings(target_infos)
+        report.warnings += target_warnings(target_infos) + disturbance_warnings(report.variants)
         mark_fronts(report)
         report.warnings += not_faster_warnings(report, self.out) + budget_warnings(report)
         return report

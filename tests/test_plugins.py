@@ -92,3 +92,30 @@ def test_a_broken_plugin_is_a_one_line_error(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert ("error: plug-in stage 'broken' (broken_plugin:Stage) could not be loaded: needs a package that is missing"
             in done.stderr)  # fmt: skip
+
+
+CRASH_TARGET = """
+name: crashy
+runtime: crash-on-load
+protocol: {warmup: 1, min_iterations: 5, min_seconds: 0.05, rounds: 2, ci_target: 0}
+"""
+
+
+def test_a_runtime_crashing_on_one_model_costs_only_that_model(plugin_env, tmp_path):
+    """The plug-in's crash-on-load runtime kills its process (SIGSEGV) loading crash.onnx: that model
+    gets an error naming the signal, the other is measured, and the report is written."""
+    from tests.conftest import write_mlp_onnx
+
+    good, bad = write_mlp_onnx(tmp_path / "good.onnx"), write_mlp_onnx(tmp_path / "crash.onnx")
+    (tmp_path / "crashy.yaml").write_text(CRASH_TARGET)
+    done = compress(plugin_env, "profile", str(bad), str(good), "-t", "crashy.yaml", "-o", "out", cwd=tmp_path)
+    assert done.returncode == 6, done.stderr  # the report is written; a model that was not measured fails the run
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    variants = {v["name"]: v for v in report["variants"]}
+    assert variants["crash"]["errors"] == ["crashy: crash-on-load crashed (SIGSEGV) while loading model 'crash'"]
+    assert variants["crash"]["latency"] == []
+    assert [lat["batch_size"] for lat in variants["good"]["latency"]] == [1] and not variants["good"]["errors"]
+    assert variants["good"]["latency"][0]["p50_ms"] > 0
+    assert report["targets"][0]["error"] is None and "crash-on-load" in report["targets"][0]["versions"]
+    assert "crashy: timing 1 variant(s) at batch 1" in done.stderr  # the child's log, streamed
+    assert "crash-on-load crashed (SIGSEGV)" in (tmp_path / "out" / "report.md").read_text()

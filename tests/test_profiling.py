@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -108,3 +110,71 @@ def test_stability_rule_gives_up_at_the_time_cap_and_flags_it():
                               rounds=2, ci_target=0.001, clock=NoisyClock(0.5))  # fmt: skip
     samples, capped = raw["m"]
     assert capped and summarize(samples, 1, capped, 0.001).stable is False
+
+
+def blocks_of(sizes: list[int], wall_s: float = 1.0, cpu_s: float = 1.0, busy_s: float | None = None) -> list:
+    from compress.agent.profiling import Block
+
+    starts = np.cumsum([0, *sizes[:-1]])
+    return [Block(int(s), n, wall_s, cpu_s, busy_s, 0.0 if busy_s is not None else None, 1.0)
+            for s, n in zip(starts, sizes, strict=True)]  # fmt: skip
+
+
+def test_drift_between_rounds_widens_the_p50_interval():
+    rng = np.random.default_rng(0)
+    levels = [1.0, 1.02, 0.98, 1.03]  # the machine's speed drifted between rounds
+    samples = np.concatenate([rng.normal(level, 0.02, 200) for level in levels])
+    pooled = summarize(list(samples), 1)
+    blocked = summarize(list(samples), 1, blocks=blocks_of([200] * 4), ci_target=0.02)
+    assert (pooled.p50_ci_high_ms - pooled.p50_ci_low_ms) / pooled.p50_ms < 0.02  # sampling noise only
+    assert blocked.p50_ci_low_ms < pooled.p50_ci_low_ms and blocked.p50_ci_high_ms > pooled.p50_ci_high_ms
+    assert (blocked.p50_ci_high_ms - blocked.p50_ci_low_ms) / blocked.p50_ms > 0.05 and blocked.stable is False
+    single = summarize(list(samples), 1, blocks=blocks_of([800]))  # one round: the pooled interval
+    assert (single.p50_ci_low_ms, single.p50_ci_high_ms) == (pooled.p50_ci_low_ms, pooled.p50_ci_high_ms)
+
+
+def test_each_round_of_each_candidate_is_a_block_with_its_cpu_record():
+    from compress.agent.profiling import Monitor
+
+    seen = []
+    monitor = Monitor(on_block=seen.append)
+    raw = measure_interleaved({"a": lambda: sum(range(2000)), "b": lambda: None}, warmup=2, min_iterations=30,
+                              min_seconds=0.03, max_seconds=1, rounds=3, monitor=monitor)  # fmt: skip
+    assert seen == ["a", "b"] + ["a", "b", "b", "a", "a", "b"]  # before each warm-up, then each block
+    for name, (samples, _) in raw.items():
+        blocks = monitor.blocks[name]
+        assert [b.start for b in blocks] == [0, blocks[0].count, blocks[0].count + blocks[1].count]
+        assert sum(b.count for b in blocks) == len(samples)
+        assert all(b.wall_s >= 0.01 and b.cpu_s > 0 for b in blocks)
+
+
+def test_judging_disturbance_from_cpu_shares():
+    from compress.agent.profiling import judge
+
+    # A 2-core machine timing one thread: its own busy core is not other load.
+    alone = judge(blocks_of([10] * 4, wall_s=0.5, cpu_s=0.5, busy_s=0.55), cores=2, threads=1)
+    assert alone["disturbed"] is False and alone["cpu_share"] == 1.0 and alone["others_cpu_share"] == pytest.approx(0.1)
+    hog = judge(blocks_of([10] * 4, wall_s=0.5, cpu_s=0.3, busy_s=1.0), cores=2, threads=1)
+    assert hog["disturbed"] is True and hog["cpu_share"] == pytest.approx(0.6)
+    assert hog["disturbance"] == ("the measuring process ran only 60% of the time it was timed; "
+                                  "other processes used 1.4 of the 1 core(s) it left free")  # fmt: skip
+    # 8 cores, 4 threads: 3 cores of others is more than half of the 4 left free.
+    busy = judge(blocks_of([10] * 2, wall_s=1.0, cpu_s=4.0, busy_s=7.0), cores=8, threads=4)
+    assert busy["disturbed"] is True and busy["others_cpu_share"] == pytest.approx(0.75)
+    # A GPU runtime may wait for its device: a low CPU share alone is no disturbance there.
+    assert judge(blocks_of([10], cpu_s=0.2, busy_s=0.3), cores=4, threads=1, cpu_bound=False)["disturbed"] is False
+    # Under MIN_JUDGED_S of timing the machine's 10 ms ticks are too coarse: only the process share counts.
+    short = judge(blocks_of([10], wall_s=0.1, cpu_s=0.1, busy_s=0.2), cores=2, threads=1)
+    assert short["disturbed"] is False and short["others_cpu_share"] == pytest.approx(1.0)
+    unknown = judge(blocks_of([10]), cores=2, threads=1)  # no /proc/stat (macOS, Windows)
+    assert unknown["disturbed"] is False and "others_cpu_share" not in unknown
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_the_timing_thread_is_pinned_to_one_core_and_released_after():
+    from compress.agent.cpu import one_core
+
+    before = os.sched_getaffinity(0)
+    with one_core():
+        inside = os.sched_getaffinity(0)
+    assert len(inside) == 1 and inside <= before and os.sched_getaffinity(0) == before

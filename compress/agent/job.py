@@ -5,9 +5,12 @@ batch<N>.npz per batch size. For each model this program runs the evaluation inp
 target's runtime (outputs saved for scoring), times it with the latency protocol (variants in
 interleaved rounds) and records the device's state before and after.
 
-The same code measures local targets (called in-process) and remote devices, where it runs as
-`python -m compress.agent JOB_FOLDER` from a copy of the few modules it imports (`shipped_files()`),
-with only numpy and the runtime installed there (Python 3.8 and later).
+The same program measures local targets (in a child process, see compress.measure.local) and
+remote devices, where it runs as `python -m compress.agent JOB_FOLDER` from a copy of the few modules
+it imports (`shipped_files()`), with only numpy and the runtime installed there (Python 3.8 and later).
+
+Before each step that runs a runtime's native code it writes progress.json (the phase and the model),
+so when a runtime crashes the process (SIGSEGV, SIGILL) whoever started it knows which model did it.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import numpy as np
 from compress import registry
 from compress.agent import state as device_state
 from compress.agent import store
-from compress.agent.profiling import measure_interleaved, summarize
+from compress.agent.profiling import Monitor, judge, measure_interleaved, summarize
 from compress.errors import first_line
+from compress.runtimes.base import Session
 
 PACKAGE = Path(__file__).resolve().parent.parent
 CORE = ("__init__.py", "errors.py", "registry.py", "runtimes/__init__.py", "runtimes/base.py")
+PROGRESS = "progress.json"
 
 
 def shipped_files() -> list[str]:
@@ -57,6 +62,7 @@ def run_job(folder: Path, log=print) -> dict:
     folder = Path(folder)
     job = json.loads((folder / "job.json").read_text(encoding="utf-8"))
     target = namespace(job["target"])
+    mark(folder, "starting")
     result = {"state_before": device_state.capture(target.device), "models": {}}
     eval_feeds = load_feeds(folder / job["eval"]) if job.get("eval") else None
     batches = {int(b): load_feeds(folder / name) for b, name in job["batches"].items()}
@@ -79,17 +85,24 @@ def run_job(folder: Path, log=print) -> dict:
             sessions[name] = session
     with device_state.PowerSampler() if getattr(target, "power", False) else contextlib.nullcontext() as power:
         for batch, feeds in batches.items():
-            _time_batch(sessions, feeds, batch, target, result["models"], log)
+            _time_batch(sessions, feeds, batch, target, result["models"], log, folder)
     result["power"] = power.summary() if power else None
     result["state_after"] = device_state.changing(target.device)
-    return _write(folder, result)
-
-
-def _write(folder: Path, result: dict) -> dict:
-    tmp = folder / "result.json.tmp"
-    tmp.write_text(json.dumps(result), encoding="utf-8")
-    os.replace(tmp, folder / "result.json")
+    _write(folder, result)
+    mark(folder, "finished")  # a crash after this (a runtime's exit handler) loses nothing
     return result
+
+
+def _write(folder: Path, result: dict, name: str = "result.json") -> dict:
+    tmp = folder / f"{name}.tmp"
+    tmp.write_text(json.dumps(result), encoding="utf-8")
+    os.replace(tmp, folder / name)
+    return result
+
+
+def mark(folder: Path, phase: str, model: str | None = None, batch: int | None = None) -> None:
+    """Record what is about to run (progress.json), read back when the process dies of a signal."""
+    _write(folder, {"phase": phase, "model": model, "batch": batch}, PROGRESS)
 
 
 def _load_and_evaluate(runtime, folder: Path, name: str, spec: dict, eval_feeds, target):
@@ -100,10 +113,14 @@ def _load_and_evaluate(runtime, folder: Path, name: str, spec: dict, eval_feeds,
             store.verify(path, spec["sha256"])
         entry = {"latency": []}
         if eval_feeds is not None:
-            outputs = predict(runtime.load(path, os.cpu_count() or 1), eval_feeds, target.eval_batch_size)
+            mark(folder, "loading", name)
+            evaluation = runtime.load(path, os.cpu_count() or 1)
+            mark(folder, "evaluating", name)
+            outputs = predict(evaluation, eval_feeds, target.eval_batch_size)
             (folder / "outputs").mkdir(exist_ok=True)
             np.save(folder / "outputs" / f"{name}.npy", outputs)
             entry["outputs"] = f"outputs/{name}.npy"
+        mark(folder, "loading", name)
         session = runtime.load(path, target.threads)
         entry["precision"] = session.precision
         return entry, session
@@ -120,24 +137,42 @@ def predict(session, feeds: dict[str, np.ndarray], batch_size: int = 64) -> np.n
     return np.concatenate(parts)
 
 
-def _time_batch(sessions: dict, feeds: dict, batch: int, target, entries: dict, log) -> None:
+def _time_batch(sessions: dict, feeds: dict, batch: int, target, entries: dict, log, folder: Path) -> None:
     """Latency at one batch size: runtimes that time themselves (trtexec) one by one, the others in
-    interleaved rounds under the shared protocol."""
+    interleaved rounds under the shared protocol; each with the CPU record of its blocks."""
     runnable = {n: s for n, s in sessions.items() if s.fixed_batch in (None, batch)}
     if not runnable:
         return
     p = target.protocol
     log(f"{target.name}: timing {len(runnable)} variant(s) at batch {batch} with {target.threads} thread(s)")
-    own = {n: s.benchmark(feeds, p) for n, s in runnable.items()}
-    raw = {n: timed for n, timed in own.items() if timed is not None}
+    # Pinning one thread is safe; a pool's threads started during timing would inherit the one core.
+    monitor = Monitor(pin=target.threads == 1, on_block=lambda name: mark(folder, "timing", name, batch))
+    raw = _self_timed(runnable, feeds, p, monitor)
     calls = {n: (lambda s=s: s.run(feeds)) for n, s in runnable.items() if n not in raw}
     if calls:
         timed = measure_interleaved(calls, p.warmup, p.min_iterations, p.min_seconds, p.max_seconds, p.rounds,
-                                    p.ci_target)  # fmt: skip
+                                    p.ci_target, monitor=monitor)  # fmt: skip
         raw.update({n: (samples, capped, None) for n, (samples, capped) in timed.items()})
     for name, (samples, capped, summary) in raw.items():
-        stats = summarize(samples, batch, capped, p.ci_target).to_dict()
+        blocks = monitor.blocks.get(name, [])
+        load = judge(blocks, monitor.cores, target.threads, cpu_bound=target.device == "cpu")
+        stats = summarize(samples, batch, capped, p.ci_target, blocks, load).to_dict()
         entries[name]["latency"].append({"batch_size": batch, "stats": stats, "runtime_summary": summary})
+
+
+def _self_timed(sessions: dict, feeds: dict, protocol, monitor: Monitor) -> dict:
+    """{name: (samples, capped, summary)} of the sessions that time themselves, each as one block."""
+    raw = {}
+    for name, session in sessions.items():
+        if type(session).benchmark is Session.benchmark:
+            continue
+        with monitor.block(name, []):
+            timed = session.benchmark(feeds, protocol)
+        if timed is None:  # it declined after all: the shared protocol times it, with blocks of its own
+            monitor.blocks.pop(name, None)
+        else:
+            raw[name] = timed
+    return raw
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from compress.agent import store as model_store
 from compress.artifact import Kind
 from compress.data import Splits
 from compress.errors import CompressError, StageError, TargetError
-from compress.measure import remote
+from compress.measure import local, remote
 from compress.report.schema import Accuracy, Latency, TargetInfo, Variant
 from compress.runtimes import runtime_class
 from compress.targets import TargetSpec
@@ -71,16 +71,15 @@ class TargetResults:
 def measure_target(
     target: TargetSpec, models: dict[str, Deployable], inputs: Inputs, task: Task | None, log
 ) -> TargetResults:
-    """Accuracy, then interleaved latency, of every model this target's runtime can run: here, or
-    on the target's host over SSH. A target that fails as a whole comes back with `error` set."""
-    from compress.agent import job as device
-
+    """Accuracy, then interleaved latency, of every model this target's runtime can run: here (in a
+    child process, so a crashing runtime costs only the model it crashed on), or on the target's host
+    over SSH. A target that fails as a whole comes back with `error` set."""
     runnable = {n: m for n, m in models.items() if m.kind in runtime_class(target.runtime).formats}
     with tempfile.TemporaryDirectory(prefix="compress-job-") as tmp:
         folder = Path(tmp)
         write_job(folder, target, runnable, inputs, copy_models=target.host is not None)
         try:
-            raw = remote.run_job(target, folder, log) if target.host else device.run_job(folder, log)
+            raw = (remote if target.host else local).run_job(target, folder, log)
             results = collect(raw, folder, target, runnable, inputs, task)
         except TargetError as exc:
             results = TargetResults(error=f"{exc.message}; {exc.hint}" if exc.hint else exc.message)
@@ -221,6 +220,13 @@ def measure_all(targets: list[TargetSpec], models: dict[str, Deployable], varian
 
 def target_warnings(infos: list[TargetInfo]) -> list[str]:
     return [f"target {t.name} could not be measured: {t.error}" for t in infos if t.error]
+
+
+def disturbance_warnings(variants: list[Variant]) -> list[str]:
+    """One line per latency measured while other work loaded the machine (see agent.profiling)."""
+    return [f"{v.name} on {lat.target} at batch {lat.batch_size}: latency measured while the machine was busy "
+            f"({lat.disturbance}); p50 {lat.p50_ms:.4g} ms may be slow, measure again on a quiet machine"
+            for v in variants for lat in v.latency if lat.disturbed]  # fmt: skip
 
 
 def attach(variants: list[Variant], target: TargetSpec, results: TargetResults) -> None:

@@ -15,7 +15,7 @@ from compress.artifact import Kind
 from compress.errors import UsageError
 from compress.lock import run_lock
 from compress.measure import environment
-from compress.measure.jobs import Deployable, measure_all, target_warnings
+from compress.measure.jobs import Deployable, disturbance_warnings, measure_all, target_warnings
 from compress.report.outputs import render_all
 from compress.report.pareto import mark_fronts
 from compress.report.schema import RecipeInfo, Report, Variant
@@ -52,7 +52,7 @@ def profile(paths: list[Path], targets: list[TargetSpec], out: Path, sequence_le
         report = Report(created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         recipe=RecipeInfo(name="profile", path=None, hash=digest), environment=environment.capture(),
                         baseline=variants[0].name, targets=infos, variants=variants)  # fmt: skip
-        report.warnings += target_warnings(infos)
+        report.warnings += target_warnings(infos) + disturbance_warnings(variants)
         report.warnings.append("inputs were random (no data given), so no accuracy was measured")
         mark_fronts(report)
         report.save(out / "report.json")

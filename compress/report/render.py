@@ -98,13 +98,15 @@ def device_lines(target: TargetInfo) -> list[str]:
 
 
 def interval_lines(report: Report, target: TargetInfo) -> list[str]:
-    """p50 with its 95 % interval per variant and batch, flagging runs the time cap ended early."""
+    """p50 with its 95 % interval per variant and batch, flagging runs the time cap ended early and
+    runs other load disturbed."""
     cells = []
     for v in report.variants:
         for lat in (x for x in v.latency if x.target == target.name):
             if lat.p50_ci_low_ms is None:
                 continue
             flag = " (time cap reached: unstable)" if lat.stable is False else ""
+            flag += " (disturbed: other load on the machine)" if lat.disturbed else ""
             cells.append(f"{v.name}@{lat.batch_size} {lat.p50_ms:.4g} [{lat.p50_ci_low_ms:.4g}, "
                          f"{lat.p50_ci_high_ms:.4g}] ms{flag}")  # fmt: skip
     return ["p50 with 95 % interval: " + "; ".join(cells)] if cells else []

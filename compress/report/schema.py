@@ -48,6 +48,10 @@ class Latency(Strict):
     disturbed: bool | None = None  # other load on the machine while timing (see agent.profiling)
     disturbance: str | None = None  # why it was flagged
     runtime_summary: dict[str, Any] | None = None  # the runtime's own figures (trtexec: GPU compute, H2D, D2H)
+    cpu_share: float | None = None  # the measuring process's CPU seconds per wall second while timing
+    others_cpu_share: float | None = None  # other processes' CPU while timing, as a share of the cores left free
+    steal_share: float | None = None  # CPU the hypervisor gave to other guests, as a share of all cores
+    load_avg: float | None = None  # the highest 1-minute load average seen while timing
 
 
 class Variant(Strict):

@@ -1,1 +1,2 @@
-"""An example compress plug-in: an `ort-optimize` stage and an `onnxruntime-basic` runtime."""
+"""An example compress plug-in: an `ort-optimize` stage, an `onnxruntime-basic` runtime and a
+`crash-on-load` runtime (for tests: it kills its process loading some models)."""
