@@ -115,8 +115,8 @@ def fake_compress(tmp_path):
 
 @pytest.mark.parametrize(
     "run_code, gate_code, expected, gated",
-    [(0, 0, 0, True), (1, 1, 1, True), (0, 1, 1, True), (6, 0, 6, True), (6, 1, 1, True), (4, 0, 4, False),
-     (3, 0, 3, False)],
+    [(0, 0, 0, True), (1, 1, 1, True), (0, 1, 1, True), (6, 0, 6, True), (6, 1, 1, True), (4, 0, 4, True),
+     (4, 1, 1, True), (2, 0, 0, True), (2, 2, 2, True), (3, 0, 3, False), (5, 0, 5, False)],
 )  # fmt: skip
 def test_a_recipe_is_run_then_gated(fake_compress, tmp_path, monkeypatch, run_code, gate_code, expected, gated):
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "log"))
