@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli
 
 COMPRESS = str(Path(sys.executable).with_name("compress"))
 
@@ -96,3 +96,9 @@ def test_report_on_a_folder_without_report_exits_2(tmp_path):
 def test_import_compress_is_light():
     code = "import sys, compress; bad = {'torch', 'onnxruntime', 'onnx'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_setting_a_key_inside_a_scalar_is_a_located_error(tiny_recipe):
+    result = cli("run", str(tiny_recipe), "--set", "name.foo=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--set name.foo=1: name: cannot set 'foo' inside a scalar value" in result.stderr

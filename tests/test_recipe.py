@@ -136,3 +136,11 @@ def test_named_models_start_their_own_chains():
     assert "input 'vti' is not an earlier stage (did you mean 'vit'?)" in msg
     (msg,) = problems(text.replace("vit: {arch: vit}", "vit: {arch: vitt}"))
     assert "models.vit.arch" in msg and "did you mean 'vit'" in msg
+
+
+def test_override_inside_a_scalar_names_the_scalar():
+    assert problems(BASE, ["name.foo=1"]) == ["--set name.foo=1: name: cannot set 'foo' inside a scalar value"]
+    (msg,) = problems(BASE + "seed: 3\n", ["seed.a.b=1"])
+    assert msg == "--set seed.a.b=1: seed: cannot set 'a' inside a scalar value"
+    (msg,) = problems(BASE, ["stages[train].type.x=1"])
+    assert msg == "--set stages[train].type.x=1: stages[train].type: cannot set 'x' inside a scalar value"

@@ -41,10 +41,15 @@ def apply_override(data: dict, item: str) -> list[Problem]:
     except yaml.YAMLError:
         return [Problem(field, f"value {raw!r} is not valid YAML", where)]
     node: Any = data
-    for part in parts[:-1]:
+    walked = ""  # the path descended so far, as written in field paths
+    for part, following in zip(parts, parts[1:], strict=False):
+        in_list = isinstance(node, list)
         node, problem = _descend(node, part, field, where)
         if problem:
             return [problem]
+        walked += f"[{part}]" if in_list else (f".{part}" if walked else str(part))
+        if not isinstance(node, (dict, list)):
+            return [Problem(walked, f"cannot set '{following}' inside a scalar value", where)]
     last: Any = parts[-1]
     if isinstance(node, list):
         last, problem = _stage_index(node, last, field, where)
@@ -58,9 +63,9 @@ def _descend(node: Any, part: Any, field: str, where: str) -> tuple[Any, Problem
     if isinstance(node, list):
         index, problem = _stage_index(node, part, field, where)
         return (node[index] if problem is None else None), problem
-    if not isinstance(node, dict):
-        return None, Problem(field, f"cannot set '{part}' inside a scalar value", where)
-    return node.setdefault(part, {}), None
+    if node.get(part) is None:  # absent, or an empty YAML value
+        node[part] = {}
+    return node[part], None
 
 
 def _stage_index(items: list, part: Any, field: str, where: str) -> tuple[Any, Problem | None]:
