@@ -76,8 +76,8 @@ def test_leaving_the_lock_never_removes_another_runs_lock(tmp_path):
     time.sleep(0.5)
     with pytest.raises(LockedError), run_lock(tmp_path):
         pass
-    with pytest.raises(LockedError):  # the refused attempt above did not break the holder's lock
-        with run_lock(tmp_path):
-            pass
+    # The refused attempt above did not break the holder's lock.
+    with pytest.raises(LockedError), run_lock(tmp_path):
+        pass
     os.kill(holder.pid, signal.SIGKILL)
     holder.join(10)
