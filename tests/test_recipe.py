@@ -144,3 +144,10 @@ def test_override_inside_a_scalar_names_the_scalar():
     assert msg == "--set seed.a.b=1: seed: cannot set 'a' inside a scalar value"
     (msg,) = problems(BASE, ["stages[train].type.x=1"])
     assert msg == "--set stages[train].type.x=1: stages[train].type: cannot set 'x' inside a scalar value"
+
+
+@pytest.mark.parametrize("seed", ["100000000000000000000000000000000000", "1e35", "1.0e+35", "4294967296", "-1"])
+def test_seed_is_bounded_to_what_the_random_generators_take(seed):
+    (msg,) = problems(BASE + f"seed: {seed}\n")
+    assert msg.startswith("r.yaml:8:1: seed: ")
+    assert recipe_from_text(BASE + "seed: 4294967295\n", "r.yaml").seed == 2**32 - 1
