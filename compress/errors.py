@@ -10,7 +10,7 @@ class ExitCode:
 
     OK = 0
     GATE_FAILED = 1
-    BAD_INPUT = 2  # recipe, target, override or command-line mistakes
+    BAD_INPUT = 2  # recipe, target, override, data or command-line mistakes
     RUNTIME_MISSING = 3  # a target's runtime is not installed
     STAGE_FAILED = 4  # a stage ran and failed (e.g. the export check)
     LOCKED = 5  # another run holds the output directory
@@ -78,6 +78,13 @@ class RecipeError(CompressError):
 
 class UsageError(CompressError):
     """A bad command-line argument or input file."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class DataError(CompressError):
+    """A user's data file or folder that cannot be used as given; the message names it and says
+    what was expected."""
 
     exit_code = ExitCode.BAD_INPUT
 

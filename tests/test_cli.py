@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, TINY_RECIPE, TINY_TARGET, cli
 
 COMPRESS = str(Path(sys.executable).with_name("compress"))
 
@@ -102,3 +102,17 @@ def test_setting_a_key_inside_a_scalar_is_a_located_error(tiny_recipe):
     result = cli("run", str(tiny_recipe), "--set", "name.foo=1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--set name.foo=1: name: cannot set 'foo' inside a scalar value" in result.stderr
+
+
+def test_bad_data_file_exits_2_naming_it(write, tmp_path):
+    import numpy as np
+
+    (tmp_path / "d.npz").write_text("not an archive")
+    write("tiny-ort.yaml", TINY_TARGET)
+    recipe = write("r.yaml", TINY_RECIPE.replace("  source: digits\n", "  source: npz\n  path: d.npz\n"))
+    result = cli("run", str(recipe), "-o", str(tmp_path / "out"), "-q")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: {tmp_path / 'd.npz'}: not an .npz archive" in result.stderr
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8)), y=np.arange(4) % 2)
+    result = cli("run", str(recipe), "-o", str(tmp_path / "out"), "-q")
+    assert result.returncode == 2 and "at least 8 are needed" in result.stderr, result.stderr
