@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_TARGET
+from tests.conftest import TINY_TARGET, cli
 from tests.test_cli import compress
 
 
@@ -56,3 +56,23 @@ def test_profile_refuses_what_it_cannot_measure(tmp_path, mlp):
     assert wrong.returncode == 2 and "not an .onnx or OpenVINO .xml file" in wrong.stderr
     unknown = compress("profile", str(mlp), "-t", "cpu-onnxruntim", "-o", str(tmp_path / "o"))
     assert unknown.returncode == 2 and "did you mean 'cpu-onnxruntime'" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("empty.onnx", b"", "empty.onnx: the file is empty"),
+        ("garbage.onnx", b"\x00\xffnot a model" * 10, "garbage.onnx: not a valid ONNX model"),
+        ("truncated.onnx", None, "truncated.onnx: not a valid ONNX model"),
+        ("nograph.onnx", b"\x08\x08", "nograph.onnx: not a valid ONNX model (it holds no graph)"),
+        ("garbage.xml", b"<net><<garbage", "garbage.xml: not an OpenVINO IR file (not valid XML"),
+        ("other.xml", b"<html><body/></html>", "other.xml: not an OpenVINO IR file (its root element is <html>"),
+    ],
+)
+def test_profile_checks_each_model_file_before_measuring(tmp_path, mlp, name, content, expected):
+    path = tmp_path / name
+    path.write_bytes(content if content is not None else mlp.read_bytes()[: mlp.stat().st_size // 2])
+    result = cli("profile", str(path), "-t", "cpu-onnxruntime", "-o", str(tmp_path / "o"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: {tmp_path / expected}" in result.stderr
+    assert not (tmp_path / "o").exists()
