@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from compress.report.pareto import front, mark_fronts
 from compress.report.plots import write_plots
 from compress.report.render import to_markdown
 from compress.report.schema import Accuracy, Latency, RecipeInfo, Report, TargetInfo, Variant
+from tests.conftest import cli
 
 
 def latency(p50: float, batch: int = 1) -> Latency:
@@ -122,3 +125,31 @@ def test_accuracy_control_is_listed_and_an_unmet_budget_warned():
         "worse did not meet its 0.5-point accuracy budget on the validation split; it is the most accurate "
         "model found (0 layer(s) in float)"
     ]
+
+
+@pytest.mark.parametrize("name", ["a$^$b", "cost $5 or $6", "$\\foo$", "x$_$"])
+def test_dollar_signs_in_names_render_literally_in_plots(tmp_path, name):
+    """Matplotlib reads text between two `$` as math; a variant named so must still plot, as written."""
+    report = sample_report()
+    report.variants[1].name = name
+    report.variants[1].details["arch"] = f"file.py:{name}"
+    mark_fronts(report)
+    (path,) = write_plots(report, tmp_path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for v in report.variants:  # without accuracy: the latency-only plot
+        v.accuracy, v.accuracy_per_target = None, []
+    (path,) = write_plots(report, tmp_path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from compress.report.plots import label
+
+    assert label(name).count("\\$") == name.count("$")
+
+
+def test_compress_report_renders_a_variant_with_dollars(tmp_path):
+    report = sample_report()
+    report.variants[1].name = "int8 $x^$"
+    mark_fronts(report)
+    report.save(tmp_path / "report.json")
+    result = cli("report", str(tmp_path))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert (tmp_path / "pareto-t.png").is_file() and "int8 $x^$" in (tmp_path / "report.md").read_text()
