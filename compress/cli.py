@@ -37,11 +37,16 @@ def handled(command: Callable) -> Callable:
         except CompressError as exc:
             err = _console()
             for i, line in enumerate(exc.lines()):
-                err.print(("error: " if i == 0 else "") + line, markup=False)
+                err.print(("error: " if i == 0 else "") + line, markup=False, soft_wrap=True)  # one line each
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             _console().print("interrupted; run the same command again to resume from the cached stages", markup=False)
             raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except OSError as exc:  # the system refused a file operation not covered above (disk full, no permission)
+            where = f"{exc.filename}: " if exc.filename else ""
+            _console().print(f"error: {where}{exc.strerror or first_line(exc)}", markup=False, soft_wrap=True)
+            _console().print("hint: check free space and permissions there", markup=False)
+            raise typer.Exit(ExitCode.STAGE_FAILED) from None
 
     return wrapper
 
@@ -111,7 +116,7 @@ def _finish_targets(report) -> None:
     """Exit 6 when a target could not be measured (after the report was written)."""
     failed = [t for t in report.targets if t.error]
     for t in failed:
-        _console().print(f"error: target {t.name}: {t.error}", markup=False)
+        _console().print(f"error: target {t.name}: {t.error}", markup=False, soft_wrap=True)
     if failed:
         raise typer.Exit(ExitCode.TARGET_FAILED)
 
@@ -194,8 +199,11 @@ def gate(
     """Check CI gates on a report (or a model file); exit 0 when all hold, 1 when one fails."""
     from pydantic import ValidationError
 
+    from compress.errors import check_output_folder
     from compress.report.gates import Gates, check, check_model_file
 
+    if junit is not None:
+        check_output_folder(junit.parent, f"--junit {junit}")
     if model is not None:
         if not model.is_file():
             raise UsageError(f"model file {model} not found", hint="pass the path of an .onnx, .xml or engine file")
@@ -246,6 +254,7 @@ def _finish_gates(results, junit: Path | None) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from compress.errors import writing
     from compress.report.gates import junit_xml, markdown
     from compress.report.schema import write_atomic
 
@@ -259,7 +268,7 @@ def _finish_gates(results, junit: Path | None) -> None:
         write_atomic(junit, junit_xml(results))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        with open(summary, "a", encoding="utf-8") as f:
+        with writing(summary), open(summary, "a", encoding="utf-8") as f:
             f.write(markdown(results))
     if not all(r.passed for r in results):
         raise typer.Exit(ExitCode.GATE_FAILED)

@@ -116,3 +116,73 @@ def test_bad_data_file_exits_2_naming_it(write, tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8)), y=np.arange(4) % 2)
     result = cli("run", str(recipe), "-o", str(tmp_path / "out"), "-q")
     assert result.returncode == 2 and "at least 8 are needed" in result.stderr, result.stderr
+
+
+def test_output_under_a_file_exits_2_before_any_work(tiny_recipe, tmp_path, mlp):
+    (tmp_path / "somefile").write_text("x")
+    for args in (["run", str(tiny_recipe)], ["profile", str(mlp), "-t", "cpu-onnxruntime"]):
+        result = cli(*args, "-o", str(tmp_path / "somefile" / "out"), timeout=60)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"output folder {tmp_path}/somefile/out: {tmp_path}/somefile is a file, not a folder" in result.stderr
+        assert "data:" not in result.stderr  # nothing ran
+    result = cli("run", str(tiny_recipe), "-o", str(tmp_path / "somefile"), timeout=60)
+    assert result.returncode == 2 and "somefile is a file, not a folder" in result.stderr
+
+
+def _limit_file_size():
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+
+def test_a_failed_write_names_the_path_and_the_reason(tmp_path):
+    from tests.test_report import sample_report
+
+    sample_report().save(tmp_path / "report.json")
+    result = cli("report", str(tmp_path), preexec_fn=_limit_file_size)
+    assert result.returncode == 4 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"error: cannot write {tmp_path}/report.")
+    assert "File too large" in result.stderr and len(result.stderr.splitlines()) <= 2
+
+
+def test_a_full_disk_while_writing_the_step_summary_exits_4(tmp_path):
+    from tests.test_report import sample_report
+
+    sample_report().save(tmp_path / "report.json")
+    result = cli(
+        "gate", str(tmp_path / "report.json"), "--max-size-mb", "100", env={"GITHUB_STEP_SUMMARY": "/dev/full"}
+    )
+    assert result.returncode == 4 and "Traceback" not in result.stderr, result.stderr
+    assert "error: cannot write /dev/full: No space left on device" in result.stderr
+
+
+def test_junit_file_under_a_file_exits_2(tmp_path):
+    from tests.test_report import sample_report
+
+    sample_report().save(tmp_path / "report.json")
+    (tmp_path / "f").write_text("x")
+    result = cli(
+        "gate", str(tmp_path / "report.json"), "--max-size-mb", "100", "--junit", str(tmp_path / "f" / "j.xml")
+    )
+    assert result.returncode == 2 and f"{tmp_path}/f is a file, not a folder" in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_exits_4(tmp_path):
+    from tests.test_report import sample_report
+
+    sample_report().save(tmp_path / "report.json")
+    tmp_path.chmod(0o555)
+    try:
+        result = cli("report", str(tmp_path))
+    finally:
+        tmp_path.chmod(0o755)
+    assert result.returncode == 4 and "Permission denied" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_failed_cache_write_during_a_run_names_the_file(tiny_recipe, tmp_path):
+    result = cli("run", str(tiny_recipe), "-o", str(tmp_path / "out"), preexec_fn=_limit_file_size)
+    assert result.returncode == 4 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: cannot write {tmp_path}/out/cache/data-" in result.stderr and "File too large" in result.stderr

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from compress.artifact import Kind
-from compress.errors import UsageError, first_line
+from compress.errors import UsageError, check_output_folder, first_line
 from compress.lock import run_lock
 from compress.measure import environment
 from compress.measure.jobs import Deployable, measure_all, target_warnings
@@ -73,6 +73,7 @@ def variant_names(paths: list[Path]) -> list[str]:
 
 def profile(paths: list[Path], targets: list[TargetSpec], out: Path, sequence_length: int = 128, log=print) -> Report:
     """Time every file on every target and write report.json, report.md, report.html and plots."""
+    check_output_folder(out)
     models = {name: deployable(p) for name, p in zip(variant_names(paths), paths, strict=True)}
     check_available(targets)
     variants = [variant(name, m) for name, m in models.items()]
