@@ -186,3 +186,20 @@ def test_a_failed_cache_write_during_a_run_names_the_file(tiny_recipe, tmp_path)
     result = cli("run", str(tiny_recipe), "-o", str(tmp_path / "out"), preexec_fn=_limit_file_size)
     assert result.returncode == 4 and "Traceback" not in result.stderr, result.stderr
     assert f"error: cannot write {tmp_path}/out/cache/data-" in result.stderr and "File too large" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "where", "expected"),
+    [
+        ("name: broken\nruntime: onnxruntime\nthreads: [oops\n", "broken.yaml:4:1", "not valid YAML"),
+        ("name: broken\nruntime: onnxruntime\nthreads: 0\n", "broken.yaml:3:1: threads:", "greater than or equal to 1"),
+        ("name: broken\nruntime: onnxrt\n", "broken.yaml:2:1: runtime:", "did you mean 'onnxruntime'"),
+    ],
+)
+def test_validate_opens_every_named_target_file(write, target, where, expected):
+    path = write("broken.yaml", target)
+    recipe = write("r.yaml", TINY_RECIPE.replace("targets: [tiny-ort]", "targets: [broken]"))
+    result = cli("validate", str(recipe))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    line = next(line for line in result.stderr.splitlines() if where in line)
+    assert line.startswith(f"  - {path.parent}/{where}") and expected in line
