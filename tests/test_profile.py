@@ -76,3 +76,14 @@ def test_profile_checks_each_model_file_before_measuring(tmp_path, mlp, name, co
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"error: {tmp_path / expected}" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_unknown_profile_target_is_an_invalid_target_listing_known_ones(tmp_path, mlp):
+    (tmp_path / "recipe.yaml").write_text("name: r\nmodel: {arch: resnet}\n")  # a YAML file that is no target
+    (tmp_path / "mine.yaml").write_text(TINY_TARGET)
+    result = cli("profile", str(mlp), "--target", "nope", "-o", str(tmp_path / "o"), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: invalid target: 'nope' not found; known targets: cpu-onnxruntime, "), first
+    assert "mine" in first and "recipe" not in first
+    assert not (tmp_path / "o").exists()
