@@ -151,3 +151,19 @@ def test_seed_is_bounded_to_what_the_random_generators_take(seed):
     (msg,) = problems(BASE + f"seed: {seed}\n")
     assert msg.startswith("r.yaml:8:1: seed: ")
     assert recipe_from_text(BASE + "seed: 4294967295\n", "r.yaml").seed == 2**32 - 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: &x [*x]\n", "r.yaml:1:4: a[0]: an alias here refers to a node that contains it"),
+        ("name: r\nmodel: &m {arch: resnet, options: {m: *m}}\n", "model.options.m: an alias here refers to a node"),
+        ("a: " + "[" * 2000 + "]" * 2000 + "\n", "nested too deeply"),
+        ("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+         + "".join(f"{c}: &{c} [{', '.join(['*' + chr(ord(c) - 1)] * 10)}]\n" for c in "bcdefgh"),
+         "more than 100000 values once its aliases are expanded"),
+    ],
+)  # fmt: skip
+def test_recursive_deep_or_exploding_yaml_is_a_located_problem(text, expected):
+    (msg,) = problems(text)
+    assert expected in msg
