@@ -167,3 +167,10 @@ def test_seed_is_bounded_to_what_the_random_generators_take(seed):
 def test_recursive_deep_or_exploding_yaml_is_a_located_problem(text, expected):
     (msg,) = problems(text)
     assert expected in msg
+
+
+def test_override_values_that_nest_too_deep_or_refer_to_themselves_are_problems():
+    (msg,) = problems(BASE, ["description=" + "[" * 3000])
+    assert msg.startswith("--set description=[[[") and "description: value '[[[" in msg and "nested too deeply" in msg
+    (msg,) = problems(BASE, ["model.options=&x {a: *x}"])
+    assert "model.options: value '&x {a: *x}': an alias here refers to a node that contains it" in msg

@@ -5,10 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import yaml
-
-from compress.errors import Problem
-from compress.yamlconfig import suggest
+from compress.errors import Problem, RecipeError
+from compress.yamlconfig import parse_yaml, suggest
 
 _SEGMENT = re.compile(r"^([A-Za-z_][\w-]*)((?:\[[^\[\]]+\])*)$")
 
@@ -37,9 +35,13 @@ def apply_override(data: dict, item: str) -> list[Problem]:
     if parts is None:
         return [Problem(field, "expected PATH=VALUE, e.g. stages[train].epochs=3", where)]
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return [Problem(field, f"value {raw!r} is not valid YAML", where)]
+        value, _ = parse_yaml(raw, where)  # the recipe's own guards: no cycles, bounded depth and size
+    except RecipeError as exc:
+        shown = repr(raw if len(raw) <= 40 else raw[:37] + "...")
+        reason = exc.problems[0].message  # "not valid YAML: ...", or what the walk found (a cycle, ...)
+        syntax = reason.startswith("not valid YAML: ")
+        message = f"value {shown} is {reason}" if syntax else f"value {shown}: {reason}"
+        return [Problem(field, message, where)]
     node: Any = data
     walked = ""  # the path descended so far, as written in field paths
     for part, following in zip(parts, parts[1:], strict=False):
