@@ -174,3 +174,10 @@ def test_override_values_that_nest_too_deep_or_refer_to_themselves_are_problems(
     assert msg.startswith("--set description=[[[") and "description: value '[[[" in msg and "nested too deeply" in msg
     (msg,) = problems(BASE, ["model.options=&x {a: *x}"])
     assert "model.options: value '&x {a: *x}': an alias here refers to a node that contains it" in msg
+
+
+def test_sweep_values_of_any_yaml_type_reach_validation():
+    text = BASE + "sweep:\n  parameters:\n    stages[train].epochs: [2020-01-01, .nan, 2]\n"
+    msgs = problems(text)
+    assert msgs and all("sweep point epochs=" in m for m in msgs)
+    assert any("epochs=2020-01-01" in m and "stages[0].epochs" in m for m in msgs)

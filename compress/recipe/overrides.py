@@ -42,6 +42,11 @@ def apply_override(data: dict, item: str) -> list[Problem]:
         syntax = reason.startswith("not valid YAML: ")
         message = f"value {shown} is {reason}" if syntax else f"value {shown}: {reason}"
         return [Problem(field, message, where)]
+    return set_field(data, parts, value, field, where)
+
+
+def set_field(data: dict, parts: list[str | int], value: Any, field: str, where: str) -> list[Problem]:
+    """Set the field at `parts` (from parse_field_path) to `value`, in place; problems name `where`."""
     node: Any = data
     walked = ""  # the path descended so far, as written in field paths
     for part, following in zip(parts, parts[1:], strict=False):
