@@ -153,3 +153,26 @@ def test_compress_report_renders_a_variant_with_dollars(tmp_path):
     result = cli("report", str(tmp_path))
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert (tmp_path / "pareto-t.png").is_file() and "int8 $x^$" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{not json", "not JSON (Expecting property name enclosed in double quotes at line 1 column 2)"),
+        ("[" * 100_000, "nested too deeply"),
+        ('{"schema_version": 1}', "created: Field required"),
+        ("[]", "Input should be a valid dictionary"),
+        (b"\xff\xfe", "not UTF-8 text"),
+    ],
+)
+def test_report_load_says_why_a_file_is_not_a_report(tmp_path, text, expected):
+    from compress.errors import CompressError, ExitCode
+
+    path = tmp_path / "report.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(CompressError) as info:
+        Report.load(path)
+    assert info.value.exit_code == ExitCode.BAD_INPUT
+    assert info.value.message.startswith(f"{path} is not a compress report: ") and expected in info.value.message
+    result = cli("report", str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr and expected in result.stderr, result.stderr

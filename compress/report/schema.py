@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field
 
 from compress.config import Strict
-from compress.errors import writing
+from compress.errors import UsageError, writing
 from compress.report.details import AccuracyControl, Pruning, Quantization
 
 SCHEMA_VERSION = 1
@@ -146,7 +146,27 @@ class Report(Strict):
 
     @classmethod
     def load(cls, path: Path) -> Report:
-        return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read a report.json; a file that is not one is a UsageError saying why."""
+        from pydantic import ValidationError
+
+        path = Path(path)
+        try:
+            return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        except UnicodeDecodeError as exc:
+            reason = f"not UTF-8 text (byte {exc.start})"
+        except json.JSONDecodeError as exc:
+            reason = f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        except RecursionError:
+            reason = "nested too deeply"
+        except ValidationError as exc:
+            first, count = exc.errors()[0], exc.error_count()
+            where = ".".join(map(str, first["loc"]))
+            more = f" (and {count - 1} more)" if count > 1 else ""
+            reason = f"{where + ': ' if where else ''}{first['msg']}{more}"
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"{path} is not a compress report: {reason}",
+                         hint="pass the report.json of a finished `compress run` or `compress profile`")  # fmt: skip
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
