@@ -107,3 +107,20 @@ def test_compare_prints_changes(report_file, tmp_path):
     result = compress("compare", str(report_file), str(new_path))
     assert result.returncode == 0, result.stderr
     assert "1.000 → 0.500 MB (-50.0%)" in result.stdout and "gone" in result.stdout
+
+
+def test_regressions_from_a_zero_size_or_latency_are_infinite_not_a_crash(tmp_path):
+    """Found by tests/test_properties.py: a baseline variant of size 0 or p50 0 ms (a failed sweep point
+    is stored with size 0) divided by zero."""
+    old = sample_report()
+    old.variants[0].size_bytes = 0
+    old.variants[0].latency[0].p50_ms = 0.0
+    old.variants[1].size_bytes = old.variants[1].latency[0].p50_ms = 0
+    new = sample_report()
+    new.variants[1].size_bytes = new.variants[1].latency[0].p50_ms = 0
+    results = check(new, Gates(max_size_regression=5, max_latency_regression=5), old)
+    verdicts = {(r.gate.split("[")[0], r.variant): (r.value, r.passed) for r in results if "batch 32" not in r.gate}
+    assert verdicts[("max_size_regression", "fp32")] == ("+inf%", False)
+    assert verdicts[("max_latency_regression", "fp32")] == ("+inf%", False)
+    assert verdicts[("max_size_regression", "int8")] == ("+0.00%", True)
+    assert verdicts[("max_latency_regression", "int8")] == ("+0.00%", True)

@@ -3,6 +3,7 @@ previous report). Torch-free, so `compress gate` runs in a slim CI job."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,14 +117,14 @@ def _regressions(v, gates: Gates, old) -> list[GateResult]:
         return []
     out = []
     if gates.max_size_regression is not None:
-        change = 100.0 * (v.size_bytes - old.size_bytes) / old.size_bytes
+        change = percent_change(old.size_bytes, v.size_bytes)
         out.append(GateResult("max_size_regression", v.name, f"{gates.max_size_regression:g}%", f"{change:+.2f}%",
                               change <= gates.max_size_regression))  # fmt: skip
     if gates.max_latency_regression is not None:
         for lat in v.latency:
             prev = old.latency_at(lat.target, lat.batch_size)
             if prev:
-                change = 100.0 * (lat.p50_ms - prev.p50_ms) / prev.p50_ms
+                change = percent_change(prev.p50_ms, lat.p50_ms)
                 out.append(GateResult(f"max_latency_regression[{lat.target}, batch {lat.batch_size}]", v.name,
                                       f"{gates.max_latency_regression:g}%", f"{change:+.2f}%",
                                       change <= gates.max_latency_regression))  # fmt: skip
@@ -132,6 +133,13 @@ def _regressions(v, gates: Gates, old) -> list[GateResult]:
         out.append(GateResult("max_accuracy_regression", v.name, f"{gates.max_accuracy_regression:g} pts",
                               f"{drop:.2f} pts", drop <= gates.max_accuracy_regression))  # fmt: skip
     return out
+
+
+def percent_change(old: float, new: float) -> float:
+    """How much larger `new` is than `old`, in percent; from 0, any growth is infinite."""
+    if old == 0:
+        return 0.0 if new == old else math.copysign(math.inf, new)
+    return 100.0 * (new - old) / old
 
 
 def check_model_file(path: Path, max_size_mb: float) -> GateResult:
