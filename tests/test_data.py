@@ -82,6 +82,9 @@ SPLITS = {f"{a}_{s}": IMAGES if a == "x" else LABELS for a in "xy" for s in ("tr
         ({"x": np.array(["a"] * 40), "y": LABELS}, "x holds strings (dtype <U1); expected numbers"),
         ({"x": IMAGES, "y": LABELS.reshape(20, 2)}, "y has shape (20, 2); expected one label per example"),
         ({"x": np.full((40, 8, 8), np.nan, np.float32), "y": LABELS}, "x holds NaN or infinite values"),
+        # Found by tests/test_properties.py: finite, but infinite once in float32 and normalised.
+        ({"x": np.full((40, 8, 8), 1e300), "y": LABELS}, "x holds values too large for float32 (up to 1e+300)"),
+        ({"x": np.full((40, 8, 8), 1.7e38, np.float32), "y": LABELS}, "x holds values too large for float32"),
         ({**SPLITS, "x_val": IMAGES[:0], "y_val": LABELS[:0]}, "x_val holds no examples"),
     ],
 )

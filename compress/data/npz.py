@@ -16,6 +16,7 @@ from compress.errors import DataError, first_line
 
 SPLIT_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 MAX_CLASSES = 100_000
+LARGEST = float(np.finfo(np.float32).max) / 4  # pixel magnitude that stays finite once centred on zero
 HINT = (
     "save the arrays with numpy.savez(path, x=images, y=labels): images (N, H, W) or (N, C, H, W) "
     "in [0, 1] (or uint8 0-255), labels integers 0..K-1"
@@ -96,6 +97,9 @@ def checked(x: np.ndarray, y: np.ndarray, path: Path, xname: str, yname: str, ch
              hint="channels come second: x.transpose(0, 3, 1, 2)" if last else HINT)  # fmt: skip
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         fail(f"{xname} holds NaN or infinite values")
+    peak = float(np.abs(x).max())
+    if peak > LARGEST:  # resizing and centring would overflow float32 to infinity
+        fail(f"{xname} holds values too large for float32 (up to {peak:g}); expected images in [0, 1]")
     if y.dtype.kind in "US":
         fail(f"{yname} holds strings (dtype {y.dtype}); expected integer labels 0..K-1",
              hint="map each class to a number and save the names as class_names=[...]")  # fmt: skip
