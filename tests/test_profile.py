@@ -87,3 +87,9 @@ def test_unknown_profile_target_is_an_invalid_target_listing_known_ones(tmp_path
     assert first.startswith("error: invalid target: 'nope' not found; known targets: cpu-onnxruntime, "), first
     assert "mine" in first and "recipe" not in first
     assert not (tmp_path / "o").exists()
+
+
+def test_sequence_length_must_be_positive(tmp_path, mlp):
+    result = cli("profile", str(mlp), "-t", "cpu-onnxruntime", "--sequence-length", "0", "-o", str(tmp_path / "o"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "--sequence-length must be at least 1, got 0" in result.stderr and not (tmp_path / "o").exists()

@@ -73,6 +73,9 @@ def variant_names(paths: list[Path]) -> list[str]:
 
 def profile(paths: list[Path], targets: list[TargetSpec], out: Path, sequence_length: int = 128, log=print) -> Report:
     """Time every file on every target and write report.json, report.md, report.html and plots."""
+    if sequence_length < 1:
+        raise UsageError(f"--sequence-length must be at least 1, got {sequence_length}",
+                         hint="free non-batch input dimensions (e.g. tokens) take this length")  # fmt: skip
     check_output_folder(out)
     models = {name: deployable(p) for name, p in zip(variant_names(paths), paths, strict=True)}
     check_available(targets)
