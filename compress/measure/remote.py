@@ -20,7 +20,7 @@ from compress.agent import job
 from compress.errors import TargetError
 from compress.targets import HostSpec, TargetSpec
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = job.PACKAGE  # the compress package: shipped_files() are relative to it
 # Model files live in host.workdir/models, named by content hash, and stay there between runs; a
 # job (host.workdir/<id>/job) refers to them from its own folder.
 MODEL_STORE = "../../models"
