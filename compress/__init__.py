@@ -30,11 +30,14 @@ Overrides = Mapping[str, Any] | Iterable[str]
 
 
 def _override_items(overrides: Overrides, fields: Mapping[str, Any]) -> tuple[str, ...]:
-    """`{"stages[train].epochs": 3}`, `["seed=1"]` and keyword fields as `--set` items."""
+    """`{"stages[train].epochs": 3}`, `["seed=1"]` and keyword fields as `--set` items; values JSON
+    cannot write (paths, dates) are given as their text."""
     items = (
-        [f"{k}={json.dumps(v)}" for k, v in overrides.items()] if isinstance(overrides, Mapping) else list(overrides)
+        [f"{k}={json.dumps(v, default=str)}" for k, v in overrides.items()]
+        if isinstance(overrides, Mapping)
+        else list(overrides)
     )
-    return (*items, *(f"{k}={json.dumps(v)}" for k, v in fields.items()))
+    return (*items, *(f"{k}={json.dumps(v, default=str)}" for k, v in fields.items()))
 
 
 def load_recipe(path: str | Path, overrides: Overrides = (), **fields: Any) -> Recipe:

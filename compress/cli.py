@@ -41,6 +41,11 @@ def handled(command: Callable) -> Callable:
         except KeyboardInterrupt:
             _say("interrupted; run the same command again to resume from the cached stages")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except OSError as exc:  # the system refused a file operation not covered above (disk full, no permission)
+            where = f"{exc.filename}: " if exc.filename else ""
+            _console().print(f"error: {where}{exc.strerror or first_line(exc)}", markup=False, soft_wrap=True)
+            _console().print("hint: check free space and permissions there", markup=False)
+            raise typer.Exit(ExitCode.STAGE_FAILED) from None
 
     return wrapper
 
@@ -218,8 +223,11 @@ def gate(
 ) -> None:
     """Check CI gates on a report (or a model file); exit 0 when all hold, 1 when one fails, 2 when a
     gate has nothing to check."""
+    from compress.errors import check_output_folder
     from compress.report.gates import check, check_model_file
 
+    if junit is not None:
+        check_output_folder(junit.parent, f"--junit {junit}")
     if model is not None:
         if not model.is_file():
             raise UsageError(f"model file {model} not found", hint="pass the path of an .onnx, .xml or engine file")
@@ -277,27 +285,11 @@ def _gates(loaded, options: dict, baseline: Path | None):
 
 
 def _load_report(path: Path | None):
-    """A report.json, or one plain line saying why it cannot be read (exit 2)."""
-    from pydantic import ValidationError
-
-    from compress.report.schema import SCHEMA_VERSION, Report
+    from compress.report.schema import Report
 
     if path is None or not path.is_file():
         raise UsageError(f"report {path} not found", hint="pass the report.json of a finished `compress run`")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path} is not valid JSON: {first_line(exc)}") from None
-    version = data.get("schema_version", SCHEMA_VERSION) if isinstance(data, dict) else SCHEMA_VERSION
-    if version != SCHEMA_VERSION:
-        raise UsageError(f"{path} has schema_version {version}; this compress reads {SCHEMA_VERSION}",
-                         hint="read it with the compress version that wrote it")  # fmt: skip
-    try:
-        return Report.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"]))
-        raise UsageError(f"{path} is not a compress report: {where + ': ' if where else ''}{first['msg']}") from None
+    return Report.load(path)
 
 
 def _finish_gates(results, junit: Path | None, warnings: list[str] | tuple[str, ...] = ()) -> None:
@@ -307,6 +299,7 @@ def _finish_gates(results, junit: Path | None, warnings: list[str] | tuple[str, 
     from rich.table import Table
     from rich.text import Text
 
+    from compress.errors import writing
     from compress.report.gates import junit_xml, markdown
     from compress.report.schema import write_atomic
 
@@ -324,10 +317,10 @@ def _finish_gates(results, junit: Path | None, warnings: list[str] | tuple[str, 
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         try:
-            with open(summary, "a", encoding="utf-8") as f:
+            with writing(summary), open(summary, "a", encoding="utf-8") as f:
                 f.write(markdown(results, warnings))
-        except OSError as exc:
-            _say(f"warning: cannot append to $GITHUB_STEP_SUMMARY ({summary}): {exc.strerror or first_line(exc)}")
+        except CompressError as exc:
+            _say(f"warning: cannot append to $GITHUB_STEP_SUMMARY ({summary}): {exc.message}")
     if not all(r.passed for r in results):
         raise typer.Exit(ExitCode.GATE_FAILED)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class ExitCode:
@@ -10,9 +13,9 @@ class ExitCode:
 
     OK = 0
     GATE_FAILED = 1
-    BAD_INPUT = 2  # recipe, target, override or command-line mistakes
+    BAD_INPUT = 2  # recipe, target, override, data or command-line mistakes
     RUNTIME_MISSING = 3  # a target's runtime is not installed
-    STAGE_FAILED = 4  # a stage ran and failed (e.g. the export check)
+    STAGE_FAILED = 4  # a stage ran and failed (e.g. the export check), or an output could not be written
     LOCKED = 5  # another run holds the output directory
     TARGET_FAILED = 6  # the report was written, but a target (e.g. a remote device) could not be measured
     INTERRUPTED = 130
@@ -82,6 +85,13 @@ class UsageError(CompressError):
     exit_code = ExitCode.BAD_INPUT
 
 
+class DataError(CompressError):
+    """A user's data file or folder that cannot be used as given; the message names it and says
+    what was expected."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class RuntimeMissingError(CompressError):
     """A target names a runtime whose package is not installed."""
 
@@ -102,3 +112,31 @@ class TargetError(CompressError):
     """A whole target could not be measured (unreachable host, refused key, missing runtime there)."""
 
     exit_code = ExitCode.TARGET_FAILED
+
+
+class OutputError(CompressError):
+    """An output could not be written (disk full, no permission): the path and the system's reason."""
+
+    exit_code = ExitCode.STAGE_FAILED
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}", hint="check free space and permissions there")
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Report an OSError while writing `path` as one OutputError naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(path, exc.strerror or first_line(exc)) from None
+
+
+def check_output_folder(folder: Path, what: str | None = None) -> None:
+    """Refuse, before any work, an output folder that cannot exist because a file is in its way."""
+    for part in [folder, *folder.parents]:
+        if part.exists():
+            if not part.is_dir():
+                raise UsageError(f"{what or f'output folder {folder}'}: {part} is a file, not a folder",
+                                 hint="choose a folder whose path does not go through a file")  # fmt: skip
+            return

@@ -14,14 +14,16 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from compress.errors import LockedError
+from compress.errors import LockedError, check_output_folder, writing
 
 
 @contextlib.contextmanager
 def run_lock(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
+    check_output_folder(folder)
     path = folder / ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    with writing(path):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

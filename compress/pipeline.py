@@ -18,7 +18,7 @@ from pathlib import Path
 
 from compress.artifact import DEPLOYABLE, Artifact, Kind, save_torch
 from compress.data import Splits, data_source, load_data
-from compress.errors import CompressError
+from compress.errors import CompressError, check_output_folder, writing
 from compress.failures import stage_failure
 from compress.fingerprint import Fingerprints, code_fingerprint
 from compress.lock import run_lock
@@ -139,10 +139,11 @@ class Pipeline:
         if path.is_file():
             return Splits.load(path)
         splits = make()
-        self.cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        splits.save(tmp)
-        os.replace(tmp, path)
+        with writing(path):
+            self.cache.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp.npz")
+            splits.save(tmp)
+            os.replace(tmp, path)
         return splits
 
     def label_with(self, source: Artifact, splits: Splits, data_key: str) -> tuple[Splits, str]:
@@ -199,14 +200,16 @@ class Pipeline:
             self.reused += 1
             return Artifact.load(final)
         self.computed += 1
-        self.cache.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{file_name(name)}-", dir=self.cache))
+        with writing(self.cache):
+            self.cache.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{file_name(name)}-", dir=self.cache))
         try:
             artifact = make(work)
             artifact.key, artifact.folder = key, work
-            artifact.save()
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(work, final)
+            with writing(final):
+                artifact.save()
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(work, final)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -248,7 +251,8 @@ class Pipeline:
 
     def measure_and_report(self, found: list, failures: list, targets: list[TargetSpec], splits: Splits) -> Report:
         models_dir = self.out / "models"
-        models_dir.mkdir(parents=True, exist_ok=True)
+        with writing(models_dir):
+            models_dir.mkdir(parents=True, exist_ok=True)
         variants = [self.publish(name, parent, artifact, models_dir) for name, parent, artifact in found]
         models = {
             v.name: Deployable(self.out / v.path, a.kind, v.precision)
@@ -282,8 +286,9 @@ class Pipeline:
         for file in [artifact.path, *companions(artifact.path, artifact.kind)]:
             target = dest.with_suffix(file.suffix)
             tmp = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(file, tmp)
-            os.replace(tmp, target)
+            with writing(target):
+                shutil.copyfile(file, tmp)
+                os.replace(tmp, target)
             size += target.stat().st_size
         meta = artifact.meta
         details = {k: v for k, v in meta.items() if k not in ("params", "macs", "precision", "format")}
@@ -358,4 +363,6 @@ def parent_variant(lineage: list[str], earlier: list[tuple[str, list[str]]], ent
 
 def run_recipe(recipe: Recipe, output: str | Path | None = None, log=print, show_progress: bool = True) -> Report:
     """Run `recipe` end to end; returns the report also written to the output folder."""
-    return Pipeline(recipe, output_dir(recipe, output), log, show_progress).run()
+    out = output_dir(recipe, output)
+    check_output_folder(out)
+    return Pipeline(recipe, out, log, show_progress).run()

@@ -91,8 +91,10 @@ def resolve(kind: str, name: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - whatever the plug-in's import raised
         from compress.errors import UsageError, first_line
 
-        raise UsageError(f"plug-in {kind[:-1]} '{name}' ({target}) could not be loaded: {first_line(exc)}",
-                         hint="fix or uninstall the package that declares it (pip show shows which)") from None
+        raise UsageError(
+            f"plug-in {kind[:-1]} '{name}' ({target}) could not be loaded: {first_line(exc)}",
+            hint="fix or uninstall the package that declares it (pip show shows which)",
+        ) from None
 
 
 def components(kind: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from compress import registry
 from compress.config import Strict
-from compress.errors import Problem, RecipeError
+from compress.errors import Problem, UsageError
 from compress.names import NAME_PATTERN
 from compress.yamlconfig import read_yaml, suggest, validate
 
@@ -146,8 +146,19 @@ def find_target(name: str, search: list[Path]) -> Path | None:
 
 
 def known_target_names(search: list[Path]) -> list[str]:
-    names = {p.stem for d in [*search, *builtin_dirs()] if d.is_dir() for p in d.glob("*.yaml")}
+    """Names of the target files in `search` and the shipped ones (YAML files with a `runtime:`)."""
+    names = {p.stem for d in [*search, *builtin_dirs()] if d.is_dir() for p in d.glob("*.yaml") if _is_target(p)}
     return sorted(names)
+
+
+def _is_target(path: Path) -> bool:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "runtime" in data
 
 
 def load_target(path: Path) -> TargetSpec:
@@ -170,6 +181,8 @@ def resolve_targets(refs: list, search: list[Path]) -> list[TargetSpec]:
             continue
         path = find_target(ref, search)
         if path is None:
-            raise RecipeError([missing_target_problem(ref, search, Problem("targets", ""))])
+            known = known_target_names(search)
+            raise UsageError(f"invalid target: '{ref}' not found{suggest(ref, known)}; known targets: {', '.join(known)}",
+                             hint="name a shipped target or a YAML file in ./ or ./targets/, or give a target file's path")  # fmt: skip
         out.append(load_target(path))
     return out

@@ -6,6 +6,7 @@ says what was expected, and suggests the closest key or value for a misspelling.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import types
 import typing
@@ -33,13 +34,13 @@ def read_yaml(path: Path, what: str = "recipe") -> tuple[Any, Marks]:
     return parse_yaml(text, str(path), what)
 
 
-MAX_NODES = 100_000  # values a file may expand to through aliases; recipes hold a few hundred
+MAX_DEPTH = 64  # nesting no recipe or target needs; deeper is refused before anything walks it
+MAX_NODES = 100_000  # values once aliases are expanded: a few anchors can otherwise stand for billions
 
 
 def parse_yaml(text: str, filename: str, what: str = "recipe") -> tuple[Any, Marks]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        _check_expansion(node, filename, what)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -47,61 +48,65 @@ def parse_yaml(text: str, filename: str, what: str = "recipe") -> tuple[Any, Mar
         reason = getattr(exc, "problem", None) or str(exc)
         problem = Problem("", f"not valid YAML: {reason}", filename, line, col)
         raise RecipeError([problem], what) from None
+    except RecursionError:
+        raise RecipeError([Problem("", f"not valid YAML: nested too deeply (at most {MAX_DEPTH} levels)",
+                                   filename, 1, 1)], what) from None  # fmt: skip
     marks: Marks = {}
-    duplicates: list[Problem] = []
+    problems: list[Problem] = []
     if node is not None:
-        _collect_marks(node, (), marks, duplicates, filename)
-    if duplicates:
-        raise RecipeError(duplicates, what)
+        _MarkWalk(marks, problems, filename).visit(node, ())
+    if problems:
+        raise RecipeError(problems, what)
     return data, marks
 
 
-def _check_expansion(node: yaml.Node | None, filename: str, what: str) -> None:
-    """Refuse aliases that refer to themselves, or that expand a small file into a huge one (the
-    "billion laughs"): both are measured on the node graph before anything is built from it."""
-    sizes: dict[int, int] = {}
-    active: set[int] = set()
+class _MarkWalk:
+    """Record the position of every node; find duplicate keys, aliases that contain themselves,
+    nesting past MAX_DEPTH and documents that expand past MAX_NODES."""
 
-    def size(n: yaml.Node) -> int:
-        if id(n) in sizes:
-            return sizes[id(n)]
-        if id(n) in active:
-            line, col = n.start_mark.line + 1, n.start_mark.column + 1
-            raise RecipeError([Problem("", "an alias refers to a node that contains it (a recursive YAML "
-                                       "structure); expand it by hand", filename, line, col)], what)  # fmt: skip
-        active.add(id(n))
-        children = [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else (
-            n.value if isinstance(n, yaml.SequenceNode) else [])  # fmt: skip
-        total = 1 + sum(size(c) for c in children)
-        active.discard(id(n))
-        sizes[id(n)] = total
-        if total > MAX_NODES:
-            raise RecipeError([Problem("", f"the YAML expands to more than {MAX_NODES:,} values through "
-                                       "aliases (&anchor / *alias); write the values out or use fewer aliases",
-                                       filename)], what)  # fmt: skip
-        return total
+    class Stop(Exception):
+        pass
 
-    if node is not None:
-        size(node)
+    def __init__(self, marks: Marks, problems: list[Problem], filename: str) -> None:
+        self.marks, self.problems, self.filename = marks, problems, filename
+        self.open: set[int] = set()  # the nodes being walked: meeting one again is a cycle
+        self.count = 0
 
+    def visit(self, node: yaml.Node, path: PathKey) -> None:
+        with contextlib.suppress(self.Stop):
+            self._visit(node, path)
 
-def _collect_marks(node: yaml.Node, path: PathKey, marks: Marks, dups: list, filename: str) -> None:
-    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            child = (*path, key)
-            if key in seen:
-                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-                dups.append(Problem(dotted(child), "key appears twice", filename, line, col))
-            seen.add(key)
-            _collect_marks(value_node, child, marks, dups, filename)
-            # Point errors about a key at the key itself, not at its value.
-            marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _collect_marks(item, (*path, index), marks, dups, filename)
+    def _fail(self, node: yaml.Node, path: PathKey, message: str) -> None:
+        line, col = node.start_mark.line + 1, node.start_mark.column + 1
+        self.problems.append(Problem(dotted(path), message, self.filename, line, col))
+        raise self.Stop
+
+    def _visit(self, node: yaml.Node, path: PathKey) -> None:
+        self.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        self.count += 1
+        if id(node) in self.open:
+            self._fail(node, path, "an alias here refers to a node that contains it; YAML cycles are not allowed")
+        if len(path) > MAX_DEPTH:
+            self._fail(node, path[:MAX_DEPTH], f"nested too deeply (at most {MAX_DEPTH} levels)")
+        if self.count > MAX_NODES:
+            self._fail(node, (), f"the file holds more than {MAX_NODES} values once its aliases are expanded")
+        self.open.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+                child = (*path, key)
+                if key in seen:
+                    line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                    self.problems.append(Problem(dotted(child), "key appears twice", self.filename, line, col))
+                seen.add(key)
+                self._visit(value_node, child)
+                # Point errors about a key at the key itself, not at its value.
+                self.marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._visit(item, (*path, index))
+        self.open.discard(id(node))
 
 
 def dotted(path: PathKey) -> str:

@@ -99,3 +99,14 @@ def write_mlp_onnx(path: Path) -> Path:
 @pytest.fixture
 def mlp(tmp_path: Path) -> Path:
     return write_mlp_onnx(tmp_path / "mlp.onnx")
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600, **kwargs):
+    """`python -m compress ARGS` with this checkout first on the path; output captured as text."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "compress", *args], capture_output=True, text=True, cwd=cwd or ROOT,
+                          env=env, timeout=timeout, **kwargs)  # fmt: skip

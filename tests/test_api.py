@@ -43,3 +43,13 @@ def test_profile_times_a_model_file_on_named_targets(mlp, tmp_path, monkeypatch,
     (variant,) = report.variants
     assert variant.name == "mlp" and variant.latency[0].target == "tiny-ort"
     assert (tmp_path / "profile" / "report.html").is_file()
+
+
+def test_override_values_need_not_be_json(tiny_recipe, tmp_path):
+    import datetime
+    from pathlib import Path
+
+    (tmp_path / "d.npz").write_bytes(b"")
+    recipe = compress.load_recipe(tiny_recipe, {"data.source": "npz", "data.path": Path("d.npz")},
+                                  description=datetime.date(2026, 1, 2))  # fmt: skip
+    assert recipe.data.path == "d.npz" and recipe.description == "2026-01-02"

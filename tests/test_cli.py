@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_RECIPE, TINY_TARGET, cli
 
 COMPRESS = str(Path(sys.executable).with_name("compress"))
 
@@ -104,3 +104,110 @@ def test_report_on_a_folder_without_report_exits_2(tmp_path):
 def test_import_compress_is_light():
     code = "import sys, compress; bad = {'torch', 'onnxruntime', 'onnx'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_setting_a_key_inside_a_scalar_is_a_located_error(tiny_recipe):
+    result = cli("run", str(tiny_recipe), "--set", "name.foo=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--set name.foo=1: name: cannot set 'foo' inside a scalar value" in result.stderr
+
+
+def test_bad_data_file_exits_2_naming_it(write, tmp_path):
+    import numpy as np
+
+    (tmp_path / "d.npz").write_text("not an archive")
+    write("tiny-ort.yaml", TINY_TARGET)
+    recipe = write("r.yaml", TINY_RECIPE.replace("  source: digits\n", "  source: npz\n  path: d.npz\n"))
+    result = cli("run", str(recipe), "-o", str(tmp_path / "out"), "-q")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: {tmp_path / 'd.npz'}: not an .npz archive" in result.stderr
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8)), y=np.arange(4) % 2)
+    result = cli("run", str(recipe), "-o", str(tmp_path / "out"), "-q")
+    assert result.returncode == 2 and "at least 8 are needed" in result.stderr, result.stderr
+
+
+def test_output_under_a_file_exits_2_before_any_work(tiny_recipe, tmp_path, mlp):
+    (tmp_path / "somefile").write_text("x")
+    for args in (["run", str(tiny_recipe)], ["profile", str(mlp), "-t", "cpu-onnxruntime"]):
+        result = cli(*args, "-o", str(tmp_path / "somefile" / "out"), timeout=60)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"output folder {tmp_path}/somefile/out: {tmp_path}/somefile is a file, not a folder" in result.stderr
+        assert "data:" not in result.stderr  # nothing ran
+    result = cli("run", str(tiny_recipe), "-o", str(tmp_path / "somefile"), timeout=60)
+    assert result.returncode == 2 and "somefile is a file, not a folder" in result.stderr
+
+
+def _limit_file_size():
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+
+def test_a_failed_write_names_the_path_and_the_reason(tmp_path):
+    from tests.test_report import sample_report
+
+    sample_report().save(tmp_path / "report.json")
+    result = cli("report", str(tmp_path), preexec_fn=_limit_file_size)
+    assert result.returncode == 4 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"error: cannot write {tmp_path}/report.")
+    assert "File too large" in result.stderr and len(result.stderr.splitlines()) <= 2
+
+
+def test_a_full_disk_while_writing_the_step_summary_exits_4(tmp_path):
+    from tests.test_report import sample_report
+
+    sample_report().save(tmp_path / "report.json")
+    result = cli(
+        "gate", str(tmp_path / "report.json"), "--max-size-mb", "100", env={"GITHUB_STEP_SUMMARY": "/dev/full"}
+    )
+    assert result.returncode == 4 and "Traceback" not in result.stderr, result.stderr
+    assert "error: cannot write /dev/full: No space left on device" in result.stderr
+
+
+def test_junit_file_under_a_file_exits_2(tmp_path):
+    from tests.test_report import sample_report
+
+    sample_report().save(tmp_path / "report.json")
+    (tmp_path / "f").write_text("x")
+    result = cli(
+        "gate", str(tmp_path / "report.json"), "--max-size-mb", "100", "--junit", str(tmp_path / "f" / "j.xml")
+    )
+    assert result.returncode == 2 and f"{tmp_path}/f is a file, not a folder" in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_exits_4(tmp_path):
+    from tests.test_report import sample_report
+
+    sample_report().save(tmp_path / "report.json")
+    tmp_path.chmod(0o555)
+    try:
+        result = cli("report", str(tmp_path))
+    finally:
+        tmp_path.chmod(0o755)
+    assert result.returncode == 4 and "Permission denied" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_failed_cache_write_during_a_run_names_the_file(tiny_recipe, tmp_path):
+    result = cli("run", str(tiny_recipe), "-o", str(tmp_path / "out"), preexec_fn=_limit_file_size)
+    assert result.returncode == 4 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: cannot write {tmp_path}/out/cache/data-" in result.stderr and "File too large" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "where", "expected"),
+    [
+        ("name: broken\nruntime: onnxruntime\nthreads: [oops\n", "broken.yaml:4:1", "not valid YAML"),
+        ("name: broken\nruntime: onnxruntime\nthreads: 0\n", "broken.yaml:3:1: threads:", "greater than or equal to 1"),
+        ("name: broken\nruntime: onnxrt\n", "broken.yaml:2:1: runtime:", "did you mean 'onnxruntime'"),
+    ],
+)
+def test_validate_opens_every_named_target_file(write, target, where, expected):
+    path = write("broken.yaml", target)
+    recipe = write("r.yaml", TINY_RECIPE.replace("targets: [tiny-ort]", "targets: [broken]"))
+    result = cli("validate", str(recipe))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    line = next(line for line in result.stderr.splitlines() if where in line)
+    assert line.startswith(f"  - {path.parent}/{where}") and expected in line

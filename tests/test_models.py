@@ -58,3 +58,33 @@ def test_hf_names_a_package_without_running_its_code(tmp_path, monkeypatch):
     (package / "__init__.py").write_text("raise RuntimeError('imported')\n")
     (package / "model" / "config.json").write_text("{}")
     assert resolve_hf_path("shipped-model", tmp_path / "elsewhere") == package / "model"
+
+
+def checkpoint_error(model, path):
+    from compress.errors import CompressError, ExitCode
+    from compress.models import load_checkpoint
+
+    with pytest.raises(CompressError) as info:
+        load_checkpoint(model, path)
+    assert info.value.exit_code == ExitCode.BAD_INPUT and info.value.hint
+    assert len(info.value.lines()) == 2 and str(path) in info.value.message
+    return info.value.message
+
+
+def test_checkpoint_errors_are_one_line(tmp_path):
+    model = zoo.BUILDERS["resnet"](in_channels=1, num_classes=10, image_size=16, width=4, blocks=(1, 1))
+    wider = zoo.BUILDERS["resnet"](in_channels=1, num_classes=10, image_size=16, width=8, blocks=(1, 1))
+    torch.save(wider.state_dict(), tmp_path / "wider.pt")
+    message = checkpoint_error(model, tmp_path / "wider.pt")
+    first = next(k for k, v in wider.state_dict().items() if v.shape != model.state_dict()[k].shape)
+    shapes = f"({', '.join(map(str, wider.state_dict()[first].shape))}) in the checkpoint but "
+    assert f"{first} has shape {shapes}({', '.join(map(str, model.state_dict()[first].shape))}) in the model" in message
+    state = model.state_dict()
+    state["extra.weight"] = state.pop("fc.weight")
+    torch.save(state, tmp_path / "renamed.pt")
+    message = checkpoint_error(model, tmp_path / "renamed.pt")
+    assert "1 key missing from the checkpoint (fc.weight)" in message and "1 unexpected (extra.weight)" in message
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert "cannot load checkpoint" in checkpoint_error(model, tmp_path / "junk.pt")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    assert "holds a Tensor, not a state_dict" in checkpoint_error(model, tmp_path / "tensor.pt")

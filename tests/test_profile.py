@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, TINY_TARGET
+from tests.conftest import ROOT, TINY_TARGET, cli
 from tests.test_cli import compress
 
 
@@ -138,3 +138,40 @@ def test_a_cpu_hog_beside_the_measurement_is_flagged_and_a_quiet_one_is_not(tmp_
         pytest.skip(f"the machine got busy during the quiet run: other processes use {busy:.2f} of the spare cores")
     assert quiet["disturbed"] is False and quiet["cpu_share"] > 0.9 and quiet["others_cpu_share"] < 0.5, quiet
     assert not any("latency measured while" in w for w in quiet["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("empty.onnx", b"", "empty.onnx: the file is empty"),
+        ("garbage.onnx", b"\x00\xffnot a model" * 10, "garbage.onnx: not a valid ONNX model"),
+        ("truncated.onnx", None, "truncated.onnx: not a valid ONNX model"),
+        ("nograph.onnx", b"\x08\x08", "nograph.onnx: not a valid ONNX model (it holds no graph)"),
+        ("garbage.xml", b"<net><<garbage", "garbage.xml: not an OpenVINO IR file (not valid XML"),
+        ("other.xml", b"<html><body/></html>", "other.xml: not an OpenVINO IR file (its root element is <html>"),
+    ],
+)
+def test_profile_checks_each_model_file_before_measuring(tmp_path, mlp, name, content, expected):
+    path = tmp_path / name
+    path.write_bytes(content if content is not None else mlp.read_bytes()[: mlp.stat().st_size // 2])
+    result = cli("profile", str(path), "-t", "cpu-onnxruntime", "-o", str(tmp_path / "o"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: {tmp_path / expected}" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_profile_target_is_an_invalid_target_listing_known_ones(tmp_path, mlp):
+    (tmp_path / "recipe.yaml").write_text("name: r\nmodel: {arch: resnet}\n")  # a YAML file that is no target
+    (tmp_path / "mine.yaml").write_text(TINY_TARGET)
+    result = cli("profile", str(mlp), "--target", "nope", "-o", str(tmp_path / "o"), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: invalid target: 'nope' not found; known targets: cpu-onnxruntime, "), first
+    assert "mine" in first and "recipe" not in first
+    assert not (tmp_path / "o").exists()
+
+
+def test_sequence_length_must_be_positive(tmp_path, mlp):
+    result = cli("profile", str(mlp), "-t", "cpu-onnxruntime", "--sequence-length", "0", "-o", str(tmp_path / "o"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "--sequence-length must be at least 1, got 0" in result.stderr and not (tmp_path / "o").exists()

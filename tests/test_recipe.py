@@ -138,17 +138,46 @@ def test_named_models_start_their_own_chains():
     assert "models.vit.arch" in msg and "did you mean 'vit'" in msg
 
 
-def test_an_alias_bomb_is_refused_before_it_expands():
-    """A few hundred bytes of nested aliases would expand to billions of values."""
-    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
-    with pytest.raises(RecipeError) as caught:
-        recipe_from_text("\n".join(lines) + "\nname: x\n")
-    assert "expands to more than 100,000 values" in caught.value.problems[0].message
+def test_override_inside_a_scalar_names_the_scalar():
+    assert problems(BASE, ["name.foo=1"]) == ["--set name.foo=1: name: cannot set 'foo' inside a scalar value"]
+    (msg,) = problems(BASE + "seed: 3\n", ["seed.a.b=1"])
+    assert msg == "--set seed.a.b=1: seed: cannot set 'a' inside a scalar value"
+    (msg,) = problems(BASE, ["stages[train].type.x=1"])
+    assert msg == "--set stages[train].type.x=1: stages[train].type: cannot set 'x' inside a scalar value"
 
 
-def test_a_recursive_alias_is_a_located_problem():
-    with pytest.raises(RecipeError) as caught:
-        recipe_from_text("name: x\nmodel: &m\n  arch: resnet\n  options: {self: *m}\n", "r.yaml")
-    (problem,) = caught.value.problems
-    assert problem.file == "r.yaml" and problem.line == 2 and "recursive" in problem.message
+@pytest.mark.parametrize("seed", ["100000000000000000000000000000000000", "1e35", "1.0e+35", "4294967296", "-1"])
+def test_seed_is_bounded_to_what_the_random_generators_take(seed):
+    (msg,) = problems(BASE + f"seed: {seed}\n")
+    assert msg.startswith("r.yaml:8:1: seed: ")
+    assert recipe_from_text(BASE + "seed: 4294967295\n", "r.yaml").seed == 2**32 - 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: &x [*x]\n", "r.yaml:1:4: a[0]: an alias here refers to a node that contains it"),
+        ("name: r\nmodel: &m {arch: resnet, options: {m: *m}}\n", "model.options.m: an alias here refers to a node"),
+        ("a: " + "[" * 2000 + "]" * 2000 + "\n", "nested too deeply"),
+        ("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+         + "".join(f"{c}: &{c} [{', '.join(['*' + chr(ord(c) - 1)] * 10)}]\n" for c in "bcdefgh"),
+         "more than 100000 values once its aliases are expanded"),
+    ],
+)  # fmt: skip
+def test_recursive_deep_or_exploding_yaml_is_a_located_problem(text, expected):
+    (msg,) = problems(text)
+    assert expected in msg
+
+
+def test_override_values_that_nest_too_deep_or_refer_to_themselves_are_problems():
+    (msg,) = problems(BASE, ["description=" + "[" * 3000])
+    assert msg.startswith("--set description=[[[") and "description: value '[[[" in msg and "nested too deeply" in msg
+    (msg,) = problems(BASE, ["model.options=&x {a: *x}"])
+    assert "model.options: value '&x {a: *x}': an alias here refers to a node that contains it" in msg
+
+
+def test_sweep_values_of_any_yaml_type_reach_validation():
+    text = BASE + "sweep:\n  parameters:\n    stages[train].epochs: [2020-01-01, .nan, 2]\n"
+    msgs = problems(text)
+    assert msgs and all("sweep point epochs=" in m for m in msgs)
+    assert any("epochs=2020-01-01" in m and "stages[0].epochs" in m for m in msgs)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from compress.report.pareto import front, mark_fronts
 from compress.report.plots import write_plots
 from compress.report.render import to_markdown
 from compress.report.schema import Accuracy, Latency, RecipeInfo, Report, TargetInfo, Variant
+from tests.conftest import cli
 
 
 def latency(p50: float, batch: int = 1) -> Latency:
@@ -146,3 +149,54 @@ def test_report_files_honour_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("name", ["a$^$b", "cost $5 or $6", "$\\foo$", "x$_$"])
+def test_dollar_signs_in_names_render_literally_in_plots(tmp_path, name):
+    """Matplotlib reads text between two `$` as math; a variant named so must still plot, as written."""
+    report = sample_report()
+    report.variants[1].name = name
+    report.variants[1].details["arch"] = f"file.py:{name}"
+    mark_fronts(report)
+    (path,) = write_plots(report, tmp_path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for v in report.variants:  # without accuracy: the latency-only plot
+        v.accuracy, v.accuracy_per_target = None, []
+    (path,) = write_plots(report, tmp_path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from compress.report.plots import label
+
+    assert label(name).count("\\$") == name.count("$")
+
+
+def test_compress_report_renders_a_variant_with_dollars(tmp_path):
+    report = sample_report()
+    report.variants[1].name = "int8 $x^$"
+    mark_fronts(report)
+    report.save(tmp_path / "report.json")
+    result = cli("report", str(tmp_path))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert (tmp_path / "pareto-t.png").is_file() and "int8 $x^$" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{not json", "not JSON (Expecting property name enclosed in double quotes at line 1 column 2)"),
+        ("[" * 100_000, "nested too deeply"),
+        ('{"schema_version": 1}', "created: Field required"),
+        ("[]", "Input should be a valid dictionary"),
+        (b"\xff\xfe", "not UTF-8 text"),
+    ],
+)
+def test_report_load_says_why_a_file_is_not_a_report(tmp_path, text, expected):
+    from compress.errors import CompressError, ExitCode
+
+    path = tmp_path / "report.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(CompressError) as info:
+        Report.load(path)
+    assert info.value.exit_code == ExitCode.BAD_INPUT
+    assert info.value.message.startswith(f"{path} is not a compress report: ") and expected in info.value.message
+    result = cli("report", str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr and expected in result.stderr, result.stderr

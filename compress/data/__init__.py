@@ -97,20 +97,71 @@ def load_data(spec: DataSpec, base_dir: Path, seed: int, model_arch: str | None 
     return data_source(spec.source).load(spec, path, LoadContext(base_dir, seed, model_arch))
 
 
-def split(
-    x: np.ndarray, y: np.ndarray, spec: DataSpec, seed: int, class_names: list[str], stratify: bool = True
-) -> Splits:
-    """Train/val/test split, stratified by class when there are classes; the same seed, the same split."""
+def split(x: np.ndarray, y: np.ndarray, spec: DataSpec, seed: int, class_names: list[str], stratify: bool = True,
+          where: str = "the data") -> Splits:  # fmt: skip
+    """Train/val/test split, stratified by class when there are classes; the same seed, the same split.
+    Too few examples (or too few of a class) is a DataError naming `where` and how many are needed."""
+    try:
+        return _split(x, y, spec.val_fraction, spec.test_fraction, seed, stratify, class_names)
+    except ValueError as exc:
+        raise split_error(y, spec, stratify, class_names, where, exc) from None
+
+
+def _split(x, y, val_fraction: float, test_fraction: float, seed: int, stratify: bool, class_names=()) -> Splits:
     from sklearn.model_selection import train_test_split
 
     x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=spec.test_fraction, random_state=seed, stratify=y if stratify else None
+        x, y, test_size=test_fraction, random_state=seed, stratify=y if stratify else None
     )
-    val = spec.val_fraction / (1 - spec.test_fraction)
+    val = val_fraction / (1 - test_fraction)
     x_train, x_val, y_train, y_val = train_test_split(
         x_rest, y_rest, test_size=val, random_state=seed, stratify=y_rest if stratify else None
     )
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, class_names)
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, list(class_names))
+
+
+def smallest_splittable(classes: int, val_fraction: float, test_fraction: float, stratify: bool = True) -> int | None:
+    """The fewest examples, spread evenly over `classes`, that the split accepts (None: over a million)."""
+
+    def works(n: int) -> bool:
+        y = np.arange(n) % classes if stratify else np.zeros(n)
+        try:
+            _split(np.zeros((n, 1), np.float32), y, val_fraction, test_fraction, 0, stratify)
+        except ValueError:
+            return False
+        return True
+
+    low, high = 1, max(classes, 2)
+    while not works(high):
+        low, high = high + 1, high * 2
+        if high > 1_000_000:
+            return None
+    while low < high:  # more examples never make the split fail, so bisect
+        middle = (low + high) // 2
+        low, high = (low, middle) if works(middle) else (middle + 1, high)
+    return high
+
+
+def split_error(y: np.ndarray, spec: DataSpec, stratify: bool, class_names: list[str], where: str,
+                exc: ValueError) -> Exception:  # fmt: skip
+    from compress.errors import DataError, first_line
+
+    labels, counts = np.unique(y, return_counts=True) if stratify and len(y) else (np.zeros(1), np.array([len(y)]))
+    classes = len(labels) if stratify else 1
+    fractions = f"val_fraction {spec.val_fraction}, test_fraction {spec.test_fraction}"
+    of_classes = f" with {classes} classes" if stratify else ""
+    needed = smallest_splittable(classes, spec.val_fraction, spec.test_fraction, stratify)
+    if needed is None or len(y) < needed:
+        at_least = f"at least {needed} are needed" if needed else "far more are needed"
+        return DataError(f"{where}: {len(y)} examples are too few to split into train, val and test "
+                         f"({fractions}){of_classes}: {at_least}",
+                         hint="add examples, or give your own train, val and test splits")  # fmt: skip
+    rare = labels[counts.argmin()]
+    name = class_names[int(rare)] if 0 <= int(rare) < len(class_names) else str(rare)
+    few = counts.min()
+    return DataError(f"{where}: cannot split {len(y)} examples{of_classes} into train, val and test ({fractions}): "
+                     f"class {name} has {few} example{'s' if few != 1 else ''} ({first_line(exc)})",
+                     hint=f"give every class at least {-(-needed // classes)} examples, or your own splits")  # fmt: skip
 
 
 def to_nchw(images: np.ndarray, spec: DataSpec) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.data import DataSource, LoadContext, Splits, split, to_nchw
-from compress.errors import StageError
+from compress.errors import DataError, first_line
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -29,30 +29,42 @@ def load(spec, path: Path, seed: int) -> Splits:
         return Splits(xt, yt, xv, yv, xs, ys, classes)
     classes = _classes(path)
     x, y = _read(path, classes, spec)
-    return split(x, y, spec, seed, classes)
+    return split(x, y, spec, seed, classes, where=str(path))
 
 
 def _classes(root: Path) -> list[str]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if len(classes) < 2:
-        raise StageError(f"{root} has {len(classes)} class folder(s)", hint="put each class's images in its own folder")
+        raise DataError(f"{root} has {len(classes)} class folder(s); expected at least 2",
+                        hint="put each class's images in its own folder")  # fmt: skip
     return classes
 
 
 def _read(root: Path, classes: list[str], spec) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
-
     images, labels = [], []
     mode = "L" if spec.channels == 1 else "RGB"
     for label, name in enumerate(classes):
+        if not (root / name).is_dir():
+            raise DataError(f"{root} has no class folder '{name}'; expected the same class folders as train/",
+                            hint="give train, val and test one folder per class each")  # fmt: skip
         for file in sorted((root / name).iterdir()):
             if file.suffix.lower() in EXTENSIONS:
-                with Image.open(file) as img:
-                    img = img.convert(mode).resize((spec.image_size, spec.image_size), Image.BILINEAR)
-                    images.append(np.asarray(img, dtype=np.float32) / 255.0)
+                images.append(_image(file, mode, spec.image_size))
                 labels.append(label)
     if not images:
-        raise StageError(f"no images found under {root}", hint=f"supported files: {', '.join(sorted(EXTENSIONS))}")
+        raise DataError(f"no images found under {root}", hint=f"supported files: {', '.join(sorted(EXTENSIONS))}")
     x = np.stack(images)
     x = x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
     return to_nchw(x, spec), np.asarray(labels, dtype=np.int64)
+
+
+def _image(file: Path, mode: str, size: int) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(file) as img:
+            img = img.convert(mode).resize((size, size), Image.BILINEAR)
+            return np.asarray(img, dtype=np.float32) / 255.0
+    except Exception as exc:  # Pillow raises many types for damaged or unsupported files
+        raise DataError(f"{file}: not a readable image: {first_line(exc)}",
+                        hint="remove or replace the file; every image file in a class folder is read") from None  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.data import DataSource, LoadContext, Splits, split
-from compress.errors import StageError
+from compress.errors import DataError, StageError
 
 
 class Text(DataSource):
@@ -42,17 +42,24 @@ def load(spec, path: Path | None, seed: int, tokenizer_ref: str | None, base_dir
     if path is None:
         texts = sentences()
     else:
-        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            content = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{path}: not UTF-8 text (byte {exc.start})", hint="save it as UTF-8, one sentence per line"
+            ) from None
+        texts = [line.strip() for line in content.splitlines() if line.strip()]
     if spec.task == "classification":
         texts, labels, names = labelled(texts, path)
     if len(texts) < 20:
-        raise StageError(f"only {len(texts)} sentences in {path}", hint="give at least a few hundred, one per line")
+        raise DataError(f"only {len(texts)} sentences in {path}", hint="give at least a few hundred, one per line")
     tokenizer = load_tokenizer(tokenizer_ref, base_dir)
     x = tokenize(tokenizer, texts, spec.max_length)
     if labels is not None:
-        return split(x, labels, spec, seed, names)
+        return split(x, labels, spec, seed, names, where=str(path))
     # Labels are filled in later from the source model's own outputs (task: embedding).
-    splits = split(x, np.zeros((len(x), 1), dtype=np.float32), spec, seed, [], stratify=False)
+    splits = split(x, np.zeros((len(x), 1), dtype=np.float32), spec, seed, [], stratify=False,
+                   where=str(path or "the default corpus"))  # fmt: skip
     return with_package_text(splits, spec, tokenizer, set(texts))
 
 
@@ -82,7 +89,7 @@ def labelled(lines: list[str], path: Path) -> tuple[list[str], np.ndarray, list[
     pairs = [line.split("\t", 1) for line in lines]
     bad = next((i for i, p in enumerate(pairs) if len(p) != 2), None)
     if bad is not None:
-        raise StageError(f"{path}:{bad + 1}: expected 'label<TAB>sentence'", hint="one labelled sentence per line")
+        raise DataError(f"{path}:{bad + 1}: expected 'label<TAB>sentence'", hint="one labelled sentence per line")
     names = sorted({label for label, _ in pairs})
     index = {name: i for i, name in enumerate(names)}
     return [text for _, text in pairs], np.array([index[label] for label, _ in pairs], dtype=np.int64), names

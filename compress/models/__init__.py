@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compress import registry
-from compress.errors import StageError
+from compress.errors import StageError, UsageError, first_line
 from compress.models.sources import InputShape, ModelSource
 
 if TYPE_CHECKING:
@@ -57,22 +58,64 @@ def _from_python(spec: ModelSpec, base_dir: Path) -> nn.Module:
 
 
 def load_checkpoint(model: nn.Module, path: Path) -> None:
-    """Load a state_dict saved with torch.save; `weights_only=True` never runs pickled code."""
+    """Load a state_dict saved with torch.save; `weights_only=True` never runs pickled code. Every
+    failure is one line: the library's reason, or the first key whose shape or presence differs."""
     import torch
 
+    hint = "save it with torch.save(model.state_dict()) from a model built with the same arch and options"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable or unsafe files
-        raise StageError(
-            f"cannot load checkpoint {path}: {exc}", hint="save it with torch.save(model.state_dict())"
-        ) from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
+        raise UsageError(f"cannot load checkpoint {path}: {_load_reason(exc)}", hint=hint) from None
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise UsageError(f"checkpoint {path} holds a {type(state).__name__}, not a state_dict", hint=hint)
+    problem = state_dict_mismatch(model.state_dict(), state)
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[:3]
-        raise StageError(f"checkpoint {path} does not fit the model: {' '.join(first)}",
-                         hint="check the model's arch and options match the checkpoint") from None  # fmt: skip
+        if problem is None:
+            model.load_state_dict(state)
+    except Exception as exc:  # e.g. values that are not tensors
+        problem = first_line(exc)
+    if problem:
+        raise UsageError(f"checkpoint {path} does not fit the model: {problem}", hint=hint) from None
+
+
+def _load_reason(exc: Exception) -> str:
+    """torch's first line, or for a refused pickle the line that says what was refused."""
+    text = str(exc)
+    if "Weights only load failed" in text and "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        return f"not a plain state_dict; loading without running code refused it ({detail[0] if detail else '?'})"
+    return first_line(exc)
+
+
+def state_dict_mismatch(expected: Mapping, got: Mapping) -> str | None:
+    """The first key whose shape differs (both shapes), else the keys missing or unexpected; None when they fit."""
+    for key, value in expected.items():
+        other = got.get(key)
+        if hasattr(value, "shape") and hasattr(other, "shape") and tuple(value.shape) != tuple(other.shape):
+            return f"{key} has shape {_shape(other)} in the checkpoint but {_shape(value)} in the model"
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    parts = []
+    if missing:
+        parts.append(f"{_keys(len(missing))} missing from the checkpoint ({_first(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({_first(unexpected)})")
+    return "; ".join(parts) or None
+
+
+def _shape(tensor) -> str:
+    return f"({', '.join(str(d) for d in tensor.shape)})"
+
+
+def _keys(count: int) -> str:
+    return f"{count} key{'s' if count != 1 else ''}"
+
+
+def _first(keys: list) -> str:
+    return f"{keys[0]}, ..." if len(keys) > 1 else str(keys[0])
 
 
 def count_params(model: nn.Module) -> int:

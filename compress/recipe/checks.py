@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from compress.artifact import DEPLOYABLE, Kind
-from compress.errors import Problem
+from compress.errors import Problem, RecipeError
 from compress.names import NAME_PATTERN
 from compress.recipe.schema import ModelSpec, Recipe
-from compress.targets import TargetSpec, find_target, missing_target_problem
+from compress.targets import TargetSpec, find_target, load_target, missing_target_problem
 from compress.yamlconfig import Locator, suggest
 
 
@@ -139,8 +139,15 @@ def _check_targets(recipe: Recipe, loc: Locator) -> list[Problem]:
     problems, names = [], set()
     for i, ref in enumerate(recipe.targets):
         name = ref.name if isinstance(ref, TargetSpec) else ref
-        if not isinstance(ref, TargetSpec) and find_target(ref, target_search_dirs(recipe)) is None:
-            problems.append(missing_target_problem(ref, target_search_dirs(recipe), loc.at(("targets", i), "")))
+        if not isinstance(ref, TargetSpec):
+            path = find_target(ref, target_search_dirs(recipe))
+            if path is None:
+                problems.append(missing_target_problem(ref, target_search_dirs(recipe), loc.at(("targets", i), "")))
+            else:
+                try:  # the file itself: its problems are located in it
+                    load_target(path)
+                except RecipeError as exc:
+                    problems += exc.problems
         if name in names:
             problems.append(loc.at(("targets", i), f"target '{name}' is listed twice"))
         names.add(name)

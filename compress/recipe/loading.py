@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import yaml
 
 from compress.errors import Problem, RecipeError
 from compress.recipe.checks import check_recipe
-from compress.recipe.overrides import apply_override, parse_field_path
+from compress.recipe.overrides import apply_override, parse_field_path, set_field
 from compress.recipe.schema import SWEEPABLE, Recipe, Sweep
 from compress.yamlconfig import Locator, Marks, parse_yaml, read_yaml, validate
 
@@ -82,7 +81,8 @@ def expand_sweep(data: dict, recipe: Recipe, loc: Locator, path: Path | None) ->
     points = []
     for point in sweep_grid(recipe.sweep, recipe.seed):
         label, point_data = point_label(point), copy.deepcopy(base)
-        errs = [p for k, v in point.items() for p in apply_override(point_data, f"{k}={json.dumps(v)}")]
+        errs = [loc.at(("sweep", "parameters", k), p.message) for k, v in point.items()
+                for p in set_field(point_data, parse_field_path(k), copy.deepcopy(v), k, loc.filename)]  # fmt: skip
         try:
             if errs:
                 raise RecipeError(errs)

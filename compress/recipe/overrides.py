@@ -5,10 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import yaml
-
-from compress.errors import Problem
-from compress.yamlconfig import suggest
+from compress.errors import Problem, RecipeError
+from compress.yamlconfig import parse_yaml, suggest
 
 _SEGMENT = re.compile(r"^([A-Za-z_][\w-]*)((?:\[[^\[\]]+\])*)$")
 
@@ -37,14 +35,28 @@ def apply_override(data: dict, item: str) -> list[Problem]:
     if parts is None:
         return [Problem(field, "expected PATH=VALUE, e.g. stages[train].epochs=3", where)]
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return [Problem(field, f"value {raw!r} is not valid YAML", where)]
+        value, _ = parse_yaml(raw, where)  # the recipe's own guards: no cycles, bounded depth and size
+    except RecipeError as exc:
+        shown = repr(raw if len(raw) <= 40 else raw[:37] + "...")
+        reason = exc.problems[0].message  # "not valid YAML: ...", or what the walk found (a cycle, ...)
+        syntax = reason.startswith("not valid YAML: ")
+        message = f"value {shown} is {reason}" if syntax else f"value {shown}: {reason}"
+        return [Problem(field, message, where)]
+    return set_field(data, parts, value, field, where)
+
+
+def set_field(data: dict, parts: list[str | int], value: Any, field: str, where: str) -> list[Problem]:
+    """Set the field at `parts` (from parse_field_path) to `value`, in place; problems name `where`."""
     node: Any = data
-    for part in parts[:-1]:
+    walked = ""  # the path descended so far, as written in field paths
+    for part, following in zip(parts, parts[1:], strict=False):
+        in_list = isinstance(node, list)
         node, problem = _descend(node, part, field, where)
         if problem:
             return [problem]
+        walked += f"[{part}]" if in_list else (f".{part}" if walked else str(part))
+        if not isinstance(node, (dict, list)):
+            return [Problem(walked, f"cannot set '{following}' inside a scalar value", where)]
     last: Any = parts[-1]
     if isinstance(node, list):
         last, problem = _stage_index(node, last, field, where)
@@ -58,9 +70,9 @@ def _descend(node: Any, part: Any, field: str, where: str) -> tuple[Any, Problem
     if isinstance(node, list):
         index, problem = _stage_index(node, part, field, where)
         return (node[index] if problem is None else None), problem
-    if not isinstance(node, dict):
-        return None, Problem(field, f"cannot set '{part}' inside a scalar value", where)
-    return node.setdefault(part, {}), None
+    if node.get(part) is None:  # absent, or an empty YAML value
+        node[part] = {}
+    return node[part], None
 
 
 def _stage_index(items: list, part: Any, field: str, where: str) -> tuple[Any, Problem | None]:

@@ -114,7 +114,7 @@ SWEEPABLE = ("stages",)
 class Recipe(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="0 to 2**32-1, what every random generator used accepts")
     model: ModelSpec
     teacher: ModelSpec | None = None
     models: dict[str, ModelSpec] = Field(

@@ -18,6 +18,11 @@ def _pyplot():
     return plt
 
 
+def label(text: str) -> str:
+    """Text as written: matplotlib reads what lies between two `$` as math (and fails on most names)."""
+    return str(text).replace("$", r"\$")
+
+
 def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -46,10 +51,12 @@ def pareto_plot(report: Report, target_name: str) -> bytes:
     for i, (lat, acc, size, name, on, family) in enumerate(sorted(points)):
         ax.scatter(lat, acc, s=60 + 600 * size / biggest, alpha=0.6, color=colors[family],
                    edgecolors="black", linewidths=1.8 if on else 0.5,
-                   label=family if len(families) > 1 else None)  # fmt: skip
+                   label=label(family) if len(families) > 1 else None)  # fmt: skip
         # Alternate label sides so neighbours along the latency axis do not overwrite each other.
         offset = (8, 6) if i % 2 == 0 else (8, -22)
-        ax.annotate(f"{name}\n{size / 1e6:.2f} MB", (lat, acc), textcoords="offset points", xytext=offset, fontsize=8)
+        ax.annotate(
+            f"{label(name)}\n{size / 1e6:.2f} MB", (lat, acc), textcoords="offset points", xytext=offset, fontsize=8
+        )
     chosen = report.front(target.name)
     knee = next((p for p in points if chosen and p[3] == chosen.knee), None)
     if knee:
@@ -63,8 +70,8 @@ def pareto_plot(report: Report, target_name: str) -> bytes:
         ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8, markerscale=0.4)
     ax.set_xlabel(f"p50 latency (ms), batch {batch}, {target.threads} thread(s)")
     metric = next((v.accuracy.metric for v in report.variants if v.accuracy), "accuracy")
-    ax.set_ylabel(f"{metric} (%)")
-    ax.set_title(f"{report.recipe.name} on {target.name}")
+    ax.set_ylabel(label(f"{metric} (%)"))
+    ax.set_title(label(f"{report.recipe.name} on {target.name}"))
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.25, y=0.15)
     return _png(fig)
@@ -78,7 +85,7 @@ def latency_plot(report: Report, target_name: str) -> bytes:
     """Without accuracy (a bare model profiled), p50 per variant and batch with its 95 % interval."""
     plt = _pyplot()
 
-    rows = [(f"{v.name} @ batch {lat.batch_size}", lat) for v in report.variants for lat in v.latency
+    rows = [(label(f"{v.name} @ batch {lat.batch_size}"), lat) for v in report.variants for lat in v.latency
             if lat.target == target_name]  # fmt: skip
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * max(len(rows), 1)), dpi=110)
     for i, (_, lat) in enumerate(rows):
@@ -87,7 +94,7 @@ def latency_plot(report: Report, target_name: str) -> bytes:
         ax.annotate(f"{lat.p50_ms:.4g} ms", (lat.p50_ms, i), textcoords="offset points", xytext=(6, -3), fontsize=8)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
     ax.set_xlabel("p50 latency (ms) with 95 % interval")
-    ax.set_title(f"{report.recipe.name} on {target_name}")
+    ax.set_title(label(f"{report.recipe.name} on {target_name}"))
     ax.margins(x=0.3)
     return _png(fig)
 

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import Field
 
 from compress.config import Strict
+from compress.errors import UsageError, writing
 from compress.report.details import AccuracyControl, Pruning, Quantization
 
 SCHEMA_VERSION = 1
@@ -166,22 +167,49 @@ class Report(Strict):
 
     @classmethod
     def load(cls, path: Path) -> Report:
-        return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read a report.json; a file that is not one is a UsageError saying why."""
+        from pydantic import ValidationError
+
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            version = data.get("schema_version", SCHEMA_VERSION) if isinstance(data, dict) else SCHEMA_VERSION
+            if version != SCHEMA_VERSION:
+                raise UsageError(f"{path} has schema_version {version}; this compress reads {SCHEMA_VERSION}",
+                                 hint="read it with the compress version that wrote it")  # fmt: skip
+            return cls.model_validate(data)
+        except UnicodeDecodeError as exc:
+            reason = f"not UTF-8 text (byte {exc.start})"
+        except json.JSONDecodeError as exc:
+            reason = f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        except RecursionError:
+            reason = "nested too deeply"
+        except ValidationError as exc:
+            first, count = exc.errors()[0], exc.error_count()
+            where = ".".join(map(str, first["loc"]))
+            more = f" (and {count - 1} more)" if count > 1 else ""
+            reason = f"{where + ': ' if where else ''}{first['msg']}{more}"
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"{path} is not a compress report: {reason}",
+                         hint="pass the report.json of a finished `compress run` or `compress profile`")  # fmt: skip
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file. The file
-    gets the mode a plain open() would (0666 less the umask), not mkstemp's private 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content.encode() if isinstance(content, str) else content)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    gets the mode a plain open() would (0666 less the umask), not mkstemp's private 0600. An OSError
+    (disk full, no permission) is an OutputError naming `path`."""
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(content.encode() if isinstance(content, str) else content)
+            os.chmod(tmp, 0o666 & ~current_umask())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def current_umask() -> int:
