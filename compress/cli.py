@@ -312,8 +312,8 @@ def _finish_gates(results, junit: Path | None, warnings: list[str] | tuple[str, 
     if junit:
         try:
             write_atomic(junit, junit_xml(results))
-        except OSError as exc:
-            raise UsageError(f"cannot write --junit {junit}: {exc.strerror or first_line(exc)}") from None
+        except CompressError as exc:  # an OutputError: the system's reason is after the path
+            raise UsageError(f"cannot write --junit {junit}: {exc.message.rpartition(': ')[2]}") from None
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         try:

@@ -155,15 +155,18 @@ def test_a_failed_write_names_the_path_and_the_reason(tmp_path):
     assert "File too large" in result.stderr and len(result.stderr.splitlines()) <= 2
 
 
-def test_a_full_disk_while_writing_the_step_summary_exits_4(tmp_path):
+def test_a_full_disk_while_writing_the_step_summary_is_a_warning(tmp_path):
     from tests.test_report import sample_report
 
     sample_report().save(tmp_path / "report.json")
     result = cli(
         "gate", str(tmp_path / "report.json"), "--max-size-mb", "100", env={"GITHUB_STEP_SUMMARY": "/dev/full"}
     )
-    assert result.returncode == 4 and "Traceback" not in result.stderr, result.stderr
-    assert "error: cannot write /dev/full: No space left on device" in result.stderr
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr  # the verdict decides
+    assert (
+        "warning: cannot append to $GITHUB_STEP_SUMMARY (/dev/full): cannot write /dev/full: No space left"
+        in result.stderr
+    )
 
 
 def test_junit_file_under_a_file_exits_2(tmp_path):
