@@ -88,3 +88,19 @@ def test_checkpoint_errors_are_one_line(tmp_path):
     assert "cannot load checkpoint" in checkpoint_error(model, tmp_path / "junk.pt")
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
     assert "holds a Tensor, not a state_dict" in checkpoint_error(model, tmp_path / "tensor.pt")
+
+
+def test_hf_this_is_a_validation_problem_that_runs_no_code(tmp_path):
+    """`arch: hf:this` printed the Zen of Python: naming a module imported it."""
+    import contextlib
+    import io
+
+    from compress.errors import RecipeError
+    from compress.recipe import recipe_from_text
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), pytest.raises(RecipeError) as caught:
+        recipe_from_text("name: r\nmodel: {arch: 'hf:this'}\nstages: [{type: export}]\n", str(tmp_path / "r.yaml"))
+    (problem,) = caught.value.problems
+    assert problem.path == "model.arch" and "no installed model package 'this'" in problem.message
+    assert "Beautiful is better" not in printed.getvalue()

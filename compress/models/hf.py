@@ -7,8 +7,6 @@ pretrained all-MiniLM-L6-v2) works too.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 from pathlib import Path
 
@@ -16,24 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.errors import StageError
-
-
-def resolve_hf_path(ref: str, base_dir: Path) -> Path:
-    """A model folder: a path (relative to the recipe) or an installed package that ships one in its
-    `model/` folder. The package is located without importing it: naming a module never runs its code."""
-    path = (base_dir / ref).expanduser()
-    if (path / "config.json").is_file():
-        return path.resolve()
-    module_name = ref.replace("-", "_")
-    spec = importlib.util.find_spec(module_name) if module_name.isidentifier() else None
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            if (Path(location) / "model" / "config.json").is_file():
-                return Path(location) / "model"
-    raise StageError(f"no Hugging Face model folder at {path} and no installed model package '{ref}'",
-                     hint="point hf: at a folder with config.json and tokenizer files, e.g. one saved by "
-                     "save_pretrained(), or at an installed package that ships one in <package>/model/")  # fmt: skip
+from compress.models.sources import resolve_hf_path  # noqa: F401 - used here and by callers
 
 
 class SentenceEncoder(nn.Module):

@@ -24,9 +24,9 @@ class ModelSource:
         """Model names this source answers to without a prefix (the zoo's)."""
         return []
 
-    def check(self, name: str, options: dict[str, Any]) -> list[tuple[tuple, str]]:
+    def check(self, name: str, options: dict[str, Any], base_dir: Path | None = None) -> list[tuple[tuple, str]]:
         """(field path inside the model section, message) for each problem with a model name or its
-        options, found before anything runs."""
+        options, found before anything runs (paths are relative to `base_dir`, the recipe's folder)."""
         if self.package and importlib.util.find_spec(self.package) is None:
             return [(("arch",), f"{self.package} is not installed; pip install {self.install or self.package}")]
         return []
@@ -53,7 +53,7 @@ class Zoo(ModelSource):
     def names(self) -> list[str]:
         return ["resnet", "mobilenetv2", "vit"]
 
-    def check(self, name: str, options: dict[str, Any]) -> list[tuple[tuple, str]]:
+    def check(self, name: str, options: dict[str, Any], base_dir: Path | None = None) -> list[tuple[tuple, str]]:
         from compress.yamlconfig import suggest
 
         if name not in self.names():
@@ -124,7 +124,35 @@ class HuggingFace(ModelSource):
 
     package, install = "transformers", "'compress-edge[text]'"
 
+    def check(self, name: str, options: dict[str, Any], base_dir: Path | None = None) -> list[tuple[tuple, str]]:
+        from compress.errors import StageError
+
+        try:
+            resolve_hf_path(name, base_dir or Path.cwd())
+        except StageError as exc:
+            return [(("arch",), exc.message)]
+        return super().check(name, options, base_dir)
+
     def build(self, name: str, options: dict[str, Any], shape: InputShape) -> nn.Module:
         from compress.models.hf import load_hf
 
         return load_hf(name, shape.base_dir, shape.num_classes, **options)
+
+
+def resolve_hf_path(ref: str, base_dir: Path) -> Path:
+    """A model folder: a path (relative to the recipe) or an installed package that ships one in its
+    `model/` folder. The package is located without importing it: naming a module never runs its code."""
+    path = (base_dir / ref).expanduser()
+    if (path / "config.json").is_file():
+        return path.resolve()
+    module_name = ref.replace("-", "_")
+    spec = importlib.util.find_spec(module_name) if module_name.isidentifier() else None
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            if (Path(location) / "model" / "config.json").is_file():
+                return Path(location) / "model"
+    from compress.errors import StageError
+
+    raise StageError(f"no Hugging Face model folder at {path} and no installed model package '{ref}'",
+                     hint="point hf: at a folder with config.json and tokenizer files, e.g. one saved by "
+                     "save_pretrained(), or at an installed package that ships one in <package>/model/")  # fmt: skip

@@ -96,7 +96,7 @@ def _order_message(stage: Any, kind: Kind, source: str) -> str:
 def _check_model(recipe: Recipe, spec: ModelSpec, section: tuple, loc: Locator) -> list[Problem]:
     problems: list[Problem] = []
     if spec.arch is not None:
-        problems += _check_arch(spec, section, loc)
+        problems += _check_arch(spec, section, loc, recipe.base_dir)
     if spec.python is not None:
         file, sep, func = spec.python.rpartition(":")
         if not sep or not file.endswith(".py") or not func.isidentifier():
@@ -109,7 +109,7 @@ def _check_model(recipe: Recipe, spec: ModelSpec, section: tuple, loc: Locator) 
     return problems
 
 
-def _check_arch(spec: ModelSpec, section: tuple, loc: Locator) -> list[Problem]:
+def _check_arch(spec: ModelSpec, section: tuple, loc: Locator, base_dir: Path) -> list[Problem]:
     from compress import registry
     from compress.models import model_source
 
@@ -119,7 +119,7 @@ def _check_arch(spec: ModelSpec, section: tuple, loc: Locator) -> list[Problem]:
         known = registry.names("models")
         msg = f"unknown model source '{prefix}:'{suggest(prefix, known)}; sources: {', '.join(k + ':' for k in known)}"
         return [loc.at((*section, "arch"), msg)]
-    return [loc.at((*section, *field), message) for field, message in source.check(name, spec.options)]
+    return [loc.at((*section, *field), message) for field, message in source.check(name, spec.options, base_dir)]
 
 
 def _check_data(recipe: Recipe, loc: Locator) -> list[Problem]:
