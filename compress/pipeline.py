@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from compress.artifact import DEPLOYABLE, Artifact, Kind, save_torch
-from compress.data import Splits, data_source, load_data
-from compress.errors import CompressError, check_output_folder, writing
+from compress.data import Splits, data_inputs, data_source, load_data
+from compress.errors import check_output_folder, writing
 from compress.failures import stage_failure
 from compress.fingerprint import Fingerprints, code_fingerprint
 from compress.lock import run_lock
@@ -102,7 +102,7 @@ class Pipeline:
         spec = self.recipe.data
         # Training text read from installed packages changes with their versions.
         extra = environment.module_versions(spec.train_packages) if spec.train_packages else {}
-        files = self.fingerprints.of(self.data_files())
+        files = self.fingerprints.of(data_inputs(spec, self.recipe.base_dir, self.recipe.seed, self.recipe.model.arch))
         key = cache_key("data", spec.model_dump(), files, self.recipe.seed, self.versions, *([extra] if extra else []))
         splits = self.cached_splits(
             f"data-{key}", lambda: load_data(spec, self.recipe.base_dir, self.recipe.seed, self.recipe.model.arch)
@@ -112,27 +112,6 @@ class Pipeline:
             f"data: {spec.source}, {splits.num_classes} classes, train/val/test {sizes}, input {splits.input_shape}"
         )
         return splits, key
-
-    def data_files(self) -> list[Path]:
-        """What the data source reads: its file or folder, and a text source's tokenizer folder."""
-        spec, files = self.recipe.data, []
-        if spec.path:
-            files.append(self.recipe.resolve_path(spec.path))
-        if data_source(spec.source).text:
-            arch = self.recipe.model.arch or ""
-            ref = spec.tokenizer or (arch[3:] if arch.startswith("hf:") else None)
-            files += self.hf_folder(ref)
-        return files
-
-    def hf_folder(self, ref: str | None) -> list[Path]:
-        if ref is None:
-            return []
-        from compress.models.hf import resolve_hf_path
-
-        try:
-            return [resolve_hf_path(ref, self.recipe.base_dir)]
-        except CompressError:
-            return []  # loading reports the missing folder
 
     def cached_splits(self, name: str, make) -> Splits:
         path = self.cache / f"{name}.npz"
@@ -231,10 +210,15 @@ class Pipeline:
         return Artifact(Kind.TORCH, file, lineage=[], meta={"params": params, "arch": arch, "source": name})
 
     def model_files(self, spec) -> list[Path]:
-        """What building a model reads: its Python file, checkpoint and Hugging Face folder."""
+        """What building a model reads: its Python file, checkpoint and its source's files."""
+        from compress.models import model_source
+
         files = [self.recipe.resolve_path(spec.python.rpartition(":")[0])] if spec.python else []
         files += [self.recipe.resolve_path(spec.checkpoint)] if spec.checkpoint else []
-        return files + (self.hf_folder(spec.arch[3:]) if spec.arch and spec.arch.startswith("hf:") else [])
+        if spec.arch:
+            source, name = model_source(spec.arch)
+            files += source.inputs(name, self.recipe.base_dir) if source else []
+        return files
 
     # ------------------------------------------------------------------ measurement and report
 

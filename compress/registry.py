@@ -84,11 +84,11 @@ def resolve(kind: str, name: str) -> Any:
     one-line error naming it, never a traceback from inside another package."""
     target = table(kind)[name]
     module_name, _, attr = target.partition(":")
-    if is_builtin(kind, name):
-        return getattr(importlib.import_module(module_name), attr)
     try:
         return getattr(importlib.import_module(module_name), attr)
     except Exception as exc:  # noqa: BLE001 - whatever the plug-in's import raised
+        if is_builtin(kind, name):
+            raise
         from compress.errors import UsageError, first_line
 
         raise UsageError(

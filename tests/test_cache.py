@@ -87,3 +87,19 @@ def test_a_code_change_changes_the_code_fingerprint(tmp_path):
     before = code_fingerprint(Fingerprints(), package)
     (package / "sub" / "b.py").write_text("y = 3\n")
     assert code_fingerprint(Fingerprints(), package) != before
+
+
+def test_a_text_source_and_an_hf_model_key_on_their_tokenizer_and_weights_folders(tmp_path):
+    from compress.data import data_inputs
+    from compress.models import model_source
+    from compress.recipe import DataSpec
+
+    folder = tmp_path / "encoder"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (tmp_path / "s.tsv").write_text("a\tx\n")
+    spec = DataSpec(source="text", path="s.tsv")
+    assert data_inputs(spec, tmp_path, 0, "hf:encoder") == [tmp_path / "s.tsv", folder.resolve()]
+    assert data_inputs(spec, tmp_path, 0, "resnet") == [tmp_path / "s.tsv"]  # no tokenizer to read
+    source, name = model_source("hf:encoder")
+    assert source.inputs(name, tmp_path) == [folder.resolve()]

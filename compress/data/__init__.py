@@ -86,15 +86,27 @@ class DataSource:
     def load(self, spec: DataSpec, path: Path | None, ctx: LoadContext) -> Splits:
         raise NotImplementedError
 
+    def inputs(self, spec: DataSpec, path: Path | None, ctx: LoadContext) -> list[Path]:
+        """The files and folders loading reads; the cache key hashes their content."""
+        return [path] if path else []
+
 
 def data_source(name: str) -> DataSource:
     return registry.resolve("datasets", name)()
 
 
+def data_path(spec: DataSpec, base_dir: Path) -> Path | None:
+    return (base_dir / Path(spec.path).expanduser()) if spec.path else None
+
+
 def load_data(spec: DataSpec, base_dir: Path, seed: int, model_arch: str | None = None) -> Splits:
     """Load the recipe's data source and split it deterministically from the seed."""
-    path = (base_dir / Path(spec.path).expanduser()) if spec.path else None
-    return data_source(spec.source).load(spec, path, LoadContext(base_dir, seed, model_arch))
+    return data_source(spec.source).load(spec, data_path(spec, base_dir), LoadContext(base_dir, seed, model_arch))
+
+
+def data_inputs(spec: DataSpec, base_dir: Path, seed: int, model_arch: str | None = None) -> list[Path]:
+    """What loading the recipe's data reads (see DataSource.inputs)."""
+    return data_source(spec.source).inputs(spec, data_path(spec, base_dir), LoadContext(base_dir, seed, model_arch))
 
 
 def split(x: np.ndarray, y: np.ndarray, spec: DataSpec, seed: int, class_names: list[str], stratify: bool = True,

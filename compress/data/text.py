@@ -27,9 +27,24 @@ class Text(DataSource):
         return []
 
     def load(self, spec, path: Path | None, ctx: LoadContext) -> Splits:
-        arch = ctx.model_arch
-        tokenizer = spec.tokenizer or (arch[3:] if arch and arch.startswith("hf:") else None)
-        return load(spec, path, ctx.seed, tokenizer, ctx.base_dir)
+        return load(spec, path, ctx.seed, tokenizer_ref(spec, ctx.model_arch), ctx.base_dir)
+
+    def inputs(self, spec, path: Path | None, ctx: LoadContext) -> list[Path]:
+        """The text file, and the tokenizer's folder: a changed vocabulary changes every token id."""
+        from compress.models.sources import resolve_hf_path
+
+        ref = tokenizer_ref(spec, ctx.model_arch)
+        try:
+            folder = [resolve_hf_path(ref, ctx.base_dir)] if ref else []
+        except StageError:
+            folder = []  # loading reports the missing folder
+        return [*super().inputs(spec, path, ctx), *folder]
+
+
+def tokenizer_ref(spec, model_arch: str | None) -> str | None:
+    """data.tokenizer, or the tokenizer of an hf: model."""
+    arch = model_arch or ""
+    return spec.tokenizer or (arch[3:] if arch.startswith("hf:") else None)
 
 
 def load(spec, path: Path | None, seed: int, tokenizer_ref: str | None, base_dir: Path) -> Splits:

@@ -34,6 +34,10 @@ class ModelSource:
     def build(self, name: str, options: dict[str, Any], shape: InputShape) -> nn.Module:
         raise NotImplementedError
 
+    def inputs(self, name: str, base_dir: Path) -> list[Path]:
+        """Files building the model reads besides the recipe (weights folders); the cache key hashes them."""
+        return []
+
 
 class InputShape:
     """What the data fixes about a model: input channels, classes and image size."""
@@ -132,6 +136,14 @@ class HuggingFace(ModelSource):
         except StageError as exc:
             return [(("arch",), exc.message)]
         return super().check(name, options, base_dir)
+
+    def inputs(self, name: str, base_dir: Path) -> list[Path]:
+        from compress.errors import StageError
+
+        try:
+            return [resolve_hf_path(name, base_dir)]
+        except StageError:
+            return []  # building reports the missing folder
 
     def build(self, name: str, options: dict[str, Any], shape: InputShape) -> nn.Module:
         from compress.models.hf import load_hf
