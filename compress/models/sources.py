@@ -55,7 +55,9 @@ class Zoo(ModelSource):
     """The built-in models (compress.models.zoo), sized for small inputs."""
 
     def names(self) -> list[str]:
-        return ["resnet", "mobilenetv2", "vit"]
+        from compress.models import zoo
+
+        return list(zoo.BUILDERS)
 
     def check(self, name: str, options: dict[str, Any], base_dir: Path | None = None) -> list[tuple[tuple, str]]:
         from compress.yamlconfig import suggest
