@@ -18,7 +18,7 @@ from pathlib import Path
 
 from compress.artifact import DEPLOYABLE, Artifact, Kind, save_torch
 from compress.data import Splits, data_inputs, data_source, load_data
-from compress.errors import check_output_folder, writing
+from compress.errors import UsageError, check_output_folder, writing
 from compress.failures import stage_failure
 from compress.fingerprint import Fingerprints, code_fingerprint
 from compress.lock import run_lock
@@ -203,8 +203,12 @@ class Pipeline:
         torch.manual_seed(self.recipe.seed)  # the same seed gives the same initial weights
         shape = splits.input_shape
         model = build_model(spec, self.recipe.base_dir, shape[0], splits.num_classes, shape[-1])
-        file = save_torch(model, workdir)
         arch = spec.arch or spec.python
+        problem = self.task.model_problem(model)
+        if problem:
+            raise UsageError(f"model '{arch}' cannot serve data.task '{self.recipe.data.task}': {problem}",
+                             hint="choose a model for the task, or change data.task")  # fmt: skip
+        file = save_torch(model, workdir)
         params = count_params(model)
         self.log(f"{name}: {arch}, {params:,} parameters")
         return Artifact(Kind.TORCH, file, lineage=[], meta={"params": params, "arch": arch, "source": name})

@@ -48,6 +48,7 @@ BUILTIN: dict[str, dict[str, str]] = {
     "tasks": {
         "classification": "compress.tasks:Classification",
         "embedding": "compress.tasks:Embedding",
+        "detection": "compress.detection.task:Detection",
     },
 }
 

@@ -16,9 +16,11 @@ if TYPE_CHECKING:
 
 
 def check_requirements(recipe: Recipe, targets: list[TargetSpec]) -> None:
+    from compress import registry
     from compress.data import data_source
 
-    needs = {f"data source '{recipe.data.source}'": data_source(recipe.data.source).requires}
+    needs = {f"data source '{recipe.data.source}'": data_source(recipe.data.source).requires,
+             f"task '{recipe.data.task}'": registry.resolve("tasks", recipe.data.task).requires}  # fmt: skip
     needs.update({f"stage '{s.name}'": s.requires() for s in recipe.stages})
     for who, packages in needs.items():
         for module, install in packages.items():

@@ -20,6 +20,9 @@ class Task:
     output_names: ClassVar[tuple[str, ...]]
     metric: ClassVar[str]  # reported with every variant, in points (percent)
     labels_from_model: ClassVar[bool] = False  # labels are the source model's own outputs
+    stratify: ClassVar[bool] = True  # splits keep each class's share (labels are one class per example)
+    logit_distillation: ClassVar[bool] = True  # distillation can match the teacher's outputs
+    requires: ClassVar[dict[str, str]] = {}  # import name -> what to pip install
 
     def inputs(self, x: np.ndarray) -> tuple:
         """A batch as the PyTorch model's positional arguments."""
@@ -60,6 +63,16 @@ class Task:
         """The same task on token ids and masks (text data sources)."""
         raise NotImplementedError(f"task '{self.name}' does not take text")
 
+    def model_problem(self, model) -> str | None:
+        """Why `model` cannot serve this task, if it cannot."""
+        if getattr(model, "is_detector", False):
+            return f"it is a detector; task '{self.name}' needs a model with {', '.join(self.output_names)} outputs"
+        return None
+
+    def train_outputs(self, model, inputs: tuple, labels):
+        """What `loss` takes in training: the model's outputs (a detector returns its own losses)."""
+        return model(*inputs).float()
+
     def loss(self, outputs, labels, smoothing: float = 0.0):
         raise NotImplementedError
 
@@ -68,6 +81,15 @@ class Task:
 
     def score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
         raise NotImplementedError
+
+    def details(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """Further figures reported beside the metric (e.g. mAP at one IoU), in points."""
+        return {}
+
+    def parity(self, expected: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> tuple[bool, float, str]:
+        """(exported outputs agree with PyTorch's, max |diff|, what was compared) for the export check."""
+        diff = float(np.max(np.abs(got - expected))) if expected.size else 0.0
+        return bool(np.allclose(got, expected, atol=atol, rtol=rtol)), diff, f"{len(expected)} test inputs"
 
 
 class Classification(Task):

@@ -11,6 +11,7 @@ PyTorch and runtime outputs.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -36,6 +37,7 @@ class PruningScope:
 class Detector(nn.Module):
     """Base class of detection models in compress (see the module docstring for the output)."""
 
+    is_detector: ClassVar[bool] = True
     exporter: ClassVar[str] = "torchscript"  # the ONNX exporter that handles this family
     opset: ClassVar[int] = 17
     dynamic_batch: ClassVar[bool] = False  # the graph handles more than one image per call
@@ -54,11 +56,16 @@ class Detector(nn.Module):
         raise NotImplementedError
 
     def pruning_scope(self, images: torch.Tensor) -> PruningScope:
+        """One scope for the whole detector: several parts go into one module traced together."""
         raise NotImplementedError
 
     def distill_features(self) -> list[str]:
         """Module names whose outputs feature distillation matches by default (same in teacher and student)."""
         return []
+
+    def export_context(self):
+        """A context the ONNX export runs in (e.g. swapping a data-dependent branch for a traceable one)."""
+        return contextlib.nullcontext()
 
 
 def pad_detections(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, k: int) -> torch.Tensor:

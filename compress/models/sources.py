@@ -91,8 +91,11 @@ class Torchvision(ModelSource):
         import torchvision
         from torch import nn
 
+        from compress.detection.frcnn import is_torchvision_detector, torchvision_detector
         from compress.errors import StageError
 
+        if is_torchvision_detector(name):
+            return torchvision_detector(name, shape.num_classes, shape.image_size, options)
         try:
             model = torchvision.models.get_model(name, weights=None, num_classes=shape.num_classes, **options)
         except ValueError as exc:

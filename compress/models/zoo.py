@@ -164,4 +164,18 @@ def vit(
     return ViT(in_channels, num_classes, image_size, patch, dim, depth, heads, mlp_ratio)
 
 
-BUILDERS = {"resnet": resnet, "mobilenetv2": mobilenetv2, "vit": vit}  # the names Zoo answers to
+def frcnn(
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    widths: tuple[int, ...] = (16, 32, 64, 96),
+    channels: int = 64,
+    max_detections: int = 100,
+) -> nn.Module:
+    """A small Faster R-CNN for `task: detection` (compress.detection.frcnn)."""
+    from compress.detection.frcnn import small_frcnn
+
+    return small_frcnn(in_channels, num_classes, image_size, widths, channels, max_detections)
+
+
+BUILDERS = {"resnet": resnet, "mobilenetv2": mobilenetv2, "vit": vit, "frcnn": frcnn}  # the names Zoo answers to

@@ -49,6 +49,7 @@ class Quantization(Details):
     calibration: Calibration | None = None
     quantized_ops: int | None = None
     float_nodes: list[str] | None = None
+    float_ops: dict[str, int] | None = None  # ops left in float by design (NMS, RoIAlign, ...), counted by type
     # NNCF (OpenVINO)
     preset: str | None = None
     model_type: str | None = None

@@ -24,6 +24,7 @@ class Accuracy(Strict):
     runtime: str
     target: str
     samples: int
+    details: dict[str, float] | None = None  # further figures in points (detection: mAP@.5, mAP@.75)
 
 
 class Latency(Strict):

@@ -27,9 +27,10 @@ def distillation(cfg: Distill, smoothing: float, student: nn.Module, ctx: StageC
     """Yield (loss function, extra trainable parameters) for distilling into `student`."""
     teacher_artifact = ctx.refs[cfg.teacher]
     teacher = load_torch(teacher_artifact).eval()
-    logits = teacher_logits(teacher, teacher_artifact, ctx)
-    student_taps = FeatureTaps(student, [p.student for p in cfg.features])
-    teacher_taps = FeatureTaps(teacher, [p.teacher for p in cfg.features])
+    logits = teacher_logits(teacher, teacher_artifact, ctx) if ctx.task.logit_distillation else None
+    pairs = [(p.student, p.teacher) for p in cfg.features] or default_pairs(student, teacher, ctx)
+    student_taps = FeatureTaps(student, [s for s, _ in pairs])
+    teacher_taps = FeatureTaps(teacher, [t for _, t in pairs])
     try:
         projections = make_projections(student, teacher, student_taps, teacher_taps, ctx)
         loss = distill_loss(cfg, smoothing, logits, teacher, student_taps, teacher_taps, projections, ctx)
@@ -37,6 +38,20 @@ def distillation(cfg: Distill, smoothing: float, student: nn.Module, ctx: StageC
     finally:
         student_taps.remove()
         teacher_taps.remove()
+
+
+def default_pairs(student: nn.Module, teacher: nn.Module, ctx: StageContext) -> list[tuple[str, str]]:
+    """Without `features:`, tasks that cannot match outputs (detection) match the layers the model
+    names for it (e.g. a feature pyramid's outputs), where the teacher has the same layers."""
+    if ctx.task.logit_distillation or not hasattr(student, "distill_features"):
+        return []
+    teacher_names = dict(teacher.named_modules())
+    pairs = [(n, n) for n in student.distill_features() if n in teacher_names]
+    if not pairs:
+        raise StageError("the teacher shares no feature layer with the student to distil",
+                         hint="name layer pairs in distill.features, or distil from a teacher of the same family")  # fmt: skip
+    ctx.log(f"distill: matching features of {', '.join(n for n, _ in pairs)}")
+    return pairs
 
 
 def teacher_logits(teacher: nn.Module, artifact: Artifact, ctx: StageContext) -> np.ndarray:
@@ -107,8 +122,11 @@ def distill_loss(cfg: Distill, smoothing: float, logits: np.ndarray, teacher, s_
     task, x = ctx.task, ctx.splits.x_train
 
     def loss(out: torch.Tensor, idx: np.ndarray, labels: torch.Tensor) -> torch.Tensor:
-        kd = task.distill_loss(out, torch.from_numpy(logits[idx]), cfg.temperature)
-        total = cfg.alpha * kd + (1 - cfg.alpha) * task.loss(out, labels, smoothing)
+        if logits is None:  # features only: the task loss keeps its full weight
+            total = task.loss(out, labels, smoothing)
+        else:
+            kd = task.distill_loss(out, torch.from_numpy(logits[idx]), cfg.temperature)
+            total = cfg.alpha * kd + (1 - cfg.alpha) * task.loss(out, labels, smoothing)
         if s_taps.names:
             with torch.no_grad():
                 teacher(*task.inputs(task.trim(x[idx])))

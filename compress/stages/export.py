@@ -26,9 +26,9 @@ class ExportStage(Stage):
 
     type: Literal["export"]
     format: Literal["onnx"] = "onnx"
-    opset: int = Field(17, ge=13, le=23)
-    exporter: Literal["torchscript", "dynamo"] = "torchscript"
-    dynamic_batch: bool = True
+    opset: int | None = Field(None, ge=13, le=23, description="default: the model's (17 for most)")
+    exporter: Literal["torchscript", "dynamo"] | None = Field(None, description="default: the model's (torchscript)")
+    dynamic_batch: bool | None = Field(None, description="default: yes, unless the model's graph cannot (detectors)")
     check: ExportCheck = Field(default_factory=ExportCheck)
     default_variant: ClassVar[str | None] = "fp32"
 
@@ -36,21 +36,37 @@ class ExportStage(Stage):
     def produces(self) -> Kind:
         return Kind.ONNX
 
+    def settings(self, model) -> ExportStage:
+        """These settings with the model's own choices where the recipe leaves them out."""
+        chosen = {"opset": getattr(model, "opset", 17), "exporter": getattr(model, "exporter", "torchscript"),
+                  "dynamic_batch": getattr(model, "dynamic_batch", True)}  # fmt: skip
+        return self.model_copy(update={k: v for k, v in chosen.items() if getattr(self, k) is None})
+
     def run(self, artifact: Artifact, ctx: StageContext) -> Artifact:
         model = load_torch(artifact).eval()
+        cfg = self.settings(model)
         x = ctx.splits.x_test
         # Trace on two inputs, check on others at another batch size: constants baked in by tracing
         # and shapes frozen to the traced batch both show up as a mismatch.
-        trace = x[: 2 if self.dynamic_batch else 1]
-        check = x[2 : 2 + self.check.samples] if len(x) > 2 else x
+        trace = x[: 2 if cfg.dynamic_batch else 1]
+        check = x[2 : 2 + cfg.check.samples] if len(x) > 2 else x
         path = ctx.workdir / "model.onnx"
-        export_onnx(model, trace, path, self, ctx.task)
-        max_diff = check_export(model, check, path, self, ctx.task)
-        ctx.log(f"{self.name}: ONNX matches PyTorch on {len(check)} test inputs (max |diff| {max_diff:.2e})")
+        export_onnx(model, trace, path, cfg, ctx.task)
+        max_diff, compared = check_export(model, check, path, cfg, ctx.task)
+        ctx.log(f"{self.name}: ONNX matches PyTorch on {compared} (max |diff| {max_diff:.2e})")
         meta = {**artifact.meta, "macs": count_macs(model, ctx.task.inputs(trace[:1])), "format": "onnx",
-                "precision": "fp32", "opset": self.opset, "exporter": self.exporter, "export_max_abs_diff": max_diff}  # fmt: skip
+                "precision": "fp32", "opset": cfg.opset, "exporter": cfg.exporter, "export_max_abs_diff": max_diff,
+                "dynamic_batch": cfg.dynamic_batch, **detector_meta(model)}  # fmt: skip
         meta.pop("history", None)
         return Artifact(Kind.ONNX, path.name, lineage=[*artifact.lineage, self.name], meta=meta)
+
+
+def detector_meta(model) -> dict:
+    """What later stages and measurement need to know of a detector's graph: how to attribute its
+    latency to parts and which ops INT8 leaves in float."""
+    if not getattr(model, "is_detector", False):
+        return {}
+    return {"parts": model.parts, "float_ops": list(model.float_ops)}
 
 
 def count_macs(model, example: tuple) -> int | None:
@@ -65,12 +81,15 @@ def count_macs(model, example: tuple) -> int | None:
 
 def export_onnx(model, sample: np.ndarray, path, cfg: ExportStage, task) -> None:
     """Export with the task's input/output names and dynamic axes (batch, and sequence for text)."""
+    import contextlib
+
     import torch
 
     inputs, outputs = list(task.input_names), list(task.output_names)
     args = task.inputs(sample)
+    context = model.export_context() if hasattr(model, "export_context") else contextlib.nullcontext()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), context:
             warnings.simplefilter("ignore")
             if cfg.exporter == "dynamo":
                 dims = {n: {axis: torch.export.Dim(label) for axis, label in spec.items()}
@@ -89,21 +108,26 @@ def export_onnx(model, sample: np.ndarray, path, cfg: ExportStage, task) -> None
                          hint=f"try `exporter: {other}` or another opset in stage '{cfg.name}'") from None  # fmt: skip
 
 
-def check_export(model, sample: np.ndarray, path, cfg: ExportStage, task) -> float:
-    """Run the ONNX file in ONNX Runtime and compare with PyTorch; refuse a file that differs."""
+def check_export(model, sample: np.ndarray, path, cfg: ExportStage, task) -> tuple[float, str]:
+    """Run the ONNX file in ONNX Runtime and compare with PyTorch (as the task compares outputs);
+    refuse a file that differs. Returns (max |diff|, what was compared)."""
     import onnx
     import torch
 
     onnx.checker.check_model(str(path))
     with torch.no_grad():
         expected = model(*task.inputs(sample)).numpy()
-    session = open_session("onnxruntime", path, threads=1)
-    batches = [sample] if cfg.dynamic_batch else [row[None] for row in sample]
-    got = np.concatenate([session.run(task.feeds(b))[0] for b in batches])
-    diff = float(np.max(np.abs(got - expected)))
-    if not np.allclose(got, expected, atol=cfg.check.atol, rtol=cfg.check.rtol):
+    try:
+        session = open_session("onnxruntime", path, threads=1)
+        batches = [sample] if cfg.dynamic_batch else [row[None] for row in sample]
+        got = np.concatenate([session.run(task.feeds(b))[0] for b in batches])
+    except Exception as exc:  # the runtime rejecting the graph is an export problem the user can act on
+        raise StageError(f"ONNX Runtime cannot run the exported file: {first_line(exc)}",
+                         hint=f"try the other exporter (`exporter:`) or another opset in stage '{cfg.name}'") from None  # fmt: skip
+    ok, diff, compared = task.parity(expected, got, cfg.check.atol, cfg.check.rtol)
+    if not ok:
         raise StageError(
-            f"exported ONNX differs from PyTorch: max |diff| {diff:.3e} exceeds atol {cfg.check.atol} + rtol {cfg.check.rtol}",
+            f"exported ONNX differs from PyTorch ({compared}): max |diff| {diff:.3e}, atol {cfg.check.atol} + rtol {cfg.check.rtol}",
             hint="an unsupported op may have been exported wrongly; try the other exporter or raise check.atol knowingly",
         )
-    return diff
+    return diff, compared

@@ -28,11 +28,14 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     model = load_torch(artifact).eval()
     example = ctx.task.inputs(ctx.splits.x_train[:1])
     base_macs, base_params = tp.utils.count_ops_and_params(model, example)
-    ignored = ignored_layers(model, cfg, ctx.splits.num_classes)
-    attention = attention_layers(model)
+    # A detector names the part that may shrink (its backbone) and the layers feeding fixed-width heads.
+    scope = model.pruning_scope(*example) if getattr(model, "is_detector", False) else None
+    target, target_example = (scope.module, scope.example) if scope else (model, example)
+    ignored = ignored_layers(model, cfg, ctx.splits.num_classes, scope is None) + (scope.ignored if scope else [])
+    attention = attention_layers(target)
     if attention and not cfg.embedding:
-        ignored += residual_layers(model, attention)
-    pruner = make_pruner(tp, model, example, cfg, ignored, attention)
+        ignored += residual_layers(target, attention)
+    pruner = make_pruner(tp, target, target_example, cfg, ignored, attention, scope.output_transform if scope else None)
     steps = prune_steps(cfg, pruner, model, example, base_macs, base_params, ctx)
     heads = update_heads(pruner, attention)
     macs, params = tp.utils.count_ops_and_params(model, example)
@@ -55,7 +58,7 @@ def classifier_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
     return heads[-1:] or last[-1:]
 
 
-def ignored_layers(model: nn.Module, cfg: PruneStage, num_classes: int) -> list[nn.Module]:
+def ignored_layers(model: nn.Module, cfg: PruneStage, num_classes: int, classifier: bool = True) -> list[nn.Module]:
     chosen = [m for name, m in model.named_modules() if name and matches(name, type(m).__name__, cfg.ignore)]
     unused = [
         p for p in cfg.ignore if not any(matches(n, type(m).__name__, [p]) for n, m in model.named_modules() if n)
@@ -64,7 +67,7 @@ def ignored_layers(model: nn.Module, cfg: PruneStage, num_classes: int) -> list[
         sample = ", ".join(n for n, _ in list(model.named_modules())[1:6])
         raise StageError(f"ignore pattern(s) {unused} match no module in the model",
                          hint=f"module names look like: {sample}; class names and re: patterns work too")  # fmt: skip
-    return [*chosen, *classifier_layers(model, num_classes)]
+    return [*chosen, *(classifier_layers(model, num_classes) if classifier else [])]
 
 
 def make_importance(tp, cfg: PruneStage, heads: dict[nn.Module, int]):
@@ -120,7 +123,7 @@ def residual_layers(model: nn.Module, attention: list) -> list[nn.Module]:
             and any(isinstance(m, t) and getattr(m, w) == d_model for t, w in widths.items())]  # fmt: skip
 
 
-def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], attention: list):
+def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], attention: list, output_transform=None):
     by_ratio = cfg.ratio is not None
     heads = {p: a.heads(m) for m, a in attention for p in a.projections(m)}
     importance = make_importance(tp, cfg, heads)
@@ -132,6 +135,7 @@ def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], a
         round_to=cfg.round_to if cfg.round_to and cfg.round_to > 1 else None,
         num_heads=heads, prune_num_heads=bool(cfg.heads_ratio), prune_head_dims=False,
         head_pruning_ratio=cfg.heads_ratio or 0.0, unwrapped_parameters=free_parameters(model) or None,
+        output_transform=output_transform,
     )  # fmt: skip
     if cfg.importance == "activation":
         from compress.stages.activation import head_readers
@@ -195,7 +199,14 @@ def accumulate_gradients(model: nn.Module, cfg: PruneStage, ctx: StageContext) -
     """Taylor importance needs gradients of the task loss; a few training batches suffice."""
     model.zero_grad(set_to_none=True)
     model.eval()  # keep BatchNorm statistics fixed while measuring sensitivity
-    x, y = ctx.splits.x_train, ctx.splits.y_train
+    if getattr(model, "is_detector", False):  # a detector computes its losses in training mode only
+        model.train()
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+    x, y, task = ctx.splits.x_train, ctx.splits.y_train, ctx.task
     for idx in training_batches(cfg.taylor_batches, ctx):
-        loss = ctx.task.loss(model(*ctx.task.inputs(x[idx])), torch.from_numpy(y[idx]))
+        labels = torch.from_numpy(y[idx])
+        loss = task.loss(task.train_outputs(model, task.inputs(x[idx]), labels), labels)
         loss.backward()
+    model.eval()

@@ -84,7 +84,7 @@ def train_epoch(model, task, x, y, cfg: TrainingOptions, optimizer, schedule, lo
         inputs, labels = task.inputs(task.trim(x[idx])), torch.from_numpy(y[idx])
         optimizer.zero_grad(set_to_none=True)
         with autocast(cfg.amp):
-            loss = loss_fn(model(*inputs).float(), idx, labels)
+            loss = loss_fn(task.train_outputs(model, inputs, labels), idx, labels)
         loss.backward()
         optimizer.step()
         schedule.step()

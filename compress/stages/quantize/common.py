@@ -29,3 +29,36 @@ def count_quantized_ops(path: Path) -> int:
 
 def calibration_batches(data: np.ndarray, step: int = CALIBRATION_BATCH) -> list[np.ndarray]:
     return [data[i : i + step] for i in range(0, len(data), step)]
+
+
+# Only the weighted layers of a detector get INT8: quantizing the box arithmetic around them
+# (offsets, exponentials, clipping) would move boxes by whole pixels.
+WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def kept_float(artifact: Artifact) -> list[str] | None:
+    """The op types a model's graph must keep in float (a detector's NMS, RoIAlign, ...), or None."""
+    return artifact.meta.get("float_ops")
+
+
+def calibration_step(artifact: Artifact) -> int:
+    """Calibration batch size: one image for graphs exported for batch 1."""
+    return CALIBRATION_BATCH if artifact.meta.get("dynamic_batch", True) else 1
+
+
+def float_op_counts(path: Path, op_types: list[str]) -> dict[str, int]:
+    """How many nodes of each of `op_types` run in float in a quantized ONNX or OpenVINO file."""
+    wanted = {t.lower(): t for t in op_types}
+    counts: dict[str, int] = {}
+    if path.suffix == ".xml":
+        import openvino as ov
+
+        types = [op.get_type_name().lower() for op in ov.Core().read_model(str(path)).get_ordered_ops()]
+    else:
+        import onnx
+
+        types = [n.op_type.lower() for n in onnx.load(str(path)).graph.node]
+    for found in types:
+        if found in wanted:
+            counts[wanted[found]] = counts.get(wanted[found], 0) + 1
+    return counts

@@ -27,7 +27,15 @@ from compress.report.details import Calibration, Quantization
 from compress.selection import matches
 from compress.stages import StageContext
 from compress.stages.quantize import QuantizeStage
-from compress.stages.quantize.common import calibration_batches, count_quantized_ops, inherited
+from compress.stages.quantize.common import (
+    WEIGHTED_OPS,
+    calibration_batches,
+    calibration_step,
+    count_quantized_ops,
+    float_op_counts,
+    inherited,
+    kept_float,
+)
 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
@@ -40,9 +48,10 @@ def run_onnxruntime(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -
     base_excluded = excluded_nodes(source, cfg.ignore, ctx)
     calibration = ctx.splits.calibration(cfg.calibration.samples, ctx.seed)
     out = ctx.workdir / "model.onnx"
+    graph = {"step": calibration_step(artifact), "op_types": list(WEIGHTED_OPS) if kept_float(artifact) else None}
 
     def quantize(excluded: list[str], path: Path = out) -> Path:
-        quantize_ort(cfg, source, path, calibration, excluded, reduce_range, ctx)
+        quantize_ort(cfg, source, path, calibration, excluded, reduce_range, ctx, **graph)
         return path
 
     control = None
@@ -56,6 +65,8 @@ def run_onnxruntime(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -
         source.unlink(missing_ok=True)
     excluded = control["float_nodes"] if control else base_excluded
     meta = ort_meta(cfg, out, excluded, len(calibration), reduce_range, reason)
+    if kept_float(artifact):
+        meta["float_ops"] = float_op_counts(out, kept_float(artifact))
     if control:
         meta["accuracy_control"] = control
     ctx.log(f"{cfg.name}: {meta['quantized_ops']} ops quantized ({cfg.activations} activations, {cfg.weights} weights)")
@@ -108,7 +119,8 @@ def choose_reduce_range(cfg: QuantizeStage, isa: list[str]) -> tuple[bool, str |
     return False, None
 
 
-def quantize_ort(cfg, source: Path, out: Path, calibration: np.ndarray, excluded, reduce_range, ctx) -> None:
+def quantize_ort(cfg, source: Path, out: Path, calibration: np.ndarray, excluded, reduce_range, ctx, step: int = 32,
+                 op_types: list[str] | None = None) -> None:  # fmt: skip
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -118,12 +130,14 @@ def quantize_ort(cfg, source: Path, out: Path, calibration: np.ndarray, excluded
         raise StageError(f"calibration method '{cfg.calibration.method}' is not available in ONNX Runtime",
                          hint="use minmax, entropy or percentile")  # fmt: skip
     extra = {}
+    if op_types:
+        extra["op_types_to_quantize"] = op_types
     if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
         extra["calibration_cache_path"] = ctx.workdir / "calibration.json"  # calibrate once, requantize fast
     try:
         with quiet_root_logger():  # the quantizer logs a warning per 1-D weight through the root logger
             quantize_static(
-                source, out, _reader(ctx.task, calibration),
+                source, out, _reader(ctx.task, calibration, step),
             quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel, reduce_range=reduce_range,
             activation_type=types[cfg.activations], weight_type=types[cfg.weights],
             calibrate_method=methods[cfg.calibration.method], nodes_to_exclude=list(excluded),
@@ -198,13 +212,13 @@ def ort_meta(cfg: QuantizeStage, path: Path, excluded: list[str], samples: int, 
     ).dump()  # fmt: skip
 
 
-def _reader(task, data: np.ndarray):
-    """A calibration data reader that feeds `data` in batches, once."""
+def _reader(task, data: np.ndarray, step: int):
+    """A calibration data reader that feeds `data` in batches of `step`, once."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter([task.feeds(b) for b in calibration_batches(data)])
+            self._batches = iter([task.feeds(b) for b in calibration_batches(data, step)])
 
         def get_next(self):
             return next(self._batches, None)

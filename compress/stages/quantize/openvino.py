@@ -15,7 +15,7 @@ from compress.report.details import Calibration, Quantization
 from compress.selection import matches
 from compress.stages import StageContext
 from compress.stages.quantize import QuantizeStage
-from compress.stages.quantize.common import inherited
+from compress.stages.quantize.common import float_op_counts, inherited, kept_float
 
 WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
 
@@ -28,6 +28,8 @@ def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> A
     calibration = ctx.splits.calibration(cfg.calibration.samples, ctx.seed)
     dataset = nncf.Dataset([ctx.task.feeds(calibration[i : i + 1]) for i in range(len(calibration))])
     options = nncf_options(cfg, model, len(calibration))
+    if kept_float(artifact):
+        options["ignored_scope"] = weighted_only(model, options.get("ignored_scope"))
     try:
         if cfg.max_accuracy_drop is None:
             quantized = nncf.quantize(model, dataset, **options)
@@ -39,12 +41,12 @@ def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> A
                 advanced_quantization_parameters=options.get("advanced_parameters"),
             )  # fmt: skip
     except (RuntimeError, ValueError) as exc:  # NNCF's own errors derive from these
-        raise StageError(
-            f"NNCF quantization failed: {first_line(exc)}", hint=f"check 'ignore' in stage '{cfg.name}'"
-        ) from None
+        raise nncf_error(exc, model, cfg) from None
     out = ctx.workdir / "model.xml"
     ov.save_model(quantized, str(out), compress_to_fp16=False)
     meta = openvino_meta(cfg, quantized, len(calibration))
+    if kept_float(artifact):
+        meta["float_ops"] = float_op_counts(out, kept_float(artifact))
     ctx.log(f"{cfg.name}: NNCF quantized {meta['quantized_layers']} layers; {len(meta['float_layers'])} left in float")
     if cfg.max_accuracy_drop is not None:
         meta["accuracy_control"] = control_summary(cfg, model, quantized, meta, ctx)
@@ -75,6 +77,26 @@ def nncf_options(cfg: QuantizeStage, model, samples: int) -> dict:
     if cfg.ignore:
         options["ignored_scope"] = ignored_scope(model, cfg.ignore)
     return options
+
+
+def nncf_error(exc: Exception, model, cfg: QuantizeStage) -> StageError:
+    """NNCF's failure as a message naming the remedy; data-dependent branches are the usual cause."""
+    branches = sum(1 for op in model.get_ordered_ops() if op.get_type_name() == "If")
+    if branches or "Could not find a node" in str(exc):
+        return StageError(f"NNCF cannot quantize this graph ({first_line(exc)}); it has {branches} data-dependent "
+                          "branch(es) (If nodes), which NNCF's graph does not follow",
+                          hint=f"use `backend: onnxruntime` in stage '{cfg.name}', or export without the "
+                          "branches (compress's detectors do; for your own model, avoid data-dependent `if`s)")  # fmt: skip
+    return StageError(f"NNCF quantization failed: {first_line(exc)}", hint=f"check 'ignore' in stage '{cfg.name}'")
+
+
+def weighted_only(model, scope):
+    """An IgnoredScope leaving every op type but convolutions and MatMuls unquantized (detectors:
+    the box arithmetic after the heads stays exact), merged with the user's names."""
+    import nncf
+
+    types = sorted({op.get_type_name() for op in model.get_ordered_ops()} - set(WEIGHTED))
+    return nncf.IgnoredScope(names=list(scope.names) if scope else [], types=types, validate=False)
 
 
 def ignored_scope(model, patterns: list[str]):

@@ -267,13 +267,18 @@ def store_int8_weights(path) -> int:
 def run_qat(cfg, artifact, ctx):
     """Fold, insert fake quantizers, calibrate, fine-tune (optionally distilling), export QDQ."""
     from compress.artifact import Artifact, Kind, load_torch
+    from compress.errors import StageError
     from compress.report.details import Calibration, Quantization
     from compress.stages.distillation import distillation
     from compress.stages.export import ExportStage, export_onnx
     from compress.stages.quantize.common import calibration_batches, count_quantized_ops, inherited
     from compress.stages.training import fit
 
-    model = prepare(load_torch(artifact), signed_activations=cfg.activations == "int8", per_channel=cfg.per_channel)
+    source = load_torch(artifact)
+    if getattr(source, "is_detector", False):
+        raise StageError("quantization-aware training does not take detectors yet (its check compares class outputs)",
+                         hint=f"use post-training quantization in stage '{cfg.name}' (method: ptq)")  # fmt: skip
+    model = prepare(source, signed_activations=cfg.activations == "int8", per_channel=cfg.per_channel)
     batches = calibration_batches(ctx.splits.calibration(cfg.calibration.samples, ctx.seed))
     calibrate(model, batches, ctx.task)
     opts, label = cfg.qat, f"{cfg.name} (qat)"
@@ -288,7 +293,7 @@ def run_qat(cfg, artifact, ctx):
     model.eval()
     path = ctx.workdir / "model.onnx"
     x = ctx.splits.x_test
-    export_onnx(model, x[:2], path, ExportStage(type="export", name=cfg.name, opset=17), ctx.task)
+    export_onnx(model, x[:2], path, ExportStage(type="export", name=cfg.name, opset=17).settings(model), ctx.task)
     folded = store_int8_weights(path)
     agreement = check_qat_export(model, path, x[2:66], ctx.task)
     ctx.log(f"{cfg.name}: QAT export stores {folded} INT8 weight tensors; top-1 agrees with PyTorch on {agreement:.1%}")
