@@ -178,4 +178,7 @@ def frcnn(
     return small_frcnn(in_channels, num_classes, image_size, widths, channels, max_detections)
 
 
-BUILDERS = {"resnet": resnet, "mobilenetv2": mobilenetv2, "vit": vit, "frcnn": frcnn}  # the names Zoo answers to
+BUILDERS = {"resnet": resnet, "mobilenetv2": mobilenetv2, "vit": vit, "frcnn": frcnn}
+DETECTORS = (
+    "frcnn",
+)  # builders for `task: detection` (they return detections, not logits)  # the names Zoo answers to

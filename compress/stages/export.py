@@ -127,7 +127,7 @@ def check_export(model, sample: np.ndarray, path, cfg: ExportStage, task) -> tup
     ok, diff, compared = task.parity(expected, got, cfg.check.atol, cfg.check.rtol)
     if not ok:
         raise StageError(
-            f"exported ONNX differs from PyTorch ({compared}): max |diff| {diff:.3e}, atol {cfg.check.atol} + rtol {cfg.check.rtol}",
+            f"exported ONNX differs from PyTorch ({compared}): max |diff| {diff:.3e} exceeds atol {cfg.check.atol} + rtol {cfg.check.rtol}",
             hint="an unsupported op may have been exported wrongly; try the other exporter or raise check.atol knowingly",
         )
     return diff, compared

@@ -1,0 +1,131 @@
+"""Detection: COCO mAP, the export check for variable detections, and the small Faster R-CNN
+through export (no NNCF-breaking branches), INT8 (NMS/RoIAlign/TopK in float) and pruning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+pytest.importorskip("pycocotools")
+
+from compress.detection.metric import coco_map  # noqa: E402
+from compress.detection.task import Detection  # noqa: E402
+
+LABELS = np.array([[[10, 10, 50, 50, 0], [60, 60, 90, 100, 1], [0, 0, 0, 0, -1]],
+                   [[20, 30, 60, 70, 1], [0, 0, 0, 0, -1], [0, 0, 0, 0, -1]]], np.float32)  # fmt: skip
+
+
+def detections(rows: list[list[list[float]]], k: int = 5) -> np.ndarray:
+    out = np.zeros((len(rows), k, 6), np.float32)
+    out[:, :, 5] = -1
+    for i, image in enumerate(rows):
+        out[i, : len(image)] = image
+    return out
+
+
+def test_map_is_100_for_exact_boxes_and_drops_for_a_missed_object():
+    exact = detections([[[10, 10, 50, 50, 0.9, 0], [60, 60, 90, 100, 0.8, 1]], [[20, 30, 60, 70, 0.7, 1]]])
+    assert coco_map(exact, LABELS) == {"map": 100.0, "map50": 100.0, "map75": 100.0}
+    missed = detections([[[10, 10, 50, 50, 0.9, 0]], [[20, 30, 60, 70, 0.7, 1]]])
+    scores = coco_map(missed, LABELS)
+    assert scores["map50"] == pytest.approx(75.0, abs=0.5)  # class 0 perfect, class 1 finds half
+
+
+def test_map_counts_a_box_of_the_wrong_class_as_a_miss():
+    wrong = detections([[[10, 10, 50, 50, 0.9, 1], [60, 60, 90, 100, 0.8, 1]], [[20, 30, 60, 70, 0.7, 1]]])
+    assert coco_map(wrong, LABELS)["map50"] < 80
+
+
+def test_map_at_75_separates_loose_boxes_from_tight_ones():
+    loose = detections([[[14, 14, 54, 54, 0.9, 0], [64, 64, 94, 104, 0.8, 1]], [[24, 34, 64, 74, 0.7, 1]]])
+    scores = coco_map(loose, LABELS)
+    assert scores["map50"] == 100.0 and scores["map75"] < 50
+
+
+def test_parity_accepts_identical_detections_and_refuses_a_moved_or_missing_box():
+    task = Detection()
+    exact = detections([[[10, 10, 50, 50, 0.9, 0], [60, 60, 90, 100, 0.8, 1]], [[20, 30, 60, 70, 0.7, 1]]])
+    assert task.parity(exact, exact.copy(), 1e-4, 1e-3)[0]
+    moved = exact.copy()
+    moved[0, 0, :4] += 8
+    assert not task.parity(exact, moved, 1e-4, 1e-3)[0]
+    missing = exact.copy()
+    missing[1, 0, 4] = 0
+    ok, _, compared = task.parity(exact, missing, 1e-4, 1e-3)
+    assert not ok and "2 of 3" in compared
+
+
+@pytest.fixture(scope="module")
+def frcnn():
+    from compress.detection.frcnn import small_frcnn
+
+    torch.manual_seed(0)
+    return small_frcnn(3, 3, 96, widths=(8, 16, 32, 48), channels=32).eval()
+
+
+def export(model, path, traceable: bool = True):
+    import contextlib
+
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad(), model.export_context() if traceable else contextlib.nullcontext():
+        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
+                          output_names=["detections"])  # fmt: skip
+    return path
+
+
+def test_frcnn_export_has_no_branches_and_matches_onnxruntime(frcnn, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    path = export(frcnn, tmp_path / "m.onnx")
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "If" not in ops and ops.count("NonMaxSuppression") == 2
+    session = ort.InferenceSession(str(path))
+    x = torch.randn(3, 1, 3, 96, 96)
+    for image in x:
+        with torch.no_grad():
+            expected = frcnn(image).numpy()
+        got = session.run(None, {"input": image.numpy()})[0]
+        assert got.shape == (1, 100, 6)
+        assert np.allclose(got, expected, atol=1e-4)
+
+
+def test_nncf_quantizes_the_branch_free_export_and_names_the_remedy_for_branches(frcnn, tmp_path):
+    import nncf
+    import openvino as ov
+
+    from compress.errors import StageError
+    from compress.stages.quantize import QuantizeStage
+    from compress.stages.quantize.openvino import nncf_error
+
+    data = nncf.Dataset([{"input": np.random.default_rng(i).standard_normal((1, 3, 96, 96), np.float32)}
+                         for i in range(2)])  # fmt: skip
+    model = ov.Core().read_model(str(export(frcnn, tmp_path / "ok.onnx")))
+    nncf.quantize(model, data, subset_size=2)  # must not raise
+    branched = ov.Core().read_model(str(export(frcnn, tmp_path / "if.onnx", traceable=False)))
+    assert any(op.get_type_name() == "If" for op in branched.get_ordered_ops())
+    cfg = QuantizeStage(type="quantize", name="int8", backend="openvino")
+    error = nncf_error(RuntimeError("Could not find a node x in NNCFGraph"), branched, cfg)
+    assert isinstance(error, StageError) and "If nodes" in error.message and "onnxruntime" in error.hint
+
+
+def test_pruning_scope_shrinks_backbone_and_box_head_but_not_the_pyramid_or_outputs(frcnn):
+    import copy
+
+    import torch_pruning as tp
+
+    model = copy.deepcopy(frcnn)
+    x = torch.randn(1, 3, 96, 96)
+    scope = model.pruning_scope(x)
+    pruner = tp.pruner.MetaPruner(scope.module, scope.example, tp.importance.GroupMagnitudeImportance(),
+                                  pruning_ratio=0.5, ignored_layers=scope.ignored)  # fmt: skip
+    pruner.step()
+    inner = model.model
+    assert inner.backbone.body.layer3[1][0].out_channels < 48
+    assert inner.roi_heads.box_head.fc6.out_features < 256
+    assert all(m.out_channels == 32 for m in inner.backbone.fpn.layer_blocks.modules() if hasattr(m, "out_channels"))
+    assert inner.roi_heads.box_predictor.cls_score.out_features == 4  # 3 classes and background
+    with torch.no_grad():
+        assert model(x).shape == (1, 100, 6)
