@@ -164,4 +164,50 @@ def vit(
     return ViT(in_channels, num_classes, image_size, patch, dim, depth, heads, mlp_ratio)
 
 
-BUILDERS = {"resnet": resnet, "mobilenetv2": mobilenetv2, "vit": vit}  # the names Zoo answers to
+def detr(
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    d_model: int = 128,
+    encoder_layers: int = 2,
+    decoder_layers: int = 2,
+    queries: int = 25,
+    heads: int = 4,
+    ffn: int = 256,
+    backbone: str = "resnet18",
+) -> nn.Module:
+    """DETR (Carion et al., 2020) from Hugging Face transformers, randomly initialised: a ResNet
+    backbone (resnet10/18/34/50) and a small encoder-decoder; `queries` bounds the detections per
+    image. For task `detection` only: it returns detections, not logits (compress.detection.detr)."""
+    from compress.detection.detr import build
+
+    return build("detr", num_classes, in_channels, d_model=d_model, encoder_layers=encoder_layers,
+                 decoder_layers=decoder_layers, queries=queries, heads=heads, ffn=ffn, backbone=backbone)  # fmt: skip
+
+
+def deformable_detr(
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    d_model: int = 128,
+    encoder_layers: int = 2,
+    decoder_layers: int = 2,
+    queries: int = 25,
+    heads: int = 4,
+    ffn: int = 256,
+    backbone: str = "resnet18",
+    levels: int = 3,
+) -> nn.Module:
+    """Deformable DETR (Zhu et al., 2021) from Hugging Face transformers, randomly initialised, reading
+    `levels` feature maps (the last three backbone stages, then stride-2 convolutions). For task
+    `detection` only (compress.detection.detr)."""
+    from compress.detection.detr import build
+
+    return build("deformable_detr", num_classes, in_channels, d_model=d_model, encoder_layers=encoder_layers,
+                 decoder_layers=decoder_layers, queries=queries, heads=heads, ffn=ffn, backbone=backbone,
+                 levels=levels)  # fmt: skip
+
+
+# The names Zoo answers to; detr and deformable-detr are detection models (task: detection).
+BUILDERS = {"resnet": resnet, "mobilenetv2": mobilenetv2, "vit": vit, "detr": detr, "deformable-detr": deformable_detr}
+DETECTION = ("detr", "deformable-detr")  # builders of detectors, valid only for task detection
