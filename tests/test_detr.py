@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import warnings
 
 import numpy as np
@@ -211,6 +212,11 @@ def test_parts_cover_every_compute_node(exported):
     assert names == ["backbone", "encoder", "decoder", "heads", "postprocess"]
     for part in names:
         assert any(parts[n.name] == part and n.op_type in COMPUTE + ("ArgMax",) for n in nodes), part
+    # every node inside a submodule of the Hugging Face model (calls after the first get a _N suffix)
+    children = {name for name, _ in model.detr.model.named_children()}
+    scoped = [n.name for n in nodes if n.name.startswith("/detr/model/") and n.name.count("/") > 3]
+    inside = [s for s in scoped if re.sub(r"_\d+$", "", s.split("/")[3]).split(".")[0] in children]
+    assert inside and all(parts[s] for s in inside), [s for s in inside if not parts[s]]
     backbone = [n for n in nodes if parts[n.name] == "backbone" and n.op_type == "Conv"]
     assert len(backbone) == sum(isinstance(m, torch.nn.Conv2d) for m in model.detr.model.backbone.modules())
     assert all(n.op_type not in COMPUTE for n in nodes if parts[n.name] == "postprocess")

@@ -121,12 +121,14 @@ class DetrDetector(Detector):
     exporter = "torchscript"
     opset = 17
     dynamic_batch = True
+    # TorchScript names nodes by module path, and a module's second call gets a suffix
+    # (/detr/model/position_embedding_1/...): prefixes stop at the module name.
     parts = [
-        ["backbone", ["/normalize/", "/detr/model/backbone/"], []],
-        ["encoder", ["/detr/model/input_projection/", "/detr/model/position_embedding/", "/detr/model/encoder/"], []],
-        ["decoder", ["/detr/model/decoder/", "/detr/model/query_position_embeddings"], []],
-        ["heads", ["/detr/class_labels_classifier/", "/detr/bbox_predictor/", "/detr/Sigmoid"], []],
-        ["postprocess", ["/postprocess/"], []],
+        ["backbone", ["/normalize", "/detr/model/backbone"], []],
+        ["encoder", ["/detr/model/input_projection", "/detr/model/position_embedding", "/detr/model/encoder"], []],
+        ["decoder", ["/detr/model/decoder", "/detr/model/query_position_embeddings"], []],
+        ["heads", ["/detr/class_labels_classifier", "/detr/bbox_predictor", "/detr/Sigmoid"], []],
+        ["postprocess", ["/postprocess"], []],
     ]
     # Attention and score normalisation, LayerNorm over the residual stream, and every op type of the
     # decoding: one QDQ pair on the final Concat would give scores, classes and pixels one scale.
@@ -186,11 +188,11 @@ class DeformableDetrDetector(DetrDetector):
     """A `DeformableDetrForObjectDetection` behind the Detector interface (see the module docstring)."""
 
     parts = [
-        ["backbone", ["/normalize/", "/detr/model/backbone/"], []],
-        ["encoder", ["/detr/model/input_proj.", "/detr/model/position_embedding/", "/detr/model/encoder/"], []],
-        ["decoder", ["/detr/model/decoder/", "/detr/model/reference_points/", "/detr/model/Sigmoid"], []],
-        ["heads", ["/detr/class_embed.", "/detr/bbox_embed.", "/detr/Sigmoid"], []],
-        ["postprocess", ["/postprocess/"], []],
+        ["backbone", ["/normalize", "/detr/model/backbone"], []],
+        ["encoder", ["/detr/model/input_proj", "/detr/model/position_embedding", "/detr/model/encoder"], []],
+        ["decoder", ["/detr/model/decoder", "/detr/model/reference_points", "/detr/model/Sigmoid"], []],
+        ["heads", ["/detr/class_embed", "/detr/bbox_embed", "/detr/Sigmoid"], []],
+        ["postprocess", ["/postprocess"], []],
     ]
     # Also the sampling: locations (inverse sigmoid: Clip, Log; reference updates: Where, ScatterND)
     # and the bilinear GridSample itself stay in float.
