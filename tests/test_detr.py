@@ -141,9 +141,14 @@ def test_a_few_training_steps_reduce_the_loss(family):
 
 
 def test_onnx_runtime_matches_pytorch(exported):
+    import onnx
+
     from compress.runtimes.onnxruntime import OnnxSession
 
     model, path = exported
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    values = [*graph.value_info, *graph.output]
+    assert not [v.name for v in values if v.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE]  # float32 only
     session = OnnxSession(path, threads=1)
     for n in (2, 1, 3) if model.dynamic_batch else (2,):
         x = images(n, seed=n)

@@ -185,7 +185,12 @@ class DetrDetector(Detector):
 
 
 class DeformableDetrDetector(DetrDetector):
-    """A `DeformableDetrForObjectDetection` behind the Detector interface (see the module docstring)."""
+    """A `DeformableDetrForObjectDetection` behind the Detector interface (see the module docstring).
+
+    The TorchScript exporter at opset 17 handles it: GridSample stays float32 and ONNX Runtime 1.32
+    and OpenVINO 2026.4 match PyTorch (torch 2.14). The dynamo exporter (opset 18) works too, but
+    takes about six times longer and names nodes node_<Op>_<n>, which the module-path part rules
+    cannot attribute."""
 
     parts = [
         ["backbone", ["/normalize", "/detr/model/backbone"], []],
@@ -243,7 +248,13 @@ def from_pretrained(path: Path, num_classes: int) -> DetrDetector:
         warnings.warn(f"{path}: the checkpoint's class head has {config.num_labels} classes and the data "
                       f"{num_classes}; re-initialising the class head", stacklevel=2)  # fmt: skip
         options = {"num_labels": num_classes, "ignore_mismatched_sizes": True}
-    model = cls.from_pretrained(str(path), local_files_only=True, attn_implementation="eager", **options)
+    try:
+        model = cls.from_pretrained(str(path), local_files_only=True, attn_implementation="eager", **options)
+    except ImportError as exc:  # a timm backbone without timm installed
+        from compress.errors import StageError
+
+        raise StageError(f"{path}: {' '.join(str(exc).split())}", hint="install what it names, or save the "
+                         "model with a transformers ResNet backbone (use_timm_backbone=False)") from None  # fmt: skip
     wrapper = DeformableDetrDetector if config.model_type == "deformable_detr" else DetrDetector
     return wrapper(model.eval(), *image_statistics(path))
 
