@@ -90,14 +90,9 @@ class DetrPostprocess(nn.Module):
         probs = logits.sigmoid() if self.focal else logits.softmax(-1)[..., :-1]
         scores, classes = probs.max(-1)
         height, width = images.shape[-2], images.shape[-1]
-        cx, cy, w, h = boxes.unbind(-1)
-        x1, y1, x2, y2 = (
-            (cx - 0.5 * w) * width,
-            (cy - 0.5 * h) * height,
-            (cx + 0.5 * w) * width,
-            (cy + 0.5 * h) * height,
-        )
-        return torch.stack([x1, y1, x2, y2, scores, classes.to(boxes.dtype)], -1)
+        cx, cy, w, h = boxes.unbind(-1)  # centre and size as fractions of the image
+        corners = [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
+        return torch.stack([*corners, scores, classes.to(boxes.dtype)], -1)
 
 
 def inner_convs(backbone: nn.Module) -> list[nn.Conv2d]:
@@ -220,7 +215,7 @@ def build(family: str, num_classes: int, in_channels: int = 3, d_model: int = 12
     layer_type, depths, widths = BACKBONES[backbone]
     stages = ["stage4"] if family == "detr" else ["stage2", "stage3", "stage4"][-min(levels, 3) :]
     resnet = hf.ResNetConfig(num_channels=in_channels, layer_type=layer_type, depths=depths, hidden_sizes=widths,
-                          embedding_size=64, out_features=stages)  # fmt: skip
+                             embedding_size=64, out_features=stages)  # fmt: skip
     common = dict(backbone_config=resnet, num_channels=in_channels, d_model=d_model, encoder_layers=encoder_layers,
                   decoder_layers=decoder_layers, encoder_attention_heads=heads, decoder_attention_heads=heads,
                   encoder_ffn_dim=ffn, decoder_ffn_dim=ffn, num_queries=queries, num_labels=num_classes)  # fmt: skip
