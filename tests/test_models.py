@@ -14,7 +14,9 @@ TINY = {"resnet": {"width": 4, "blocks": (1, 1)}, "mobilenetv2": {"width": 4, "b
         "vit": {"dim": 16, "depth": 1, "heads": 2}}  # fmt: skip
 
 
-@pytest.mark.parametrize("arch", sorted(set(zoo.BUILDERS) - set(zoo.DETECTORS)))  # detectors: test_detection*.py
+@pytest.mark.parametrize(
+    "arch", sorted(set(zoo.BUILDERS) - set(zoo.DETECTORS))
+)  # detectors: test_detection.py, test_detr.py
 def test_zoo_model_exports_and_runs(arch, tmp_path):
     builder = zoo.BUILDERS[arch]
     model = builder(in_channels=1, num_classes=10, image_size=16, **TINY.get(arch, {})).eval()

