@@ -33,7 +33,7 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     target, target_example = (scope.module, scope.example) if scope else (model, example)
     ignored = ignored_layers(model, cfg, ctx.splits.num_classes, scope is None) + (scope.ignored if scope else [])
     attention = attention_layers(target)
-    if attention and not cfg.embedding:
+    if attention and not cfg.embedding and scope is None:  # a scope names the layers it keeps itself
         ignored += residual_layers(target, attention)
     pruner = make_pruner(tp, target, target_example, cfg, ignored, attention, scope.output_transform if scope else None)
     steps = prune_steps(cfg, pruner, model, example, base_macs, base_params, ctx)
