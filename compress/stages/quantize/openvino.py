@@ -7,6 +7,9 @@ floating point until the validation metric is within budget.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import numpy as np
 
 from compress.artifact import Artifact, Kind
@@ -31,15 +34,8 @@ def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> A
     if kept_float(artifact):
         options["ignored_scope"] = weighted_only(model, options.get("ignored_scope"))
     try:
-        if cfg.max_accuracy_drop is None:
-            quantized = nncf.quantize(model, dataset, **options)
-        else:
-            quantized = nncf.quantize_with_accuracy_control(
-                model, dataset, validation_dataset(ctx), validation_fn(ctx), max_drop=drop(cfg),
-                drop_type=nncf.DropType.ABSOLUTE if cfg.drop_type == "absolute" else nncf.DropType.RELATIVE,
-                **{k: v for k, v in options.items() if k != "advanced_parameters"},
-                advanced_quantization_parameters=options.get("advanced_parameters"),
-            )  # fmt: skip
+        with quiet_nncf():
+            quantized = run_nncf(cfg, model, dataset, options, ctx)
     except (RuntimeError, ValueError) as exc:  # NNCF's own errors derive from these
         raise nncf_error(exc, model, cfg) from None
     out = ctx.workdir / "model.xml"
@@ -77,6 +73,32 @@ def nncf_options(cfg: QuantizeStage, model, samples: int) -> dict:
     if cfg.ignore:
         options["ignored_scope"] = ignored_scope(model, cfg.ignore)
     return options
+
+
+def run_nncf(cfg: QuantizeStage, model, dataset, options: dict, ctx: StageContext):
+    import nncf
+
+    if cfg.max_accuracy_drop is None:
+        return nncf.quantize(model, dataset, **options)
+    return nncf.quantize_with_accuracy_control(
+        model, dataset, validation_dataset(ctx), validation_fn(ctx), max_drop=drop(cfg),
+        drop_type=nncf.DropType.ABSOLUTE if cfg.drop_type == "absolute" else nncf.DropType.RELATIVE,
+        **{k: v for k, v in options.items() if k != "advanced_parameters"},
+        advanced_quantization_parameters=options.get("advanced_parameters"),
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def quiet_nncf():
+    """NNCF logs every node it leaves alone at INFO to stdout; keep warnings only."""
+    from nncf.common.logging import nncf_logger
+
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        nncf_logger.setLevel(level)
 
 
 def nncf_error(exc: Exception, model, cfg: QuantizeStage) -> StageError:
