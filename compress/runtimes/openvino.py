@@ -22,8 +22,9 @@ class OpenVINOSession(Session):
     def __init__(self, path: Path, threads: int, streams: int, hint: str, precision: str) -> None:
         import openvino as ov
 
-        self._core = core = ov.Core()
-        self._model = model = core.read_model(str(path))
+        core = ov.Core()
+        model = core.read_model(str(path))
+        self._path = str(path)
         self._config = config = {
             "INFERENCE_NUM_THREADS": threads,
             "NUM_STREAMS": streams,
@@ -46,11 +47,12 @@ class OpenVINOSession(Session):
         return [np.asarray(result[out]) for out in self._compiled.outputs]
 
     def profile(self, feeds: dict[str, np.ndarray], runs: int) -> list[dict]:
-        """The model compiled again with performance counters on (same settings); each request's
-        counters cover its last call, so they are summed over the runs. Only executed nodes count."""
+        """The model read and compiled again with performance counters on (same settings); each
+        request's counters cover its last call, so they are summed over the runs. Only executed
+        nodes count."""
         import openvino as ov
 
-        compiled = self._core.compile_model(self._model, "CPU", {**self._config, "PERF_COUNT": True})
+        compiled = ov.Core().compile_model(self._path, "CPU", {**self._config, "PERF_COUNT": True})
         request = compiled.create_infer_request()
         request.infer(feeds)  # warm-up
         totals: dict[tuple[str, str], float] = {}
