@@ -243,7 +243,7 @@ class Pipeline:
             models_dir.mkdir(parents=True, exist_ok=True)
         variants = [self.publish(name, parent, artifact, models_dir) for name, parent, artifact in found]
         models = {
-            v.name: Deployable(self.out / v.path, a.kind, v.precision)
+            v.name: Deployable(self.out / v.path, a.kind, v.precision, parts=a.meta.get("parts"))
             for v, (_, _, a) in zip(variants, found, strict=True)
         }
         target_infos = measure_all(targets, models, variants, splits, self.task, self.log)

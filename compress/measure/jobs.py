@@ -31,6 +31,7 @@ class Deployable:
     path: Path
     kind: Kind  # ONNX or OPENVINO
     precision: str
+    parts: list | None = None  # rules naming the model's parts, to measure where the time goes (agent.parts)
 
     @property
     def companions(self) -> list[Path]:
@@ -97,6 +98,8 @@ def write_job(
     entries = {}
     for name, model in models.items():
         entries[name] = {"kind": model.kind, "precision": model.precision}
+        if model.parts:
+            entries[name]["parts"] = model.parts
         if copy_models:  # staged for the device's model store (see compress.agent.store); locally read in place
             stored = stage_model(model, folder / "models")
             entries[name].update(file=f"{remote.MODEL_STORE}/{stored}", sha256=stored.partition(".")[0])
@@ -141,7 +144,8 @@ def collect(raw: dict, folder: Path, target: TargetSpec, models: dict[str, Deplo
         precision = entry.get("precision") or models[name].precision
         results.latency[name] = [
             Latency(target=target.name, runtime=target.runtime, batch_size=t["batch_size"], threads=target.threads,
-                    precision=precision, runtime_summary=t.get("runtime_summary"), **t["stats"])
+                    precision=precision, runtime_summary=t.get("runtime_summary"), parts=t.get("parts"),
+                    parts_profiled_ms=t.get("parts_profiled_ms"), **t["stats"])
             for t in entry["latency"]
         ]  # fmt: skip
     return results

@@ -3,7 +3,8 @@
 A runtime's native code can kill its process (SIGSEGV, SIGILL on a CPU without an instruction it
 was built for). Run in-process, that would lose the whole report; here it costs one model: the
 agent writes progress.json before each step, so when the child dies of a signal the model it was on
-gets an error naming the signal, and the job runs again for the remaining models.
+gets an error naming the signal, and the job runs again for the remaining models (a crash while
+profiling a model's parts costs only that breakdown: the job runs again without it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def run_job(target: TargetSpec, folder: Path, log) -> dict:
     job_file = folder / "job.json"
     job = json.loads(job_file.read_text(encoding="utf-8"))
     order, crashed = list(job["models"]), {}
-    while True:  # each pass either ends the job or takes one model out of it
+    while True:  # each pass ends the job, takes one model out of it or one model's profiling
         code, tail = run_agent(folder, log)
         marker = read_json(folder / PROGRESS) or {}
         if code == 0 or (marker.get("phase") == "finished" and (folder / "result.json").is_file()):
@@ -38,6 +39,11 @@ def run_job(target: TargetSpec, folder: Path, log) -> dict:
         crash = crash_name(code)
         if crash is None or name not in job["models"]:
             raise TargetError(failure(target, code, crash, marker, tail))
+        if marker.get("phase") == "profiling" and job["models"][name].pop("parts", None):
+            log(f"warning: {target.name}: {target.runtime} crashed ({crash}) while profiling model '{name}'; "
+                "measuring again without its time per part")  # fmt: skip
+            job_file.write_text(json.dumps(job), encoding="utf-8")
+            continue
         crashed[name] = f"{target.runtime} crashed ({crash}) while {marker.get('phase')} model '{name}'"
         log(f"warning: {target.name}: {crashed[name]}; measuring the other models again without it")
         del job["models"][name]

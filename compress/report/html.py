@@ -7,7 +7,15 @@ import base64
 import html
 
 from compress.report.plots import render_plots
-from compress.report.render import columns, comparison_rows, device_lines, interval_lines, target_title
+from compress.report.render import (
+    PARTS_NOTE,
+    columns,
+    comparison_rows,
+    device_lines,
+    interval_lines,
+    parts_table,
+    target_title,
+)
 from compress.report.schema import Report
 
 STYLE = """
@@ -38,6 +46,17 @@ def _table(report: Report, target) -> str:
         cls = ' class="front"' if row[-1] == "yes" else ""
         rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>")
     return f'<table class="variants"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _parts(report: Report, target) -> list[str]:
+    """The "Where the time goes" section of a target, when some variant has a time per part."""
+    header, rows = parts_table(report, target)
+    if not rows:
+        return []
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    return ["<h3>Where the time goes</h3>", f"<p>{html.escape(PARTS_NOTE)}</p>",
+            f'<table class="variants parts"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>']  # fmt: skip
 
 
 def _plot(target, png: bytes) -> str:
@@ -82,6 +101,7 @@ def to_html(report: Report, plots: dict[str, bytes] | None = None) -> str:
         parts += [
             f"<h2>{html.escape(target_title(target))}</h2>",
             _table(report, target),
+            *_parts(report, target),
             _plot(target, plots[target.name]),
         ]
     parts += ["<h2>Variants</h2>", _lineage(report)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from compress.report.details import AccuracyControl, ControlStep
-from compress.report.schema import Report, TargetInfo
+from compress.report.schema import Latency, Report, TargetInfo, Variant
 
 MB = 1_000_000
 COLUMNS = ("variant", "parent", "size MB", "× smaller", "{metric} %", "Δ pts", "p50 ms", "p90 ms", "× faster",
@@ -62,6 +62,29 @@ def batch_rows(report: Report, target: TargetInfo, batch: int) -> list[tuple[str
                      _fmt(lat.throughput if lat else None, 1),
                      _ratio(base_lat.p50_ms if base_lat else None, lat.p50_ms if lat else None)))  # fmt: skip
     return rows
+
+
+def parts_latency(variant: Variant, target: str) -> Latency | None:
+    """The variant's latency on `target` that has a time per part, at the smallest batch size."""
+    return min((x for x in variant.latency if x.target == target and x.parts), key=lambda x: x.batch_size, default=None)
+
+
+def _share(ms: float | None, total: float) -> str:
+    return "–" if ms is None else f"{ms:.3f} ({100 * ms / total if total else 0:.0f} %)"
+
+
+def parts_table(report: Report, target: TargetInfo) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """Where the time goes: one row per variant with a breakdown on `target` (its batch size, p50,
+    and each part's ms and share of p50), parts in the order the rules name them; no rows when none."""
+    found = [(v.name, lat) for v in report.variants if (lat := parts_latency(v, target.name))]
+    names = list(dict.fromkeys(part for _, lat in found for part in lat.parts))
+    rows = [(name, str(lat.batch_size), _fmt(lat.p50_ms, 3), *(_share(lat.parts.get(p), lat.p50_ms) for p in names))
+            for name, lat in found]  # fmt: skip
+    return ("variant", "batch", "p50 ms", *(f"{p} ms" for p in names)), rows
+
+
+PARTS_NOTE = ("Time per part of the model, from the runtime's own profiler: each part's share of the profiled "
+              "time, applied to the p50 measured without the profiler (which slows every call down).")  # fmt: skip
 
 
 def target_title(target: TargetInfo) -> str:
@@ -131,6 +154,9 @@ def to_markdown(report: Report) -> str:
         lines += _md_table(columns(report), comparison_rows(report, target)) + [""]
         lines += (front_lines(report, target.name) + [""]) if scored else []
         lines += [f"- {x}" for x in device_lines(target) + interval_lines(report, target)] + [""]
+        header, rows = parts_table(report, target)
+        if rows:
+            lines += ["### Where the time goes", "", PARTS_NOTE, ""] + _md_table(header, rows) + [""]
         for other in target.batch_sizes:
             if other != batch:
                 lines += (

@@ -54,6 +54,10 @@ class Latency(Strict):
     others_cpu_share: float | None = None  # other processes' CPU while timing, as a share of the cores left free
     steal_share: float | None = None  # CPU the hypervisor gave to other guests, as a share of all cores
     load_avg: float | None = None  # the highest 1-minute load average seen while timing
+    # Where the time goes: ms per part of the model (agent.parts), scaled to sum to p50_ms, and the
+    # parts' sum as profiled (the profiler's overhead included). Measured at one batch size per target.
+    parts: dict[str, float] | None = None
+    parts_profiled_ms: float | None = None
 
 
 class Variant(Strict):

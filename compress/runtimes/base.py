@@ -51,6 +51,14 @@ class Session(ABC):
         (trtexec); None, the default, has the shared protocol time `run`."""
         return None
 
+    def profile(self, feeds: dict[str, np.ndarray], runs: int) -> Optional[list]:
+        """Where one call's time goes, from the runtime's own profiler: one dict per executed node,
+        {"name": node name, "op": op type, "ms": mean milliseconds per run}, over `runs` calls after
+        one warm-up call, with this session's settings (threads). Profiling slows a call down, so
+        these times are for shares, not absolute latency. None, the default: this runtime cannot
+        profile. Leaves no files behind."""
+        return None
+
 
 class Runtime(ABC):
     name: ClassVar[str]

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from compress.runtimes.base import Runtime, Session
 
+KERNEL_TIME = "_kernel_time"  # the suffix of a node's event in ONNX Runtime's profile
+
+
+def session_options(threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
 
 class OnnxSession(Session):
     def __init__(self, path: Path, threads: int) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._path, self._threads = str(path), threads
+        self._session = ort.InferenceSession(self._path, session_options(threads), providers=["CPUExecutionProvider"])
         inputs = self._session.get_inputs()
         self.input_names = [i.name for i in inputs]
         first = inputs[0].shape[0] if inputs[0].shape else None
@@ -27,6 +39,41 @@ class OnnxSession(Session):
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._session.run(None, feeds)
+
+    def profile(self, feeds: dict[str, np.ndarray], runs: int) -> list[dict]:
+        """A second session with ONNX Runtime's profiler on (same threads), its JSON read and deleted."""
+        import onnxruntime as ort
+
+        with tempfile.TemporaryDirectory(prefix="compress-profile-") as tmp:
+            options = session_options(self._threads)
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(tmp, "profile")
+            session = ort.InferenceSession(self._path, options, providers=["CPUExecutionProvider"])
+            try:
+                for _ in range(runs + 1):  # the first is the warm-up, left out by kernel_times
+                    session.run(None, feeds)
+            finally:
+                written = session.end_profiling()
+                del session  # nothing left to write into the folder once it is removed
+            events = json.loads(Path(written).read_text(encoding="utf-8"))
+        return kernel_times(events)
+
+
+def kernel_times(events: list[dict]) -> list[dict]:
+    """Mean ms per run of each node, in execution order, from ONNX Runtime's profile events
+    (Chrome trace format): the "Node" events named NODE_kernel_time of every run but the first."""
+    runs = sorted(e["ts"] + e["dur"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    if len(runs) < 2:
+        return []
+    warmed = runs[0]  # events before the first run ended belong to the warm-up
+    totals: dict[tuple[str, str], float] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith(KERNEL_TIME) or e["ts"] < warmed:
+            continue
+        args = e.get("args", {})
+        key = (args.get("node_name") or e["name"][: -len(KERNEL_TIME)], args.get("op_name", ""))
+        totals[key] = totals.get(key, 0.0) + e["dur"]
+    return [{"name": name, "op": op, "ms": us / 1000.0 / (len(runs) - 1)} for (name, op), us in totals.items()]
 
 
 class OnnxRuntime(Runtime):

@@ -7,6 +7,7 @@ compiled model reports, so a report never calls a bf16 run fp32.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 from compress.runtimes.base import Runtime, Session
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+GENERATED = re.compile(r"Constant_\d+$")  # a name OpenVINO made up, not one from the model
 
 
 class OpenVINOSession(Session):
@@ -22,7 +24,8 @@ class OpenVINOSession(Session):
 
         core = ov.Core()
         model = core.read_model(str(path))
-        config = {
+        self._path = str(path)
+        self._config = config = {
             "INFERENCE_NUM_THREADS": threads,
             "NUM_STREAMS": streams,
             "PERFORMANCE_HINT": hint.upper(),
@@ -43,6 +46,25 @@ class OpenVINOSession(Session):
         result = self._request.infer(feeds)
         return [np.asarray(result[out]) for out in self._compiled.outputs]
 
+    def profile(self, feeds: dict[str, np.ndarray], runs: int) -> list[dict]:
+        """The model read and compiled again with performance counters on (same settings); each
+        request's counters cover its last call, so they are summed over the runs. Only executed
+        nodes count."""
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(self._path, "CPU", {**self._config, "PERF_COUNT": True})
+        request = compiled.create_infer_request()
+        request.infer(feeds)  # warm-up
+        totals: dict[tuple[str, str], float] = {}
+        for _ in range(runs):
+            request.infer(feeds)
+            for p in request.get_profiling_info():
+                if p.status == ov.ProfilingInfo.Status.EXECUTED:
+                    key = (p.node_name, p.node_type)
+                    totals[key] = totals.get(key, 0.0) + p.real_time.total_seconds() * 1000.0
+        names = output_layer_names(compiled)
+        return [{"name": names.get(name, name), "op": op, "ms": ms / runs} for (name, op), ms in totals.items()]
+
     def layer_precisions(self, layer_type: str = "Convolution") -> dict[str, int]:
         """How many executed layers of a type run in each precision, e.g. {'u8': 12} for INT8 kernels."""
         counts: dict[str, int] = {}
@@ -52,6 +74,26 @@ class OpenVINOSession(Session):
                 key = info["runtimePrecision"].astype(str)
                 counts[key] = counts.get(key, 0) + 1
         return counts
+
+
+def output_layer_names(compiled) -> dict[str, str]:
+    """{layer name: its weights' name} for executed layers that carry a model output's name.
+
+    OpenVINO's ONNX reader names the layer that computes a model output after the output (a
+    classifier's last Gemm becomes "logits"), which says nothing of the module it belongs to; its
+    weights keep the module's name (e.g. "head.weight"), so they name it instead."""
+    outputs = {name for out in compiled.outputs for name in out.get_names()}
+    names = {}
+    for op in compiled.get_runtime_model().get_ops():
+        if op.get_friendly_name() not in outputs:
+            continue
+        for value in op.input_values():
+            source = value.get_node()
+            name = source.get_friendly_name()
+            if source.get_rt_info()["layerType"].astype(str) == "Const" and not GENERATED.match(name):
+                names[op.get_friendly_name()] = name
+                break
+    return names
 
 
 class OpenVINORuntime(Runtime):
