@@ -8,11 +8,13 @@ import html
 
 from compress.report.plots import render_plots
 from compress.report.render import (
+    METRICS_NOTE,
     PARTS_NOTE,
     columns,
     comparison_rows,
     device_lines,
     interval_lines,
+    metrics_table,
     parts_table,
     target_title,
 )
@@ -48,15 +50,15 @@ def _table(report: Report, target) -> str:
     return f'<table class="variants"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _parts(report: Report, target) -> list[str]:
-    """The "Where the time goes" section of a target, when some variant has a time per part."""
-    header, rows = parts_table(report, target)
+def _section(title: str, note: str, table: tuple) -> list[str]:
+    """A titled, sortable table of a target (metrics, time per part); nothing when it has no rows."""
+    header, rows = table
     if not rows:
         return []
     head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
-    return ["<h3>Where the time goes</h3>", f"<p>{html.escape(PARTS_NOTE)}</p>",
-            f'<table class="variants parts"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>']  # fmt: skip
+    return [f"<h3>{html.escape(title)}</h3>", f"<p>{html.escape(note)}</p>",
+            f'<table class="variants"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>']  # fmt: skip
 
 
 def _plot(target, png: bytes) -> str:
@@ -101,7 +103,8 @@ def to_html(report: Report, plots: dict[str, bytes] | None = None) -> str:
         parts += [
             f"<h2>{html.escape(target_title(target))}</h2>",
             _table(report, target),
-            *_parts(report, target),
+            *_section("Metrics", METRICS_NOTE, metrics_table(report, target)),
+            *_section("Where the time goes", PARTS_NOTE, parts_table(report, target)),
             _plot(target, plots[target.name]),
         ]
     parts += ["<h2>Variants</h2>", _lineage(report)]

@@ -83,6 +83,30 @@ def parts_table(report: Report, target: TargetInfo) -> tuple[tuple[str, ...], li
     return ("variant", "batch", "p50 ms", *(f"{p} ms" for p in names)), rows
 
 
+def metrics_table(report: Report, target: TargetInfo) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The task's further figures on `target` (detection: mAP@.5 and mAP@.75), each with its change
+    from the baseline; no rows when the task has none."""
+    found = [(v.name, acc) for v in report.variants if (acc := v.accuracy_on(target.name)) and acc.details]
+    if not found:
+        return (), []
+    base = report.variant(report.baseline)
+    base_acc = base.accuracy_on(target.name) if base else None
+    names = list(dict.fromkeys(key for _, acc in found for key in acc.details))
+    metric = found[0][1].metric
+
+    def cell(value: float | None, reference: float | None) -> str:
+        change = f" ({value - reference:+.2f})" if value is not None and reference is not None else ""
+        return _fmt(value) + change
+
+    rows = [(name, cell(acc.value, base_acc.value if base_acc else None),
+             *(cell(acc.details.get(k), (base_acc.details or {}).get(k) if base_acc else None) for k in names))
+            for name, acc in found]  # fmt: skip
+    return ("variant", metric, *names), rows
+
+
+METRICS_NOTE = (
+    "Each figure on the test split in this target's runtime, in points; in brackets, the change from the baseline."
+)
 PARTS_NOTE = ("Time per part of the model, from the runtime's own profiler: each part's share of the profiled "
               "time, applied to the p50 measured without the profiler (which slows every call down).")  # fmt: skip
 
@@ -154,6 +178,9 @@ def to_markdown(report: Report) -> str:
         lines += _md_table(columns(report), comparison_rows(report, target)) + [""]
         lines += (front_lines(report, target.name) + [""]) if scored else []
         lines += [f"- {x}" for x in device_lines(target) + interval_lines(report, target)] + [""]
+        header, rows = metrics_table(report, target)
+        if rows:
+            lines += ["### Metrics", "", METRICS_NOTE, ""] + _md_table(header, rows) + [""]
         header, rows = parts_table(report, target)
         if rows:
             lines += ["### Where the time goes", "", PARTS_NOTE, ""] + _md_table(header, rows) + [""]
@@ -182,7 +209,7 @@ def _details(report: Report) -> list[str]:
     lines = ["## Variants", ""]
     for v in report.variants:
         lines.append(f"- **{v.name}** ({v.format}, {v.precision}): {' → '.join(v.stages)}; `{v.path}`")
-        for key in ("activations", "weights", "per_channel", "calibration", "quantized_ops"):
+        for key in ("activations", "weights", "per_channel", "calibration", "quantized_ops", "float_ops"):
             if key in v.details:
                 lines.append(f"  - {key}: {v.details[key]}")
         lines += _accuracy_control(v.accuracy_control())
