@@ -33,8 +33,8 @@ class TorchvisionDetector(Detector):
         ["backbone", ["/model/backbone/body"], []],
         ["neck", ["/model/backbone/fpn"], []],
         ["heads", ["/model/rpn/head", "/model/roi_heads/box_head", "/model/roi_heads/box_predictor", "/model/head"], []],
-        ["postprocess", ["/model/rpn", "/model/roi_heads", "/model/anchor_generator", "/model/transform/postprocess",
-                         "/model/", "/pad", "/Concat", "/Slice"], []],
+        # anchors, box decoding, proposal and detection selection, padding to max_detections
+        ["postprocess", ["/model/rpn", "/model/roi_heads", "/model/anchor_generator", "/model/postprocess"], []],
         ["preprocess", ["/model/transform"], []],
     ]  # fmt: skip
     float_ops = ("NonMaxSuppression", "RoiAlign", "TopK")
