@@ -44,6 +44,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "imagefolder": "compress.data.imagefolder:ImageFolder",
         "npz": "compress.data.npz:Npz",
         "text": "compress.data.text:Text",
+        "shapes": "compress.data.shapes:Shapes",
     },
     "tasks": {
         "classification": "compress.tasks:Classification",

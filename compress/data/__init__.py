@@ -2,9 +2,9 @@
 
 A data source is one module with a `DataSource` subclass, registered by its `source:` name in
 compress.registry (or a plug-in's `compress.datasets` entry point). Splits are plain numpy arrays
-in NCHW float32 with int64 labels, saved as a folder of .npy files so a stage can run in another
-process from the cached folder alone, and read back memory-mapped: a large split is paged in as it
-is used, never read whole.
+in NCHW float32 with int64 labels (detection: float32 box rows, see compress.detection.boxes),
+saved as a folder of .npy files so a stage can run in another process from the cached folder alone,
+and read back memory-mapped: a large split is paged in as it is used, never read whole.
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ class DataSource:
     path_required: ClassVar[bool] = False
     text: ClassVar[bool] = False  # examples are token ids and masks rather than images
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    procedural: ClassVar[bool] = False  # generates its examples (data.samples says how many)
     requires: ClassVar[dict[str, str]] = {}  # import name -> what to pip install
 
     def check(self, spec: DataSpec) -> list[str]:

@@ -51,6 +51,9 @@ class DataSpec(Strict):
     train_sentences: int | None = Field(None, ge=1, description="embedding: at most this many from train_packages")
     image_size: int = Field(32, ge=4, le=1024)
     channels: Literal[1, 3] = 1
+    samples: int | None = Field(
+        None, ge=1, le=1_000_000, description="procedural sources (shapes): examples generated; default 1000"
+    )
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
 
@@ -65,6 +68,8 @@ class DataSpec(Strict):
         if self.task not in source.tasks:
             serving = [n for n in registry.names("datasets") if self.task in data_source(n).tasks]
             raise ValueError(f"task '{self.task}' needs source {' or '.join(serving)}")
+        if self.samples is not None and not source.procedural:
+            raise ValueError(f"samples applies to procedural sources only (such as shapes), not '{self.source}'")
         problems = source.check(self)
         if problems:
             raise ValueError("; ".join(problems))
