@@ -45,6 +45,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "npz": "compress.data.npz:Npz",
         "text": "compress.data.text:Text",
         "shapes": "compress.data.shapes:Shapes",
+        "coco": "compress.data.coco:Coco",
     },
     "tasks": {
         "classification": "compress.tasks:Classification",

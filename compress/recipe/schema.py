@@ -41,7 +41,7 @@ class DataSpec(Strict):
     """Where examples come from and how they are split; the task fixes inputs, outputs and metric."""
 
     source: Literal[tuple(registry.names("datasets"))] = "digits"  # type: ignore[valid-type]
-    path: str | None = Field(None, description="folder (imagefolder), .npz file (npz) or text file (text)")
+    path: str | None = Field(None, description="folder (imagefolder, coco), .npz file (npz) or text file (text)")
     task: Literal[tuple(registry.names("tasks"))] = "classification"  # type: ignore[valid-type]
     max_length: int = Field(128, ge=8, le=4096, description="text: tokens per example (padded)")
     tokenizer: str | None = Field(None, description="text: hf folder or package; default: the model's")
