@@ -25,7 +25,7 @@ ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 # Copy-on-write: pages come from the file as they are read, and a write (an in-place op on a tensor
 # made with torch.from_numpy) changes this process's copy only, never the cached file.
 MMAP_MODE = "c"
-CHUNK_BYTES = 64 << 20  # what saving a memory-mapped array copies at a time
+CHUNK_BYTES = 64 << 20  # what saving an array writes at a time
 
 
 @dataclass
@@ -79,16 +79,15 @@ class Splits:
 
 
 def save_array(file: Path, array: np.ndarray) -> None:
-    """np.save, except that a memory-mapped array is streamed a chunk at a time, never read whole."""
-    if not isinstance(array, np.memmap):
-        np.save(file, np.asarray(array))
-        return
-    out = np.lib.format.open_memmap(file, mode="w+", dtype=array.dtype, shape=array.shape)
+    """Like np.save, but a chunk at a time, so a memory-mapped array is never read whole, and through
+    plain writes, so a full disk is an OSError that says so."""
+    array = np.asanyarray(array)
+    header = {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False, "shape": array.shape}
     rows = max(1, CHUNK_BYTES // max(1, array[:1].nbytes))
-    for start in range(0, len(array), rows):
-        out[start : start + rows] = array[start : start + rows]
-    out.flush()
-    del out
+    with open(file, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for start in range(0, len(array), rows):
+            f.write(np.ascontiguousarray(array[start : start + rows]).data)
 
 
 @dataclass(frozen=True)

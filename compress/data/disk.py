@@ -7,6 +7,8 @@ no split is ever whole in memory, neither while loading nor afterwards.
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.data import ARRAYS, MMAP_MODE, Splits, split
+from compress.errors import writing
 
 PARTS = ("train", "val", "test")
 
@@ -38,20 +41,20 @@ class SplitWriter:
 
     def __init__(self, parts: list[np.ndarray], x_shape: tuple[int, ...], y_shape: tuple[int, ...],
                  scratch: Path | None = None) -> None:  # fmt: skip
-        if scratch is not None:
-            scratch.mkdir(parents=True, exist_ok=True)
-        self.folder = Path(tempfile.mkdtemp(prefix=".splits-", dir=scratch))
+        with writing(scratch or tempfile.gettempdir()):
+            if scratch is not None:
+                scratch.mkdir(parents=True, exist_ok=True)
+            self.folder = Path(tempfile.mkdtemp(prefix=".splits-", dir=scratch))
         total = sum(len(p) for p in parts)
         self.part = np.zeros(total, np.int8)  # example -> its split
         self.row = np.zeros(total, np.int64)  # example -> its row in that split
         self.arrays: dict[str, np.memmap] = {}
-        for i, (name, indices) in enumerate(zip(PARTS, parts, strict=True)):
-            self.part[indices], self.row[indices] = i, np.arange(len(indices))
-            for prefix, shape in (("x", x_shape), ("y", y_shape)):
-                file = self.folder / f"{prefix}_{name}.npy"
-                self.arrays[f"{prefix}_{name}"] = np.lib.format.open_memmap(
-                    file, mode="w+", dtype=np.float32, shape=(len(indices), *shape)
-                )
+        with self, writing(self.folder):
+            for i, (name, indices) in enumerate(zip(PARTS, parts, strict=True)):
+                self.part[indices], self.row[indices] = i, np.arange(len(indices))
+                for prefix, shape in (("x", x_shape), ("y", y_shape)):
+                    file = self.folder / f"{prefix}_{name}.npy"
+                    self.arrays[f"{prefix}_{name}"] = allocate(file, (len(indices), *shape))
 
     def __enter__(self) -> SplitWriter:
         return self
@@ -76,3 +79,17 @@ class SplitWriter:
         loaded = {name: np.load(self.folder / f"{name}.npy", mmap_mode=MMAP_MODE) for name in ARRAYS}
         shutil.rmtree(self.folder, ignore_errors=True)
         return Splits(**loaded, class_names=list(class_names))
+
+
+def allocate(file: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A new float32 .npy file mapped for writing, its disk blocks reserved first: a full disk is an
+    OSError here rather than a crash (SIGBUS) while writing into the mapping."""
+    array = np.lib.format.open_memmap(file, mode="w+", dtype=np.float32, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        with open(file, "r+b") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+    return array
