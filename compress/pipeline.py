@@ -105,7 +105,8 @@ class Pipeline:
         files = self.fingerprints.of(data_inputs(spec, self.recipe.base_dir, self.recipe.seed, self.recipe.model.arch))
         key = cache_key("data", spec.model_dump(), files, self.recipe.seed, self.versions, *([extra] if extra else []))
         splits = self.cached_splits(
-            f"data-{key}", lambda: load_data(spec, self.recipe.base_dir, self.recipe.seed, self.recipe.model.arch)
+            f"data-{key}",
+            lambda: load_data(spec, self.recipe.base_dir, self.recipe.seed, self.recipe.model.arch, self.cache),
         )
         sizes = f"{len(splits.x_train)}/{len(splits.x_val)}/{len(splits.x_test)}"
         self.log(
@@ -114,16 +115,23 @@ class Pipeline:
         return splits, key
 
     def cached_splits(self, name: str, make) -> Splits:
-        path = self.cache / f"{name}.npz"
-        if path.is_file():
+        """Reuse the split folder `cache/<name>` if complete, else make it, save it aside and rename it
+        into place. Either way the arrays come back memory-mapped from that folder."""
+        path = self.cache / name
+        if Splits.saved(path):
             return Splits.load(path)
         splits = make()
         with writing(path):
             self.cache.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp.npz")
-            splits.save(tmp)
-            os.replace(tmp, path)
-        return splits
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.cache))
+            try:
+                splits.save(tmp)
+                shutil.rmtree(path, ignore_errors=True)
+                os.replace(tmp, path)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return Splits.load(path)
 
     def label_with(self, source: Artifact, splits: Splits, data_key: str) -> tuple[Splits, str]:
         """Tasks whose labels are the source model's outputs (embedding fidelity): compute them once."""

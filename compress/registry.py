@@ -44,6 +44,8 @@ BUILTIN: dict[str, dict[str, str]] = {
         "imagefolder": "compress.data.imagefolder:ImageFolder",
         "npz": "compress.data.npz:Npz",
         "text": "compress.data.text:Text",
+        "shapes": "compress.data.shapes:Shapes",
+        "coco": "compress.data.coco:Coco",
     },
     "tasks": {
         "classification": "compress.tasks:Classification",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from compress.artifact import Artifact
 from compress.errors import RecipeError
 from compress.pipeline import merge_points
 from compress.recipe import point_label, recipe_from_text
@@ -74,8 +75,10 @@ def run(args, cwd) -> subprocess.CompletedProcess:
 
 
 def stage_results(out: Path) -> set[str]:
-    """The complete stage results in a run's cache: folders named <stage>-<16 hex digit key>."""
-    return {p.name for p in (out / "cache").iterdir() if p.is_dir() and re.fullmatch(r"[^.].*-[0-9a-f]{16}", p.name)}
+    """The complete stage results in a run's cache: artifact folders named <stage>-<16 hex digit key>
+    (the data splits' folder, data-<key>, is not one)."""
+    return {p.name for p in (out / "cache").iterdir()
+            if Artifact.exists(p) and re.fullmatch(r"[^.].*-[0-9a-f]{16}", p.name)}  # fmt: skip
 
 
 @pytest.mark.slow

@@ -2,12 +2,14 @@
 
 A data source is one module with a `DataSource` subclass, registered by its `source:` name in
 compress.registry (or a plug-in's `compress.datasets` entry point). Splits are plain numpy arrays
-in NCHW float32 with int64 labels, saved as one .npz so a stage can run in another process from the
-cached file alone.
+in NCHW float32 with int64 labels (detection: float32 box rows, see compress.detection.boxes),
+saved as a folder of .npy files so a stage can run in another process from the cached folder alone,
+and read back memory-mapped: a large split is paged in as it is used, never read whole.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
@@ -18,6 +20,12 @@ from compress import registry
 
 if TYPE_CHECKING:
     from compress.recipe.schema import DataSpec
+
+ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+# Copy-on-write: pages come from the file as they are read, and a write (an in-place op on a tensor
+# made with torch.from_numpy) changes this process's copy only, never the cached file.
+MMAP_MODE = "c"
+CHUNK_BYTES = 64 << 20  # what saving an array writes at a time
 
 
 @dataclass
@@ -51,14 +59,35 @@ class Splits:
                       label(self.x_test), self.class_names)  # fmt: skip
 
     def save(self, path: Path) -> None:
-        arrays = {k: getattr(self, k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
-        np.savez(path, class_names=np.array(self.class_names), **arrays)
+        """Into the folder `path`: one .npy file per array, then class_names.json (written last, so
+        its presence means the folder is complete)."""
+        path.mkdir(parents=True, exist_ok=True)
+        for name in ARRAYS:
+            save_array(path / f"{name}.npy", getattr(self, name))
+        (path / "class_names.json").write_text(json.dumps(self.class_names), encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> Splits:
-        with np.load(path) as f:
-            arrays = {k: f[k] for k in f.files if k != "class_names"}
-            return cls(**arrays, class_names=[str(c) for c in f["class_names"]])
+        """A saved folder, each array memory-mapped (np.memmap): read from disk as it is used."""
+        arrays = {name: np.load(path / f"{name}.npy", mmap_mode=MMAP_MODE) for name in ARRAYS}
+        names = json.loads((path / "class_names.json").read_text(encoding="utf-8"))
+        return cls(**arrays, class_names=[str(c) for c in names])
+
+    @staticmethod
+    def saved(path: Path) -> bool:
+        return (path / "class_names.json").is_file()
+
+
+def save_array(file: Path, array: np.ndarray) -> None:
+    """Like np.save, but a chunk at a time, so a memory-mapped array is never read whole, and through
+    plain writes, so a full disk is an OSError that says so."""
+    array = np.asanyarray(array)
+    header = {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False, "shape": array.shape}
+    rows = max(1, CHUNK_BYTES // max(1, array[:1].nbytes))
+    with open(file, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for start in range(0, len(array), rows):
+            f.write(np.ascontiguousarray(array[start : start + rows]).data)
 
 
 @dataclass(frozen=True)
@@ -66,6 +95,7 @@ class LoadContext:
     base_dir: Path  # paths in the recipe are relative to it
     seed: int
     model_arch: str | None = None  # the recipe's model, for sources that need its tokenizer
+    scratch: Path | None = None  # where large arrays are written while loading; default: the temp folder
 
 
 class DataSource:
@@ -77,6 +107,7 @@ class DataSource:
     path_required: ClassVar[bool] = False
     text: ClassVar[bool] = False  # examples are token ids and masks rather than images
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    procedural: ClassVar[bool] = False  # generates its examples (data.samples says how many)
     requires: ClassVar[dict[str, str]] = {}  # import name -> what to pip install
 
     def check(self, spec: DataSpec) -> list[str]:
@@ -99,9 +130,11 @@ def data_path(spec: DataSpec, base_dir: Path) -> Path | None:
     return (base_dir / Path(spec.path).expanduser()) if spec.path else None
 
 
-def load_data(spec: DataSpec, base_dir: Path, seed: int, model_arch: str | None = None) -> Splits:
+def load_data(spec: DataSpec, base_dir: Path, seed: int, model_arch: str | None = None,
+              scratch: Path | None = None) -> Splits:  # fmt: skip
     """Load the recipe's data source and split it deterministically from the seed."""
-    return data_source(spec.source).load(spec, data_path(spec, base_dir), LoadContext(base_dir, seed, model_arch))
+    ctx = LoadContext(base_dir, seed, model_arch, scratch)
+    return data_source(spec.source).load(spec, data_path(spec, base_dir), ctx)
 
 
 def data_inputs(spec: DataSpec, base_dir: Path, seed: int, model_arch: str | None = None) -> list[Path]:

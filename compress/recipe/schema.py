@@ -41,7 +41,7 @@ class DataSpec(Strict):
     """Where examples come from and how they are split; the task fixes inputs, outputs and metric."""
 
     source: Literal[tuple(registry.names("datasets"))] = "digits"  # type: ignore[valid-type]
-    path: str | None = Field(None, description="folder (imagefolder), .npz file (npz) or text file (text)")
+    path: str | None = Field(None, description="folder (imagefolder, coco), .npz file (npz) or text file (text)")
     task: Literal[tuple(registry.names("tasks"))] = "classification"  # type: ignore[valid-type]
     max_length: int = Field(128, ge=8, le=4096, description="text: tokens per example (padded)")
     tokenizer: str | None = Field(None, description="text: hf folder or package; default: the model's")
@@ -51,6 +51,9 @@ class DataSpec(Strict):
     train_sentences: int | None = Field(None, ge=1, description="embedding: at most this many from train_packages")
     image_size: int = Field(32, ge=4, le=1024)
     channels: Literal[1, 3] = 1
+    samples: int | None = Field(
+        None, ge=1, le=1_000_000, description="procedural sources (shapes): examples generated; default 1000"
+    )
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
 
@@ -65,6 +68,8 @@ class DataSpec(Strict):
         if self.task not in source.tasks:
             serving = [n for n in registry.names("datasets") if self.task in data_source(n).tasks]
             raise ValueError(f"task '{self.task}' needs source {' or '.join(serving)}")
+        if self.samples is not None and not source.procedural:
+            raise ValueError(f"samples applies to procedural sources only (such as shapes), not '{self.source}'")
         problems = source.check(self)
         if problems:
             raise ValueError("; ".join(problems))
