@@ -19,7 +19,6 @@ from compress.detection.detector import Detector, PruningScope, pad_detections
 # Compress's images are (p - 0.5) / 0.5 of [0, 1] pixels; torchvision normalises with its own
 # mean and std, so it gets the mean and std that turn our images into ImageNet-normalised ones.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-TORCHVISION_FAMILIES = ("fasterrcnn_", "retinanet_", "fcos_")
 
 
 class TorchvisionDetector(Detector):
@@ -221,4 +220,6 @@ def torchvision_detector(name: str, num_classes: int, image_size: int, options: 
 
 
 def is_torchvision_detector(name: str) -> bool:
-    return name.startswith(TORCHVISION_FAMILIES)
+    from compress.models.sources import DETECTOR_FAMILIES
+
+    return name.startswith(DETECTOR_FAMILIES)

@@ -38,6 +38,10 @@ class ModelSource:
         """Files building the model reads besides the recipe (weights folders); the cache key hashes them."""
         return []
 
+    def is_detector(self, name: str) -> bool | None:
+        """Whether `name` builds a detector (for `task: detection`); None when only building tells."""
+        return None
+
 
 class InputShape:
     """What the data fixes about a model: input channels, classes and image size."""
@@ -69,6 +73,11 @@ class Zoo(ModelSource):
         return [(("options", k), f"'{name}' has no option '{k}'{suggest(k, accepted)}; options: {', '.join(accepted)}")
                 for k in options if k not in accepted]  # fmt: skip
 
+    def is_detector(self, name: str) -> bool | None:
+        from compress.models import zoo
+
+        return name in zoo.DETECTORS
+
     def build(self, name: str, options: dict[str, Any], shape: InputShape) -> nn.Module:
         from compress.models import zoo
 
@@ -86,6 +95,18 @@ def builder_options(name: str) -> list[str]:
 
 class Torchvision(ModelSource):
     package, install = "torchvision", "torchvision"
+
+    def is_detector(self, name: str) -> bool | None:
+        return name.startswith(DETECTOR_FAMILIES)
+
+    def check(self, name: str, options: dict[str, Any], base_dir: Path | None = None) -> list[tuple[tuple, str]]:
+        if name.startswith(("maskrcnn_", "keypointrcnn_", "ssd")):
+            return [(("arch",), f"torchvision:{name} is not supported; detectors: "
+                     f"{', '.join(f + '*' for f in DETECTOR_FAMILIES)}")]  # fmt: skip
+        return super().check(name, options, base_dir)
+
+
+DETECTOR_FAMILIES = ("fasterrcnn_", "retinanet_", "fcos_")  # torchvision detectors compress wraps
 
     def build(self, name: str, options: dict[str, Any], shape: InputShape) -> nn.Module:
         import torchvision

@@ -96,7 +96,7 @@ def _order_message(stage: Any, kind: Kind, source: str) -> str:
 def _check_model(recipe: Recipe, spec: ModelSpec, section: tuple, loc: Locator) -> list[Problem]:
     problems: list[Problem] = []
     if spec.arch is not None:
-        problems += _check_arch(spec, section, loc, recipe.base_dir)
+        problems += _check_arch(spec, section, loc, recipe.base_dir, recipe.data.task)
     if spec.python is not None:
         file, sep, func = spec.python.rpartition(":")
         if not sep or not file.endswith(".py") or not func.isidentifier():
@@ -109,7 +109,7 @@ def _check_model(recipe: Recipe, spec: ModelSpec, section: tuple, loc: Locator) 
     return problems
 
 
-def _check_arch(spec: ModelSpec, section: tuple, loc: Locator, base_dir: Path) -> list[Problem]:
+def _check_arch(spec: ModelSpec, section: tuple, loc: Locator, base_dir: Path, task: str) -> list[Problem]:
     from compress import registry
     from compress.models import model_source
 
@@ -119,7 +119,18 @@ def _check_arch(spec: ModelSpec, section: tuple, loc: Locator, base_dir: Path) -
         known = registry.names("models")
         msg = f"unknown model source '{prefix}:'{suggest(prefix, known)}; sources: {', '.join(k + ':' for k in known)}"
         return [loc.at((*section, "arch"), msg)]
-    return [loc.at((*section, *field), message) for field, message in source.check(name, spec.options, base_dir)]
+    problems = [loc.at((*section, *field), message) for field, message in source.check(name, spec.options, base_dir)]
+    return problems or _check_fit(source.is_detector(name), spec.arch, task, section, loc)
+
+
+def _check_fit(detector: bool | None, arch: str, task: str, section: tuple, loc: Locator) -> list[Problem]:
+    """A detector for `task: detection`, and only there."""
+    if detector is None or detector == (task == "detection"):
+        return []
+    if detector:
+        return [loc.at((*section, "arch"), f"'{arch}' is a detector; it needs `data.task: detection` (got '{task}')")]
+    return [loc.at((*section, "arch"), f"'{arch}' is not a detector, and `data.task` is 'detection'; detectors: "
+                   "frcnn, detr, deformable-detr, torchvision:fasterrcnn_* / retinanet_* / fcos_*, hf: DETR folders")]  # fmt: skip
 
 
 def _check_data(recipe: Recipe, loc: Locator) -> list[Problem]:
