@@ -93,6 +93,9 @@ def builder_options(name: str) -> list[str]:
     return [p for p in params if p not in ("in_channels", "num_classes", "image_size")]
 
 
+DETECTOR_FAMILIES = ("fasterrcnn_", "retinanet_", "fcos_")  # torchvision detectors compress wraps
+
+
 class Torchvision(ModelSource):
     package, install = "torchvision", "torchvision"
 
@@ -104,9 +107,6 @@ class Torchvision(ModelSource):
             return [(("arch",), f"torchvision:{name} is not supported; detectors: "
                      f"{', '.join(f + '*' for f in DETECTOR_FAMILIES)}")]  # fmt: skip
         return super().check(name, options, base_dir)
-
-
-DETECTOR_FAMILIES = ("fasterrcnn_", "retinanet_", "fcos_")  # torchvision detectors compress wraps
 
     def build(self, name: str, options: dict[str, Any], shape: InputShape) -> nn.Module:
         import torchvision
