@@ -129,3 +129,47 @@ def test_pruning_scope_shrinks_backbone_and_box_head_but_not_the_pyramid_or_outp
     assert inner.roi_heads.box_predictor.cls_score.out_features == 4  # 3 classes and background
     with torch.no_grad():
         assert model(x).shape == (1, 100, 6)
+
+
+RECIPE = """\
+name: coco-frcnn
+seed: 0
+model:
+  arch: frcnn
+  options: {widths: [8, 16, 32, 48], channels: 32, head: 64}
+data: {source: coco, task: detection, path: coco, image_size: 64, channels: 3}
+stages:
+  - {type: train, epochs: 2, batch_size: 4, lr: 0.002}
+  - {type: export}
+  - {type: quantize, calibration: {samples: 8}}
+targets: [tiny-ort]
+"""
+TARGET = """\
+name: tiny-ort
+runtime: onnxruntime
+threads: 1
+batch_sizes: [1]
+protocol: {warmup: 1, min_iterations: 5, min_seconds: 0.05, rounds: 1, ci_target: 0}
+"""
+
+
+@pytest.mark.slow
+def test_a_detector_trains_on_a_coco_folder_and_is_scored_by_map_through_onnxruntime(tmp_path):
+    import compress
+    from tests.test_detection_data import write_coco
+
+    write_coco(tmp_path / "coco", count=30)
+    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    (tmp_path / "tiny-ort.yaml").write_text(TARGET)
+    report = compress.run(tmp_path / "recipe.yaml", tmp_path / "out", log=None)
+    fp32, int8 = (report.variant(n) for n in ("fp32", "int8"))
+    for variant in (fp32, int8):
+        accuracy = variant.accuracy
+        assert accuracy.metric == "mAP" and accuracy.runtime == "onnxruntime" and accuracy.samples == 6
+        assert set(accuracy.details) == {"mAP@.5", "mAP@.75"} and 0 <= accuracy.value <= accuracy.details["mAP@.5"]
+        (latency,) = variant.latency
+        assert {"backbone", "neck", "heads", "postprocess"} <= set(latency.parts)
+        assert sum(latency.parts.values()) == pytest.approx(latency.p50_ms, rel=1e-3)
+    assert int8.details["float_ops"] == {"NonMaxSuppression": 2, "RoiAlign": 2, "TopK": 2}
+    page = (tmp_path / "out" / "report.md").read_text()
+    assert "mAP@.5" in page and "Where the time goes" in page
