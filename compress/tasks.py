@@ -20,7 +20,6 @@ class Task:
     output_names: ClassVar[tuple[str, ...]]
     metric: ClassVar[str]  # reported with every variant, in points (percent)
     labels_from_model: ClassVar[bool] = False  # labels are the source model's own outputs
-    stratify: ClassVar[bool] = True  # splits keep each class's share (labels are one class per example)
     logit_distillation: ClassVar[bool] = True  # distillation can match the teacher's outputs
     requires: ClassVar[dict[str, str]] = {}  # import name -> what to pip install
 

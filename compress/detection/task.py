@@ -16,7 +16,6 @@ PARITY_IOU = 0.9
 class Detection(Task):
     name, metric = "detection", "mAP"
     input_names, output_names = ("input",), ("detections",)
-    stratify: ClassVar[bool] = False
     logit_distillation: ClassVar[bool] = False  # detectors distil features (Detector.distill_features)
     predict_batch: ClassVar[int] = 16
     requires: ClassVar[dict[str, str]] = {"pycocotools": "'compress-edge[detection]'",
