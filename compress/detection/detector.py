@@ -5,7 +5,7 @@ A detector takes normalised images (B, 3, S, S) and returns a fixed-size detecti
 (B, K, 6): rows (x1, y1, x2, y2, score, class) with corners in pixels of the S x S input and
 classes 0..C-1; unused rows have score 0 and class -1. A fixed size keeps a batch axis on every
 output, so runtimes, the measuring program and scoring handle detectors like any other model;
-score thresholds stay outside the graph (compress.detection.boxes), applied identically to
+score thresholds stay outside the graph (compress.detection.metric.kept), applied identically to
 PyTorch and runtime outputs.
 """
 
