@@ -171,5 +171,6 @@ def test_a_detector_trains_on_a_coco_folder_and_is_scored_by_map_through_onnxrun
         assert {"backbone", "neck", "heads", "postprocess"} <= set(latency.parts)
         assert sum(latency.parts.values()) == pytest.approx(latency.p50_ms, rel=1e-3)
     assert int8.details["float_ops"] == {"NonMaxSuppression": 2, "RoiAlign": 2, "TopK": 2}
+    assert "float_ops" not in fp32.details  # a float model lists no ops "kept in float"
     page = (tmp_path / "out" / "report.md").read_text()
     assert "mAP@.5" in page and "Where the time goes" in page

@@ -185,7 +185,7 @@ def to_markdown(report: Report) -> str:
         if rows:
             lines += ["### Where the time goes", "", PARTS_NOTE, ""] + _md_table(header, rows) + [""]
         for other in target.batch_sizes:
-            if other != batch:
+            if other != batch and any(v.latency_at(target.name, other) for v in report.variants):
                 lines += (
                     [f"### Batch size {other}", ""] + _md_table(BATCH_COLUMNS, batch_rows(report, target, other)) + [""]
                 )

@@ -66,7 +66,7 @@ def detector_meta(model) -> dict:
     latency to parts and which ops INT8 leaves in float."""
     if not getattr(model, "is_detector", False):
         return {}
-    return {"parts": model.parts, "float_ops": list(model.float_ops)}
+    return {"parts": model.parts, "keep_float": list(model.float_ops)}
 
 
 def count_macs(model, example: tuple) -> int | None:

@@ -13,7 +13,7 @@ CALIBRATION_BATCH = 32
 
 def inherited(artifact: Artifact) -> dict:
     """Metadata a quantized model keeps from its float parent (params, MACs, pruning, ...)."""
-    drop = ("precision", "export_max_abs_diff", "history", "format")
+    drop = ("precision", "export_max_abs_diff", "history", "format", "keep_float")
     return {k: v for k, v in artifact.meta.items() if k not in drop}
 
 
@@ -38,7 +38,7 @@ WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
 
 def kept_float(artifact: Artifact) -> list[str] | None:
     """The op types a model's graph must keep in float (a detector's NMS, RoIAlign, ...), or None."""
-    return artifact.meta.get("float_ops")
+    return artifact.meta.get("keep_float")
 
 
 def calibration_step(artifact: Artifact) -> int:
