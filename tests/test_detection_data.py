@@ -299,7 +299,7 @@ def test_the_pipeline_caches_splits_as_a_folder_of_memory_mapped_arrays(tmp_path
 
     recipe = write("r.yaml", """\
         name: r
-        model: {arch: resnet}
+        model: {arch: frcnn}
         data: {source: shapes, task: detection, channels: 3, image_size: 64, samples: 40}
         stages: [{type: train, epochs: 1}, {type: export}]
         """)  # fmt: skip
