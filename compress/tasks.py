@@ -81,9 +81,10 @@ class Task:
     def score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
         raise NotImplementedError
 
-    def details(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        """Further figures reported beside the metric (e.g. mAP at one IoU), in points."""
-        return {}
+    def evaluate(self, outputs: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, float]]:
+        """(the metric, further figures reported beside it such as mAP at one IoU), in points, from
+        one evaluation."""
+        return self.score(outputs, labels), {}
 
     def parity(self, expected: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> tuple[bool, float, str]:
         """(exported outputs agree with PyTorch's, max |diff|, what was compared) for the export check."""

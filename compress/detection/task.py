@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from compress.detection import DETECTOR_MODELS
 from compress.tasks import Task
 
 PARITY_SCORE = 0.05  # detections compared by the export check: those a deployment would show
@@ -23,10 +24,7 @@ class Detection(Task):
 
     def model_problem(self, model) -> str | None:
         if not getattr(model, "is_detector", False):
-            return (
-                "it is not a detector; detection models: frcnn, detr, deformable-detr, "
-                "torchvision:fasterrcnn_* / retinanet_* / fcos_*, or hf: folders of DETR models"
-            )
+            return f"it is not a detector; detection models: {DETECTOR_MODELS}"
         return None
 
     def train_outputs(self, model, inputs: tuple, labels):
@@ -42,15 +40,13 @@ class Detection(Task):
         return super().predict(model, x, min(batch_size, self.predict_batch))
 
     def score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
-        from compress.detection.metric import coco_map
+        return self.evaluate(outputs, labels)[0]
 
-        return coco_map(outputs, labels)["map"]
-
-    def details(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    def evaluate(self, outputs: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, float]]:
         from compress.detection.metric import coco_map
 
         scores = coco_map(outputs, labels)
-        return {"mAP@.5": scores["map50"], "mAP@.75": scores["map75"]}
+        return scores["map"], {"mAP@.5": scores["map50"], "mAP@.75": scores["map75"]}
 
     def parity(self, expected: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> tuple[bool, float, str]:
         """Exported detections match when every confident PyTorch detection has a runtime detection

@@ -156,8 +156,9 @@ def score(outputs: np.ndarray, labels: np.ndarray, task: Task, target: TargetSpe
     if not np.isfinite(outputs).all():
         raise StageError(f"{target.runtime} produced NaN or infinite outputs for this model",
                          hint="the quantization scheme does not suit this runtime; try another backend or method")  # fmt: skip
-    details = {k: round(v, 4) for k, v in task.details(outputs, labels).items()} or None
-    return Accuracy(metric=task.metric, value=round(task.score(outputs, labels), 4), split="test",
+    value, further = task.evaluate(outputs, labels)
+    details = {k: round(v, 4) for k, v in further.items()} or None
+    return Accuracy(metric=task.metric, value=round(value, 4), split="test",
                     runtime=target.runtime, target=target.name, samples=len(labels), details=details)  # fmt: skip
 
 
