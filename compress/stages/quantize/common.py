@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,17 @@ def count_quantized_ops(path: Path) -> int:
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     skip = ("QuantizeLinear", "DequantizeLinear")
     return sum(1 for n in graph.node if n.op_type not in skip and any(i in dequantized for i in n.input))
+
+
+@contextlib.contextmanager
+def logger_level(logger: logging.Logger, level: int):
+    """Set `logger` to `level` for a block: the quantizers log at INFO/WARNING per node or weight."""
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def calibration_batches(data: np.ndarray, step: int = CALIBRATION_BATCH) -> list[np.ndarray]:

@@ -35,6 +35,7 @@ from compress.stages.quantize.common import (
     float_op_counts,
     inherited,
     kept_float,
+    logger_level,
 )
 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
@@ -86,7 +87,7 @@ def run_dynamic(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Ar
     out = ctx.workdir / "model.onnx"
     weight = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[cfg.weights]
     try:
-        with quiet_root_logger():
+        with logger_level(logging.getLogger(), logging.ERROR):
             quantize_dynamic(source, out, weight_type=weight, per_channel=cfg.per_channel,
                              reduce_range=bool(cfg.reduce_range), nodes_to_exclude=excluded)  # fmt: skip
     except Exception as exc:  # the quantizer raises bare exceptions; keep the first line for the user
@@ -135,7 +136,9 @@ def quantize_ort(cfg, source: Path, out: Path, calibration: np.ndarray, excluded
     if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
         extra["calibration_cache_path"] = ctx.workdir / "calibration.json"  # calibrate once, requantize fast
     try:
-        with quiet_root_logger():  # the quantizer logs a warning per 1-D weight through the root logger
+        with logger_level(
+            logging.getLogger(), logging.ERROR
+        ):  # the quantizer logs a warning per 1-D weight through the root logger
             quantize_static(
                 source, out, _reader(ctx.task, calibration, step),
             quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel, reduce_range=reduce_range,
@@ -156,17 +159,6 @@ def working_directory(folder: Path):
         yield
     finally:
         os.chdir(previous)
-
-
-@contextlib.contextmanager
-def quiet_root_logger():
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def preprocess(path: Path, ctx: StageContext) -> Path:

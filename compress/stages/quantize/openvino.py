@@ -7,7 +7,6 @@ floating point until the validation metric is within budget.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import numpy as np
@@ -18,7 +17,7 @@ from compress.report.details import Calibration, Quantization
 from compress.selection import matches
 from compress.stages import StageContext
 from compress.stages.quantize import QuantizeStage
-from compress.stages.quantize.common import float_op_counts, inherited, kept_float
+from compress.stages.quantize.common import float_op_counts, inherited, kept_float, logger_level
 
 WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
 
@@ -34,7 +33,8 @@ def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> A
     if kept_float(artifact):
         options["ignored_scope"] = weighted_only(model, options.get("ignored_scope"))
     try:
-        with quiet_nncf():
+        # NNCF logs every node it leaves alone at INFO to stdout; keep warnings only.
+        with logger_level(logging.getLogger("nncf"), logging.WARNING):
             quantized = run_nncf(cfg, model, dataset, options, ctx)
     except (RuntimeError, ValueError) as exc:  # NNCF's own errors derive from these
         raise nncf_error(exc, model, cfg) from None
@@ -86,19 +86,6 @@ def run_nncf(cfg: QuantizeStage, model, dataset, options: dict, ctx: StageContex
         **{k: v for k, v in options.items() if k != "advanced_parameters"},
         advanced_quantization_parameters=options.get("advanced_parameters"),
     )  # fmt: skip
-
-
-@contextlib.contextmanager
-def quiet_nncf():
-    """NNCF logs every node it leaves alone at INFO to stdout; keep warnings only."""
-    from nncf.common.logging import nncf_logger
-
-    level = nncf_logger.level
-    nncf_logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        nncf_logger.setLevel(level)
 
 
 def nncf_error(exc: Exception, model, cfg: QuantizeStage) -> StageError:
