@@ -174,3 +174,22 @@ def test_a_detector_trains_on_a_coco_folder_and_is_scored_by_map_through_onnxrun
     assert "float_ops" not in fp32.details  # a float model lists no ops "kept in float"
     page = (tmp_path / "out" / "report.md").read_text()
     assert "mAP@.5" in page and "Where the time goes" in page
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "says"),
+    [("{arch: frcnn}", "{source: digits}", "is a detector; it needs `data.task: detection`"),
+     ("{arch: resnet}", "{source: shapes, task: detection, channels: 3, image_size: 64}", "is not a detector"),
+     ("{arch: 'torchvision:maskrcnn_resnet50_fpn'}", "{source: shapes, task: detection, channels: 3, image_size: 64}",
+      "is not supported")],
+)  # fmt: skip
+def test_validation_locates_a_model_that_does_not_fit_the_task(tmp_path, model, data, says):
+    import compress
+    from compress.errors import RecipeError
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nmodel: {model}\ndata: {data}\nstages: [{{type: train}}, {{type: export}}]\n")
+    with pytest.raises(RecipeError) as caught:
+        compress.load_recipe(recipe)
+    (problem,) = caught.value.problems
+    assert problem.path == "model.arch" and problem.line == 2 and says in problem.message

@@ -129,8 +129,10 @@ def _check_fit(detector: bool | None, arch: str, task: str, section: tuple, loc:
         return []
     if detector:
         return [loc.at((*section, "arch"), f"'{arch}' is a detector; it needs `data.task: detection` (got '{task}')")]
-    return [loc.at((*section, "arch"), f"'{arch}' is not a detector, and `data.task` is 'detection'; detectors: "
-                   "frcnn, detr, deformable-detr, torchvision:fasterrcnn_* / retinanet_* / fcos_*, hf: DETR folders")]  # fmt: skip
+    from compress.detection import DETECTOR_MODELS
+
+    return [loc.at((*section, "arch"), f"'{arch}' is not a detector, and `data.task` is 'detection'; "
+                   f"detectors: {DETECTOR_MODELS}")]  # fmt: skip
 
 
 def _check_data(recipe: Recipe, loc: Locator) -> list[Problem]:
