@@ -80,8 +80,11 @@ def test_frcnn_export_has_no_branches_and_matches_onnxruntime(frcnn, tmp_path):
     import onnxruntime as ort
 
     path = export(frcnn, tmp_path / "m.onnx")
-    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    nodes = onnx.load(str(path)).graph.node
+    ops = [n.op_type for n in nodes]
     assert "If" not in ops and ops.count("NonMaxSuppression") == 2
+    pooling = [n.op_type for n in nodes if "/box_roi_pool/" in n.name]
+    assert "RoiAlign" in pooling and not [op for op in pooling if op.startswith("Scatter")], "levels merge by gathering"
     session = ort.InferenceSession(str(path))
     x = torch.randn(3, 1, 3, 96, 96)
     for image in x:
@@ -90,6 +93,19 @@ def test_frcnn_export_has_no_branches_and_matches_onnxruntime(frcnn, tmp_path):
         got = session.run(None, {"input": image.numpy()})[0]
         assert got.shape == (1, 100, 6)
         assert np.allclose(got, expected, atol=1e-4)
+
+
+def test_gathered_level_merge_puts_every_roi_back_in_its_place():
+    from torchvision.ops import poolers
+
+    from compress.detection.frcnn import gathered_levels
+
+    levels = torch.tensor([2, 0, 1, 0, 2, 2, 1, 0])
+    results = [torch.randn(int((levels == level).sum()), 4, 7, 7) for level in range(3)]
+    expected = poolers._onnx_merge_levels(levels, results)
+    with gathered_levels():
+        assert torch.equal(poolers._onnx_merge_levels(levels, results), expected)
+    assert torch.equal(poolers._onnx_merge_levels(levels, results), expected)
 
 
 def test_nncf_quantizes_the_branch_free_export_and_names_the_remedy_for_branches(frcnn, tmp_path):
@@ -111,7 +127,7 @@ def test_nncf_quantizes_the_branch_free_export_and_names_the_remedy_for_branches
     assert isinstance(error, StageError) and "If nodes" in error.message and "onnxruntime" in error.hint
 
 
-def test_pruning_scope_shrinks_backbone_and_box_head_but_not_the_pyramid_or_outputs(frcnn):
+def test_pruning_scope_shrinks_backbone_pyramid_and_heads_together_but_not_outputs(frcnn):
     import copy
 
     import torch_pruning as tp
@@ -125,8 +141,14 @@ def test_pruning_scope_shrinks_backbone_and_box_head_but_not_the_pyramid_or_outp
     inner = model.model
     assert inner.backbone.body.layer3[1][0].out_channels < 48
     assert inner.roi_heads.box_head.fc6.out_features < 256
-    assert all(m.out_channels == 32 for m in inner.backbone.fpn.layer_blocks.modules() if hasattr(m, "out_channels"))
+    # RoIAlign's cost (a fixed part of every detection) scales with the pyramid's width: it must
+    # shrink, the same on every level, with the layers that read it.
+    widths = {m.out_channels for m in inner.backbone.fpn.layer_blocks.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert len(widths) == 1 and (width := widths.pop()) < 32
+    assert inner.rpn.head.conv[0][0].in_channels == width
+    assert inner.roi_heads.box_head.fc6.in_features == width * 7 * 7
     assert inner.roi_heads.box_predictor.cls_score.out_features == 4  # 3 classes and background
+    assert inner.rpn.head.cls_logits.out_channels == 6  # a score for each of 2 sizes x 3 aspect ratios
     with torch.no_grad():
         assert model(x).shape == (1, 100, 6)
 

@@ -12,6 +12,7 @@ import contextlib
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from compress.detection.detector import Detector, PruningScope, pad_detections
@@ -54,7 +55,10 @@ class TorchvisionDetector(Detector):
             model.rpn.score_thresh = 0.0
 
     def export_context(self):
-        return traceable_nms(self.model.transform.max_size)
+        stack = contextlib.ExitStack()
+        stack.enter_context(traceable_nms(self.model.transform.max_size))
+        stack.enter_context(gathered_levels())
+        return stack
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         found = self.model(list(images.unbind(0)))
@@ -67,13 +71,10 @@ class TorchvisionDetector(Detector):
 
     def pruning_scope(self, images: torch.Tensor) -> PruningScope:
         prunable = PrunableParts(self.model)
-        fpn = getattr(self.model.backbone, "fpn", None)
-        # The pyramid's output width is what every head reads: its layers keep their outputs while
-        # their inputs shrink with the backbone; the heads' hidden widths shrink, their outputs
-        # (scores, box offsets per anchor and class) stay.
-        ignored = [m for m in fpn.modules() if isinstance(m, nn.Conv2d)] if fpn is not None else []
-        ignored += [m for m in prunable.outputs() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        return PruningScope(prunable, prunable.example(images), ignored)
+        # The heads' outputs (scores, box offsets per anchor and class) keep their width; everything
+        # before them shrinks, the pyramid too: RoIAlign, a fixed cost of every image, scales with it.
+        ignored = [m for m in prunable.outputs() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        return PruningScope(prunable, (images,), ignored)
 
     def distill_features(self) -> list[str]:
         fpn = getattr(self.model.backbone, "fpn", None)
@@ -101,6 +102,31 @@ def traceable_nms(image_size: int):
         box_ops.batched_nms = original
 
 
+@contextlib.contextmanager
+def gathered_levels():
+    """torchvision's exported multi-level RoIAlign merges the levels' results with a ScatterElements
+    over every pooled value (RoIs x channels x 7 x 7), which in ONNX Runtime costs about as much as
+    RoIAlign itself; concatenating the levels and gathering whole RoIs back into order is the
+    same result for a copy per RoI."""
+    from torchvision.ops import poolers
+
+    def merge(levels: torch.Tensor, results: list[torch.Tensor]) -> torch.Tensor:
+        # Each RoI's row in the concatenation: the RoIs of lower levels, then its rank on its own
+        # level (a running count, so no sort: an argsort would add a TopK to the graph).
+        row, start = torch.zeros_like(levels), torch.zeros((), dtype=levels.dtype)
+        for level in range(len(results)):
+            here = (levels == level).to(levels.dtype)
+            row = row + here * (start + torch.cumsum(here, 0) - 1)
+            start = start + here.sum()
+        return torch.cat(results)[row]
+
+    original, poolers._onnx_merge_levels = poolers._onnx_merge_levels, merge
+    try:
+        yield
+    finally:
+        poolers._onnx_merge_levels = original
+
+
 class PrunableParts(nn.Module):
     """The detector's layers that pruning may shrink, as one module torch-pruning traces: the
     backbone with its pyramid, the RPN head and the RoI box head with its predictor (the box head's
@@ -122,17 +148,15 @@ class PrunableParts(nn.Module):
         heads = [h for h in (self.rpn_head, self.box_predictor) if h is not None]
         return [m for h in heads for m in h.modules() if not list(m.children()) and _feeds_output(h, m)]
 
-    def example(self, images: torch.Tensor) -> tuple:
-        if self.box_head is None:
-            return (images,)
-        return images, torch.randn(2, self.backbone.out_channels, *self.pool_size)
-
-    def forward(self, images: torch.Tensor, pooled: torch.Tensor | None = None):
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         features = list(self.backbone(images).values())
         out = list(features)
         if self.rpn_head is not None:
             out += _tensors(self.rpn_head(features))
-        if self.box_head is not None and pooled is not None:
+        if self.box_head is not None:
+            # The box head reads RoIAlign's pooling of whichever level an RoI maps to: pooling every
+            # level into its input ties the pyramid's channels to its first layer, on all levels alike.
+            pooled = sum(F.adaptive_avg_pool2d(f, self.pool_size) for f in features)
             out += list(self.box_predictor(self.box_head(pooled)))
         return out
 
