@@ -210,7 +210,7 @@ class Pipeline:
 
         torch.manual_seed(self.recipe.seed)  # the same seed gives the same initial weights
         shape = splits.input_shape
-        model = build_model(spec, self.recipe.base_dir, shape[0], splits.num_classes, shape[-1])
+        model = build_model(spec, self.recipe.base_dir, shape[0], splits.num_classes, shape[-1], self.log)
         arch = spec.arch or spec.python
         problem = self.task.model_problem(model)
         if problem:
@@ -223,10 +223,11 @@ class Pipeline:
 
     def model_files(self, spec) -> list[Path]:
         """What building a model reads: its Python file, checkpoint and its source's files."""
-        from compress.models import model_source
+        from compress.models import model_source, weights_inputs
 
         files = [self.recipe.resolve_path(spec.python.rpartition(":")[0])] if spec.python else []
         files += [self.recipe.resolve_path(spec.checkpoint)] if spec.checkpoint else []
+        files += weights_inputs(spec, self.recipe.base_dir)
         if spec.arch:
             source, name = model_source(spec.arch)
             files += source.inputs(name, self.recipe.base_dir) if source else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,16 +31,40 @@ def model_source(arch: str) -> tuple[ModelSource | None, str]:
     return (registry.resolve("models", "zoo")(), arch) if not sep else (None, arch)
 
 
-def build_model(spec: ModelSpec, base_dir: Path, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """Create the model described by `spec` and load its checkpoint, if any."""
+def build_model(spec: ModelSpec, base_dir: Path, in_channels: int, num_classes: int, image_size: int,
+                log: Callable[[str], None] = print) -> nn.Module:  # fmt: skip
+    """Create the model described by `spec`, then load its weights and its checkpoint, if any."""
     if spec.python:
         model = _from_python(spec, base_dir)
     else:
         source, name = model_source(spec.arch)
         model = source.build(name, spec.options, InputShape(in_channels, num_classes, image_size, base_dir))
+    if spec.weights:
+        from compress.models.weights import load_weights
+
+        load_weights(model, weights_file(spec, base_dir), log)
     if spec.checkpoint:
         load_checkpoint(model, base_dir / Path(spec.checkpoint).expanduser())
     return model
+
+
+def weights_file(spec: ModelSpec, base_dir: Path) -> Path:
+    """The local file of `spec.weights` (downloaded first only with allow_download); UsageError if missing."""
+    from compress.models.weights import weights_path
+
+    prefix = spec.arch.partition(":")[0] if spec.arch and ":" in spec.arch else ""
+    name = spec.arch.partition(":")[2] if prefix else (spec.arch or "")
+    return weights_path(prefix, name, spec.weights, base_dir, spec.allow_download)
+
+
+def weights_inputs(spec: ModelSpec, base_dir: Path) -> list[Path]:
+    """The weights file building reads, for the cache key; none when it is missing (building says so)."""
+    if not spec.weights:
+        return []
+    try:
+        return [weights_file(spec.model_copy(update={"allow_download": False}), base_dir)]
+    except UsageError:
+        return []
 
 
 def _from_python(spec: ModelSpec, base_dir: Path) -> nn.Module:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -191,6 +192,27 @@ def resolve_hf_path(ref: str, base_dir: Path) -> Path:
                 return Path(location) / "model"
     from compress.errors import StageError
 
+    if REPO_ID.fullmatch(ref):
+        return hf_cached_repo(ref, path)
     raise StageError(f"no Hugging Face model folder at {path} and no installed model package '{ref}'",
                      hint="point hf: at a folder with config.json and tokenizer files, e.g. one saved by "
                      "save_pretrained(), or at an installed package that ships one in <package>/model/")  # fmt: skip
+
+
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name, as the Hugging Face hub spells it
+
+
+def hf_cached_repo(repo: str, folder_tried: Path) -> Path:
+    """The cached snapshot of hub repository `repo` (refs/main, else any snapshot with config.json),
+    read offline as HF_HUB_OFFLINE / local_files_only would; a StageError names the folder looked in."""
+    from compress.errors import StageError
+    from compress.models.weights import hf_cache_dir, hf_cached_file
+
+    found = hf_cached_file(repo, ("config.json",))
+    if found is not None:
+        return found.parent
+    folder = hf_cache_dir() / f"models--{repo.replace('/', '--')}"
+    raise StageError(f"Hugging Face model {repo} is not in the local cache: no {folder}/snapshots/<revision>/"
+                     f"config.json (and no model folder at {folder_tried})",
+                     hint=f"download it once (huggingface-cli download {repo}), set HF_HUB_CACHE or HF_HOME to "
+                     "the cache that holds it, or point hf: at a folder")  # fmt: skip

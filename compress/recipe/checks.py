@@ -106,7 +106,24 @@ def _check_model(recipe: Recipe, spec: ModelSpec, section: tuple, loc: Locator) 
     if spec.checkpoint and not recipe.resolve_path(spec.checkpoint).is_file():
         msg = f"checkpoint not found: {recipe.resolve_path(spec.checkpoint)}"
         problems.append(loc.at((*section, "checkpoint"), msg))
+    if spec.weights and not problems:
+        problems += _check_weights(recipe, spec, section, loc)
     return problems
+
+
+def _check_weights(recipe: Recipe, spec: ModelSpec, section: tuple, loc: Locator) -> list[Problem]:
+    """The weights file, or the published name and its file in the local cache (never downloading)."""
+    from compress.errors import UsageError
+    from compress.models import weights_file
+    from compress.models.weights import MissingWeights
+
+    try:
+        weights_file(spec.model_copy(update={"allow_download": False}), recipe.base_dir)
+    except MissingWeights as exc:
+        return [] if spec.allow_download else [loc.at((*section, "weights"), f"{exc.message}; {exc.hint}")]
+    except UsageError as exc:
+        return [loc.at((*section, "weights"), f"{exc.message}; {exc.hint}")]
+    return []
 
 
 def _check_arch(spec: ModelSpec, section: tuple, loc: Locator, base_dir: Path, task: str) -> list[Problem]:

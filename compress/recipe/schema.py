@@ -29,6 +29,12 @@ class ModelSpec(Strict):
     python: str | None = Field(None, description="path/to/file.py:function returning an nn.Module; runs that code")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the builder")
     checkpoint: str | None = Field(None, description="state_dict file loaded with weights_only=True")
+    weights: str | None = Field(
+        None,
+        description="torchvision:/timm: pretrained weights: a file (state_dict or .safetensors) or a published "
+        "name (torchvision IMAGENET1K_V1 / DEFAULT, timm tag) read from the local cache",
+    )
+    allow_download: bool = Field(False, description="let published weights: download when not in the local cache")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
