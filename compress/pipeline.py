@@ -18,6 +18,7 @@ from pathlib import Path
 
 from compress.artifact import DEPLOYABLE, Artifact, Kind, save_torch
 from compress.data import Splits, data_inputs, data_source, load_data
+from compress.data.preprocess import mean_std, preprocessing
 from compress.errors import UsageError, check_output_folder, writing
 from compress.failures import stage_failure
 from compress.fingerprint import Fingerprints, code_fingerprint
@@ -210,7 +211,8 @@ class Pipeline:
 
         torch.manual_seed(self.recipe.seed)  # the same seed gives the same initial weights
         shape = splits.input_shape
-        model = build_model(spec, self.recipe.base_dir, shape[0], splits.num_classes, shape[-1], self.log)
+        model = build_model(spec, self.recipe.base_dir, shape[0], splits.num_classes, shape[-1], self.log,
+                            mean_std(self.recipe.data))  # fmt: skip
         arch = spec.arch or spec.python
         problem = self.task.model_problem(model)
         if problem:
@@ -266,6 +268,7 @@ class Pipeline:
             pareto_batch_size=self.recipe.report.pareto_batch_size, targets=target_infos, variants=variants,
             gates=self.recipe.gates.model_dump(exclude_defaults=True) if self.recipe.gates else None,
             cache={"reused": self.reused, "computed": self.computed},
+            preprocessing=preprocessing(self.recipe.data, data_source(self.recipe.data.source).text),
         )  # fmt: skip
         report.failures = failures
         first = {f.point: f for f in reversed(failures) if f.point}  # one entry per failed sweep point

@@ -164,3 +164,85 @@ def test_cli_missing_weights_file(caches):
     result = cli("validate", str(caches / "r.yaml"))
     assert result.returncode == ExitCode.BAD_INPUT and "Traceback" not in result.stderr
     assert f"weights file not found: {caches / 'nothing' / 'here.pt'}" in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- the model's own preprocessing
+
+
+def test_default_normalisation_is_unchanged_and_presets_are_per_channel():
+    import numpy as np
+
+    from compress.data import to_nchw
+    from compress.recipe.schema import DataSpec
+
+    pixels = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    np.testing.assert_array_equal(to_nchw(pixels, DataSpec(image_size=8, channels=3)), (pixels - 0.5) / 0.5)
+    got = to_nchw(pixels, DataSpec(image_size=8, channels=3, normalize="imagenet"))
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(got, (pixels - mean[:, None, None]) / std[:, None, None], atol=1e-6)
+    custom = DataSpec(image_size=8, channels=1, normalize={"mean": [0.2], "std": [0.4]})
+    np.testing.assert_allclose(to_nchw(pixels[:, :1], custom), (pixels[:, :1] - 0.2) / 0.4, atol=1e-6)
+
+
+def test_resize_then_centre_crop_keeps_the_middle(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from compress.data.imagefolder import load
+    from compress.recipe.schema import DataSpec
+
+    spec = DataSpec(image_size=8, resize=16, channels=3, normalize="none")
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(10):  # 40 x 20, a white column band in the middle 10 of 40 columns
+            image = np.zeros((20, 40, 3), np.uint8)
+            image[:, 15:25] = 255
+            Image.fromarray(image).save(tmp_path / name / f"{i}.png")
+    splits = load(spec, tmp_path, 0)
+    x = splits.x_train[0]
+    assert x.shape == (3, 8, 8)  # 40 x 20 -> 32 x 16 (shorter side 16) -> centre 8 x 8 within the band
+    assert x.min() > 0.95
+    with pytest.raises(ValueError, match="at least image_size"):
+        DataSpec(image_size=32, resize=16)
+
+
+def test_detector_sees_imagenet_statistics_whatever_the_data_normalisation():
+    from torch import nn
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    from compress.detection.frcnn import IMAGENET_MEAN, IMAGENET_STD, TorchvisionDetector
+
+    pixels = torch.rand(3, 8, 8)
+    want = (pixels - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    for mean, std in (([0.5] * 3, [0.5] * 3), ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), ([0.0], [1.0])):
+        model = nn.Module()
+        model.transform = GeneralizedRCNNTransform(8, 8, [0.0] * 3, [1.0] * 3)
+        t = TorchvisionDetector(model, 8, data_norm=(mean, std)).model.transform
+        x = (pixels - torch.tensor(mean * (3 // len(mean)))[:, None, None]) / torch.tensor(std * (3 // len(std)))[
+            :, None, None
+        ]
+        torch.testing.assert_close(t.normalize(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_run_with_pretrained_weights_records_the_preprocessing(tmp_path):
+    """End to end: the weights reach the exported model, and report.json says how to feed it."""
+    import json
+
+    import torchvision
+
+    from tests.conftest import TINY_TARGET
+
+    torch.manual_seed(5)
+    torch.save(torchvision.models.resnet18(num_classes=1000).state_dict(), tmp_path / "r18.pt")
+    (tmp_path / "tiny-ort.yaml").write_text(TINY_TARGET)
+    (tmp_path / "r.yaml").write_text(
+        "name: pre\nmodel: {arch: 'torchvision:resnet18', weights: r18.pt}\n"
+        "data: {source: digits, image_size: 16, resize: 20, channels: 3, normalize: imagenet}\n"
+        "stages: [{type: export}]\ntargets: [tiny-ort]\n"
+    )
+    result = cli("run", str(tmp_path / "r.yaml"), "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "re-initialised for 10 classes" in result.stdout + result.stderr
+    pre = json.loads((tmp_path / "out" / "report.json").read_text())["preprocessing"]
+    assert pre["resize"] == 20 and pre["crop"] == 16 and pre["channels"] == "RGB" and pre["layout"] == "NCHW"
+    assert pre["mean"] == [0.485, 0.456, 0.406] and pre["std"] == [0.229, 0.224, 0.225]

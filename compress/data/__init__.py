@@ -210,16 +210,16 @@ def split_error(y: np.ndarray, spec: DataSpec, stratify: bool, class_names: list
 
 
 def to_nchw(images: np.ndarray, spec: DataSpec) -> np.ndarray:
-    """Resize a float batch (N,H,W) or (N,C,H,W) in [0, 1] to the spec's size and channels, normalised."""
+    """A float batch (N,H,W) or (N,C,H,W) in [0, 1] at the spec's size (resize and crop) and channels,
+    normalised with data.normalize (compress.data.preprocess); the same transform at deployment."""
     import torch
-    import torch.nn.functional as F
+
+    from compress.data.preprocess import normalised, resized
 
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     if x.ndim == 3:
         x = x[:, None]
-    if x.shape[-1] != spec.image_size or x.shape[-2] != spec.image_size:
-        x = F.interpolate(x, size=(spec.image_size, spec.image_size), mode="bilinear", align_corners=False)
+    x = resized(x, spec)
     if x.shape[1] != spec.channels:
         x = x.mean(1, keepdim=True) if spec.channels == 1 else x.expand(-1, spec.channels, -1, -1)
-    x = (x - 0.5) / 0.5  # centre [0, 1] pixels on zero; the same transform at deployment
-    return x.contiguous().numpy().astype(np.float32)
+    return normalised(x, spec).contiguous().numpy().astype(np.float32)

@@ -49,7 +49,7 @@ def _read(root: Path, classes: list[str], spec) -> tuple[np.ndarray, np.ndarray]
                             hint="give train, val and test one folder per class each")  # fmt: skip
         for file in sorted((root / name).iterdir()):
             if file.suffix.lower() in EXTENSIONS:
-                images.append(_image(file, mode, spec.image_size))
+                images.append(_image(file, mode, spec))
                 labels.append(label)
     if not images:
         raise DataError(f"no images found under {root}", hint=f"supported files: {', '.join(sorted(EXTENSIONS))}")
@@ -58,12 +58,16 @@ def _read(root: Path, classes: list[str], spec) -> tuple[np.ndarray, np.ndarray]
     return to_nchw(x, spec), np.asarray(labels, dtype=np.int64)
 
 
-def _image(file: Path, mode: str, size: int) -> np.ndarray:
+def _image(file: Path, mode: str, spec) -> np.ndarray:
+    """One image at the spec's size: stretched to it, or with data.resize resized and centre-cropped."""
     from PIL import Image
+
+    from compress.data.preprocess import crop_box
 
     try:
         with Image.open(file) as img:
-            img = img.convert(mode).resize((size, size), Image.BILINEAR)
+            size, box = crop_box(*img.size, spec)
+            img = img.convert(mode).resize(size, Image.BILINEAR).crop(box)
             return np.asarray(img, dtype=np.float32) / 255.0
     except Exception as exc:  # Pillow raises many types for damaged or unsupported files
         raise DataError(f"{file}: not a readable image: {first_line(exc)}",

@@ -17,8 +17,9 @@ from torch import nn
 
 from compress.detection.detector import Detector, PruningScope, pad_detections
 
-# Compress's images are (p - 0.5) / 0.5 of [0, 1] pixels; torchvision normalises with its own
-# mean and std, so it gets the mean and std that turn our images into ImageNet-normalised ones.
+# Compress's images are (p - mean) / std of [0, 1] pixels (data.normalize; by default 0.5 and 0.5);
+# torchvision normalises with its own mean and std, so it gets the mean and std that turn our
+# images into ImageNet-normalised ones.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -39,13 +40,17 @@ class TorchvisionDetector(Detector):
     ]  # fmt: skip
     float_ops = ("NonMaxSuppression", "RoiAlign", "TopK")
 
-    def __init__(self, model: nn.Module, image_size: int, max_detections: int = 100) -> None:
+    def __init__(self, model: nn.Module, image_size: int, max_detections: int = 100,
+                 data_norm: tuple[list[float], list[float]] = ([0.5] * 3, [0.5] * 3)) -> None:  # fmt: skip
         super().__init__(max_detections)
         self.model = model
         t = model.transform
         t.min_size, t.max_size = (image_size,), image_size  # the data is already at its size
-        t.image_mean = [(m - 0.5) / 0.5 for m in IMAGENET_MEAN]
-        t.image_std = [s / 0.5 for s in IMAGENET_STD]
+        # Inputs are x = (p - dm) / ds; torchvision computes (x - m') / s' and should get (p - m) / s,
+        # so m' = (m - dm) / ds and s' = s / ds (the default data.normalize: dm = ds = 0.5).
+        dm, ds = (_three(v) for v in data_norm)
+        t.image_mean = [(m - a) / b for m, a, b in zip(IMAGENET_MEAN, dm, ds, strict=True)]
+        t.image_std = [s / b for s, b in zip(IMAGENET_STD, ds, strict=True)]
         for holder in (getattr(model, "roi_heads", None), model):
             if holder is not None and hasattr(holder, "detections_per_img"):
                 holder.detections_per_img = max_detections
@@ -234,7 +239,12 @@ def small_frcnn(in_channels: int, num_classes: int, image_size: int, widths: tup
     return TorchvisionDetector(model, image_size, max_detections)
 
 
-def torchvision_detector(name: str, num_classes: int, image_size: int, options: dict) -> Detector:
+def _three(values: list[float]) -> list[float]:
+    return list(values) * 3 if len(values) == 1 else list(values)
+
+
+def torchvision_detector(name: str, num_classes: int, image_size: int, options: dict,
+                         data_norm: tuple[list[float], list[float]] = ([0.5] * 3, [0.5] * 3)) -> Detector:  # fmt: skip
     """A torchvision detection model, random init (no backbone weights are downloaded)."""
     import torchvision
 
@@ -242,7 +252,7 @@ def torchvision_detector(name: str, num_classes: int, image_size: int, options: 
     max_detections = options.pop("max_detections", 100)
     model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=num_classes + 1,
                                          **options)  # fmt: skip
-    return TorchvisionDetector(model, image_size, max_detections)
+    return TorchvisionDetector(model, image_size, max_detections, data_norm)
 
 
 def is_torchvision_detector(name: str) -> bool:

@@ -32,13 +32,15 @@ def model_source(arch: str) -> tuple[ModelSource | None, str]:
 
 
 def build_model(spec: ModelSpec, base_dir: Path, in_channels: int, num_classes: int, image_size: int,
-                log: Callable[[str], None] = print) -> nn.Module:  # fmt: skip
-    """Create the model described by `spec`, then load its weights and its checkpoint, if any."""
+                log: Callable[[str], None] = print, normalize: tuple[list, list] | None = None) -> nn.Module:  # fmt: skip
+    """Create the model described by `spec`, then load its weights and its checkpoint, if any.
+    `normalize` is the data's (mean, std), for models that undo it (torchvision detectors)."""
     if spec.python:
         model = _from_python(spec, base_dir)
     else:
         source, name = model_source(spec.arch)
-        model = source.build(name, spec.options, InputShape(in_channels, num_classes, image_size, base_dir))
+        shape = InputShape(in_channels, num_classes, image_size, base_dir, *(normalize or ()))
+        model = source.build(name, spec.options, shape)
     if spec.weights:
         from compress.models.weights import load_weights
 

@@ -45,15 +45,18 @@ class ModelSource:
 
 
 class InputShape:
-    """What the data fixes about a model: input channels, classes and image size."""
+    """What the data fixes about a model: input channels, classes, image size and normalisation."""
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int, base_dir: Path) -> None:
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, base_dir: Path,
+                 mean: list[float] | None = None, std: list[float] | None = None) -> None:  # fmt: skip
         self.in_channels, self.num_classes, self.image_size, self.base_dir = (
             in_channels,
             num_classes,
             image_size,
             base_dir,
         )
+        # the data's normalisation, (pixel - mean) / std, per channel (compress.data.preprocess)
+        self.mean, self.std = mean or [0.5] * in_channels, std or [0.5] * in_channels
 
 
 class Zoo(ModelSource):
@@ -117,7 +120,7 @@ class Torchvision(ModelSource):
         from compress.errors import StageError
 
         if is_torchvision_detector(name):
-            return torchvision_detector(name, shape.num_classes, shape.image_size, options)
+            return torchvision_detector(name, shape.num_classes, shape.image_size, options, (shape.mean, shape.std))
         try:
             model = torchvision.models.get_model(name, weights=None, num_classes=shape.num_classes, **options)
         except ValueError as exc:

@@ -43,6 +43,18 @@ class ModelSpec(Strict):
         return self
 
 
+class Normalize(Strict):
+    """Per-channel statistics: inputs are (pixel / 255 - mean) / std."""
+
+    mean: list[float] = Field(min_length=1, max_length=3, description="one value, or one per channel")
+    std: list[Annotated[float, Field(gt=0)]] = Field(
+        min_length=1, max_length=3, description="one value, or one per channel"
+    )
+
+
+NORMALIZE_PRESETS = ("default", "imagenet", "clip", "none")
+
+
 class DataSpec(Strict):
     """Where examples come from and how they are split; the task fixes inputs, outputs and metric."""
 
@@ -55,7 +67,13 @@ class DataSpec(Strict):
         default_factory=list, description="embedding: installed packages whose docstrings add training sentences"
     )
     train_sentences: int | None = Field(None, ge=1, description="embedding: at most this many from train_packages")
-    image_size: int = Field(32, ge=4, le=1024)
+    image_size: int = Field(32, ge=4, le=1024, description="model input side; with resize, the centre crop's")
+    resize: int | None = Field(
+        None, ge=4, le=4096, description="images: shorter side resized to this, then centre-cropped to image_size"
+    )
+    normalize: Literal[NORMALIZE_PRESETS] | Normalize = Field(  # type: ignore[valid-type]
+        "default", description="images: default (mean 0.5, std 0.5), imagenet, clip, none, or {mean: [...], std: [...]}"
+    )
     channels: Literal[1, 3] = 1
     samples: int | None = Field(
         None, ge=1, le=1_000_000, description="procedural sources (shapes): examples generated; default 1000"
@@ -79,9 +97,26 @@ class DataSpec(Strict):
         problems = source.check(self)
         if problems:
             raise ValueError("; ".join(problems))
+        problems = _preprocessing_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.train_packages and self.task != "embedding":
             raise ValueError("train_packages adds unlabelled sentences, so it needs task 'embedding'")
         return self
+
+
+def _preprocessing_problems(spec: DataSpec) -> list[str]:
+    problems = []
+    if spec.resize is not None and spec.resize < spec.image_size:
+        problems.append(f"resize ({spec.resize}) must be at least image_size ({spec.image_size}), the crop")
+    if spec.resize is not None and spec.task == "detection":
+        problems.append("resize crops images, which would cut boxes; detection stretches images to image_size")
+    if isinstance(spec.normalize, Normalize):
+        for name in ("mean", "std"):
+            if len(getattr(spec.normalize, name)) not in (1, spec.channels):
+                count = "one value" if spec.channels == 1 else "one or three values"
+                problems.append(f"normalize.{name} needs {count} for {spec.channels} channel(s)")
+    return problems
 
 
 def stage_union() -> Any:

@@ -150,6 +150,8 @@ class Report(Strict):
     cache: dict[str, int] = Field(default_factory=dict)  # stage results reused / computed in this run
     fronts: list[Front] = Field(default_factory=list)
     failures: list[StageFailure] = Field(default_factory=list)  # stages that failed in this run
+    # what a deployment does to an image before the model (compress.data.preprocess); None for text
+    preprocessing: dict[str, Any] | None = None
 
     def front(self, target: str, latency: str = "p50", with_size: bool = False) -> Front | None:
         return next(
