@@ -246,3 +246,33 @@ def test_run_with_pretrained_weights_records_the_preprocessing(tmp_path):
     pre = json.loads((tmp_path / "out" / "report.json").read_text())["preprocessing"]
     assert pre["resize"] == 20 and pre["crop"] == 16 and pre["channels"] == "RGB" and pre["layout"] == "NCHW"
     assert pre["mean"] == [0.485, 0.456, 0.406] and pre["std"] == [0.229, 0.224, 0.225]
+
+
+def test_the_weights_file_read_is_part_of_the_cache_key(caches):
+    import torchvision
+
+    from compress.pipeline import Pipeline
+    from compress.recipe import load_recipe
+
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    cached = caches / "torch" / "hub" / "checkpoints" / os.path.basename(weights.url)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    (caches / "r.yaml").write_text(RECIPE.format(weights="IMAGENET1K_V1"))
+    recipe = load_recipe(caches / "r.yaml")
+    assert cached in Pipeline(recipe, caches / "out").model_files(recipe.model)
+    (caches / "w.pt").write_bytes(b"x")
+    assert caches / "w.pt" in Pipeline(recipe, caches / "out").model_files(ModelSpec(arch="resnet", weights="w.pt"))
+
+
+def test_torchvision_detector_takes_the_bare_models_weights(tmp_path):
+    import torchvision
+
+    torch.manual_seed(6)
+    name = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    bare = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=91).state_dict()
+    torch.save(bare, tmp_path / "det.pt")
+    model = build(tmp_path, classes=3, arch=f"torchvision:{name}", weights="det.pt")
+    own = model.state_dict()
+    assert own["model.roi_heads.box_predictor.cls_score.weight"].shape[0] == 4  # 3 classes and background
+    assert all(torch.equal(own[f"model.{k}"], v) for k, v in bare.items() if "box_predictor" not in k)

@@ -39,6 +39,8 @@ class TorchvisionDetector(Detector):
         ["preprocess", ["/model/transform"], []],
     ]  # fmt: skip
     float_ops = ("NonMaxSuppression", "RoiAlign", "TopK")
+    # modules whose shapes follow the class count; pretrained weights skip them when it differs
+    head_modules = ("model.roi_heads.box_predictor", "model.head.classification_head.cls_logits")
 
     def __init__(self, model: nn.Module, image_size: int, max_detections: int = 100,
                  data_norm: tuple[list[float], list[float]] = ([0.5] * 3, [0.5] * 3)) -> None:  # fmt: skip

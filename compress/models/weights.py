@@ -145,6 +145,7 @@ def weights_path(source: str, name: str, weights: str, base_dir: Path, allow_dow
                 )
             import torch
 
+            path.parent.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(torchvision_weights(name, weights).url, str(path), progress=False)
         return path
     if source == "timm":
@@ -184,15 +185,25 @@ def read_state_dict(path: Path) -> Mapping:
     return state
 
 
-def head_prefix(model: nn.Module) -> str | None:
-    """The classifier's module name: timm's own record of it, else the model's last Linear layer."""
+def head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """The class-dependent modules' names: a wrapper's own list (detectors' `head_modules`), timm's
+    record of its classifier, else the model's last Linear layer."""
     from torch import nn
 
+    if getattr(model, "head_modules", None):
+        return tuple(model.head_modules)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     if isinstance(cfg, Mapping) and isinstance(cfg.get("classifier"), str):
-        return cfg["classifier"]
+        return (cfg["classifier"],)
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears else None
+    return (linears[-1],) if linears else ()
+
+
+def _prefixed(state: dict, own: Mapping) -> dict:
+    """Weights of a bare model loaded into a wrapper that holds it as `model` (torchvision detectors)."""
+    if own and not any(k in own for k in state) and all(k.startswith("model.") for k in own):
+        return {f"model.{k}": v for k, v in state.items()}
+    return state
 
 
 def load_weights(model: nn.Module, path: Path, log: Callable[[str], None] = print) -> None:
@@ -201,9 +212,9 @@ def load_weights(model: nn.Module, path: Path, log: Callable[[str], None] = prin
     for a 1-channel model. Any other difference is one UsageError."""
     from compress.models import state_dict_mismatch
 
-    state = dict(read_state_dict(path))
     own = model.state_dict()
-    head = head_prefix(model)
+    state = _prefixed(dict(read_state_dict(path)), own)
+    heads = head_prefixes(model)
     skipped = []
     for key, value in list(state.items()):
         mine = own.get(key)
@@ -211,7 +222,7 @@ def load_weights(model: nn.Module, path: Path, log: Callable[[str], None] = prin
             continue
         if value.ndim == 4 and mine.shape[1] == 1 and value.shape[1] == 3 and mine.shape[0] == value.shape[0]:
             state[key] = value.sum(1, keepdim=True)  # RGB filters for grey input (as timm adapts them)
-        elif head and (key == head or key.startswith(head + ".")):
+        elif any(key == h or key.startswith(h + ".") for h in heads):
             skipped.append((key, value.shape[0], mine.shape[0]))
             state[key] = mine
     problem = state_dict_mismatch(own, state)
@@ -220,7 +231,8 @@ def load_weights(model: nn.Module, path: Path, log: Callable[[str], None] = prin
                          hint="give weights of the same architecture and options")  # fmt: skip
     model.load_state_dict(state)
     if skipped:
-        _, before, after = skipped[0]
+        key, before, after = skipped[0]
+        head = next(h for h in heads if key == h or key.startswith(h + "."))
         log(
             f"weights {path.name}: loaded all but the head '{head}', re-initialised for {after} classes "
             f"(the weights have {before})"
