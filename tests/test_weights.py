@@ -95,6 +95,17 @@ def test_timm_safetensors_file_and_cached_tag(caches):
     assert same(build(caches, classes=1000, arch="timm:resnet10t", weights="c3_in1k"), state)
 
 
+def test_timm_vit_weights_are_resampled_to_the_data_image_size(tmp_path):
+    import timm
+
+    torch.manual_seed(7)
+    state = timm.create_model("vit_tiny_patch16_224", num_classes=1000).state_dict()
+    torch.save(state, tmp_path / "vit.pt")
+    model = build(tmp_path, classes=4, arch="timm:vit_tiny_patch16_224", weights="vit.pt")  # 32 px: 2 x 2 patches
+    assert model.pos_embed.shape[1] == 1 + 4 and model.head.out_features == 4
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items() if k.startswith("blocks."))
+
+
 def test_grey_input_sums_the_rgb_filters(tmp_path):
     import torchvision
 
@@ -110,6 +121,9 @@ def test_missing_weights_name_the_path_looked_for(caches):
     assert "allow_download" in info.value.hint
     with pytest.raises(UsageError, match=r"models--timm--resnet10t\.c3_in1k"):
         build(caches, arch="timm:resnet10t", weights="c3_in1k")
+    with pytest.raises(UsageError, match="no pretrained tag 'bogus'") as info:
+        build(caches, arch="timm:resnet10t", weights="bogus")
+    assert "c3_in1k" in info.value.hint
     with pytest.raises(UsageError, match="no weights 'IMAGENET9K'"):
         build(caches, arch="torchvision:resnet18", weights="IMAGENET9K")
 

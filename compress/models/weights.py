@@ -93,7 +93,10 @@ def timm_repo(name: str, tag: str) -> tuple[str, str]:
     import timm
 
     full = name if tag == "DEFAULT" else f"{name}.{tag}"
-    cfg = timm.models.get_pretrained_cfg(full)
+    try:
+        cfg = timm.models.get_pretrained_cfg(full)
+    except RuntimeError:  # a known architecture, an unknown tag
+        cfg = None
     if cfg is None:
         tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{name}.*")]
         hint = f"tags of {name}: {', '.join(tags)}" if tags else f"timm has no pretrained weights for '{name}'"
@@ -206,6 +209,20 @@ def _prefixed(state: dict, own: Mapping) -> dict:
     return state
 
 
+def _timm_filtered(state: dict, model: nn.Module) -> dict:
+    """A timm model's own checkpoint conversion (e.g. ViT position embeddings resampled to the data's
+    image size), as timm applies it when it loads pretrained weights."""
+    import sys
+
+    convert = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if getattr(model, "pretrained_cfg", None) is None or convert is None:
+        return state
+    try:
+        return dict(convert(state, model))
+    except Exception:  # a checkpoint it cannot convert is reported by the shape check that follows
+        return state
+
+
 def load_weights(model: nn.Module, path: Path, log: Callable[[str], None] = print) -> None:
     """Load `path` into `model`. Keys of the classification head whose shapes differ (another class
     count) are skipped, leaving the head freshly initialised; a 3-channel first convolution is summed
@@ -213,7 +230,7 @@ def load_weights(model: nn.Module, path: Path, log: Callable[[str], None] = prin
     from compress.models import state_dict_mismatch
 
     own = model.state_dict()
-    state = _prefixed(dict(read_state_dict(path)), own)
+    state = _timm_filtered(_prefixed(dict(read_state_dict(path)), own), model)
     heads = head_prefixes(model)
     skipped = []
     for key, value in list(state.items()):
