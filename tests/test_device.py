@@ -129,6 +129,6 @@ def test_cuda_training_makes_the_same_variants_as_cpu(tmp_path):
     for (where, amp), report in reports.items():
         assert [v.name for v in report.variants] == [v.name for v in cpu.variants]
         meta = json.loads(next((tmp_path / f"out-{where}-{amp}" / "cache").glob("train-*/artifact.json")).read_text())
-        assert meta["meta"]["device"] == where and meta["meta"]["amp"] == amp
+        assert meta["meta"]["training_device"] == where and meta["meta"]["training_amp"] == amp
         for got, want in zip(report.variants, cpu.variants, strict=True):
             assert abs(got.accuracy.value - want.accuracy.value) < 15  # trained elsewhere, not bit for bit

@@ -78,7 +78,7 @@ def save_trained(model: nn.Module, cfg, artifact: Artifact, ctx: StageContext, h
     file = save_torch(model.cpu(), ctx.workdir)
     best = max(h["val_accuracy"] for h in history)
     meta = {**artifact.meta, "params": count_params(model), "val_accuracy": best, "history": history,
-            "device": training_device(cfg), "amp": cfg.amp, **meta}  # fmt: skip
+            "training_device": training_device(cfg), "training_amp": cfg.amp, **meta}  # fmt: skip
     return Artifact(Kind.TORCH, file, lineage=[*artifact.lineage, cfg.name], meta=meta)
 
 

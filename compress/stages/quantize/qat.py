@@ -309,8 +309,8 @@ def run_qat(cfg, artifact, ctx):
     meta = {
         **settings.dump(),
         "history": history,
-        "device": device,
-        "amp": opts.amp,
+        "training_device": device,
+        "training_amp": opts.amp,
         **({"distilled_from": opts.distill.teacher} if opts.distill else {}),
     }
     return Artifact(Kind.ONNX, path.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
