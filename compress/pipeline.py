@@ -34,6 +34,7 @@ from compress.report.pareto import mark_fronts
 from compress.report.schema import RecipeInfo, Report, StageFailure, Variant
 from compress.requirements import check_requirements
 from compress.stages import StageContext
+from compress.stages.device import check_recipe_devices
 from compress.targets import TargetSpec, resolve_targets
 from compress.tasks import get_task
 
@@ -73,6 +74,7 @@ class Pipeline:
             remove_orphans(self.cache, self.out / "models")
             targets = resolve_targets(self.recipe.targets, target_search_dirs(self.recipe))
             check_requirements(self.recipe, targets)
+            check_recipe_devices(self.recipe)
             splits, data_key = self.prepare_data()
             sources = self.sources(splits, data_key)
             self.fingerprints.save()
@@ -167,7 +169,10 @@ class Pipeline:
             parent, refs = outputs[needs[0]], {name: outputs[name] for name in stage.references()}
             key = cache_key(stage.model_dump(), parent.key, {n: a.key for n, a in refs.items()}, data_key,
                             self.recipe.seed, self.versions)  # fmt: skip
-            make = lambda d, s=stage, p=parent, r=refs: s.run(p, StageContext(workdir=d, refs=r, **ctx_base))  # noqa: E731
+            resume = self.cache / resume_name(stage.name, key)
+            make = lambda d, s=stage, p=parent, r=refs, c=resume: s.run(  # noqa: E731
+                p, StageContext(workdir=d, refs=r, checkpoints=c, **ctx_base)
+            )
             try:
                 outputs[stage.name] = self.cached(stage.name, key, make)
             except Exception as exc:  # noqa: BLE001 - recorded per stage; the other branches go on
@@ -183,9 +188,11 @@ class Pipeline:
     def cached(self, name: str, key: str, make) -> Artifact:
         """Reuse `cache/<name>-<key>` if complete, else build it aside and rename it into place."""
         final = self.cache / f"{file_name(name)}-{key}"
+        resume = self.cache / resume_name(name, key)  # a training stage's epoch checkpoint
         if Artifact.exists(final):
             self.log(f"{name}: reusing cached result {final.name}")
             self.reused += 1
+            shutil.rmtree(resume, ignore_errors=True)
             return Artifact.load(final)
         self.computed += 1
         with writing(self.cache):
@@ -198,6 +205,7 @@ class Pipeline:
                 artifact.save()
                 shutil.rmtree(final, ignore_errors=True)
                 os.replace(work, final)
+            shutil.rmtree(resume, ignore_errors=True)  # the result is in place: no more resuming
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -322,6 +330,13 @@ def merge_points(per_point: list[tuple[str, list]], total: int | None = None) ->
                 seen.add(artifact.key)
                 merged.append((rename[name], rename.get(parent, parent) if parent else None, artifact))
     return merged
+
+
+def resume_name(name: str, key: str) -> str:
+    """The folder beside a stage's result where its training keeps an epoch checkpoint while it
+    runs. Unlike the half-made stage folder (a dot name, removed after a kill) it survives a kill, and
+    its key ties it to one configuration and input (compress.stages.checkpoint)."""
+    return f"{file_name(name)}-{key}.resume"
 
 
 def remove_orphans(*folders: Path) -> None:

@@ -42,14 +42,17 @@ class Task:
         return None
 
     def predict(self, model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """A PyTorch module's outputs on `x`, in order. Text goes through in length order, so each
-        trimmed batch holds little padding."""
+        """A PyTorch module's outputs on `x`, in order, computed on the device the module is on. Text
+        goes through in length order, so each trimmed batch holds little padding."""
         import torch
 
+        from compress.stages.device import model_device, moved
+
+        device = model_device(model)
         lengths = self.lengths(x)
         order = np.arange(len(x)) if lengths is None else np.argsort(lengths, kind="stable")
         with torch.no_grad():
-            parts = [model(*self.inputs(self.trim(x[order[i : i + batch_size]]))).float().numpy()
+            parts = [model(*moved(self.inputs(self.trim(x[order[i : i + batch_size]])), device)).float().cpu().numpy()
                      for i in range(0, len(x), batch_size)]  # fmt: skip
         out = np.empty_like(np.concatenate(parts))
         out[order] = np.concatenate(parts)

@@ -36,6 +36,7 @@ class StageContext:
     refs: dict[str, Artifact] = field(default_factory=dict)  # artifacts named by config.references()
     log: Callable[[str], None] = print
     show_progress: bool = True
+    checkpoints: Path | None = None  # where a training stage keeps its epoch checkpoint to resume from
 
 
 class Stage(Strict):
@@ -61,6 +62,11 @@ class Stage(Strict):
     def distillation(self) -> tuple[Any, tuple[str, ...]] | None:
         """(distillation settings, their field path in this stage) when this stage distils; the
         recipe resolves a default teacher into them."""
+        return None
+
+    def training(self) -> tuple[Any, tuple[str, ...]] | None:
+        """(training settings, their field path in this stage) when this stage trains; their
+        `device:` and `amp:` are checked against this machine before any work."""
         return None
 
     def references(self) -> list[str]:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.stages.device import model_device, moved
+
 
 class InputMoments:
     """Second moments of the inputs of Linear and Conv2d layers, gathered by forward hooks.
@@ -47,9 +49,10 @@ class InputMoments:
         layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         handles = [m.register_forward_pre_hook(self._hook) for m in layers]
         try:
+            device = model_device(model)
             with torch.no_grad():
                 for x in batches:
-                    inputs = task.inputs(task.trim(x))
+                    inputs = moved(task.inputs(task.trim(x)), device)
                     self.mask = inputs[1].bool() if len(inputs) > 1 else None
                     model.eval()(*inputs)
         finally:

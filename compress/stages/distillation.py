@@ -19,20 +19,23 @@ from torch import nn
 from compress.artifact import Artifact, load_torch
 from compress.errors import StageError
 from compress.stages import StageContext
+from compress.stages.device import model_device, moved
 from compress.stages.options import Distill
 
 
 @contextlib.contextmanager
-def distillation(cfg: Distill, smoothing: float, student: nn.Module, ctx: StageContext):
-    """Yield (loss function, extra trainable parameters) for distilling into `student`."""
+def distillation(cfg: Distill, smoothing: float, student: nn.Module, ctx: StageContext, device: str = "cpu"):
+    """Yield (loss function, extra trainable parameters) for distilling into `student`; the teacher,
+    the student and the projections go to `device`, where the training runs."""
     teacher_artifact = ctx.refs[cfg.teacher]
-    teacher = load_torch(teacher_artifact).eval()
+    teacher = load_torch(teacher_artifact).eval().to(device)
+    student.to(device)
     logits = teacher_logits(teacher, teacher_artifact, ctx) if ctx.task.logit_distillation else None
     pairs = [(p.student, p.teacher) for p in cfg.features] or default_pairs(student, teacher, ctx)
     student_taps = FeatureTaps(student, [s for s, _ in pairs])
     teacher_taps = FeatureTaps(teacher, [t for _, t in pairs])
     try:
-        projections = make_projections(student, teacher, student_taps, teacher_taps, ctx)
+        projections = make_projections(student, teacher, student_taps, teacher_taps, ctx).to(device)
         loss = distill_loss(cfg, smoothing, logits, teacher, student_taps, teacher_taps, projections, ctx)
         yield loss, list(projections.parameters())
     finally:
@@ -95,7 +98,7 @@ def make_projections(student, teacher, s_taps: FeatureTaps, t_taps: FeatureTaps,
     """A 1x1 convolution (or linear map) per feature pair whose widths differ; identity otherwise."""
     if not s_taps.names:
         return nn.ModuleList()
-    sample = ctx.task.inputs(ctx.splits.x_train[:2])
+    sample = moved(ctx.task.inputs(ctx.splits.x_train[:2]), model_device(student))
     with torch.no_grad():
         student.eval()(*sample)
         teacher(*sample)
@@ -125,11 +128,11 @@ def distill_loss(cfg: Distill, smoothing: float, logits: np.ndarray, teacher, s_
         if logits is None:  # features only: the task loss keeps its full weight
             total = task.loss(out, labels, smoothing)
         else:
-            kd = task.distill_loss(out, torch.from_numpy(logits[idx]), cfg.temperature)
+            kd = task.distill_loss(out, torch.from_numpy(logits[idx]).to(out.device), cfg.temperature)
             total = cfg.alpha * kd + (1 - cfg.alpha) * task.loss(out, labels, smoothing)
         if s_taps.names:
             with torch.no_grad():
-                teacher(*task.inputs(task.trim(x[idx])))
+                teacher(*moved(task.inputs(task.trim(x[idx])), out.device))
             for proj, s_name, t_name in zip(projections, s_taps.names, t_taps.names, strict=True):
                 total = total + cfg.feature_weight * F.mse_loss(proj(s_taps.outputs[s_name]), t_taps.outputs[t_name])
         return total

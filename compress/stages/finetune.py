@@ -20,14 +20,18 @@ class FinetuneStage(Stage, TrainingOptions):
     def distillation(self) -> tuple[Distill, tuple[str, ...]] | None:
         return (self.distill, ("distill",)) if self.distill else None
 
+    def training(self) -> tuple[TrainingOptions, tuple[str, ...]]:
+        return self, ()
+
     def run(self, artifact: Artifact, ctx: StageContext) -> Artifact:
         from compress.artifact import load_torch
         from compress.stages.distillation import distillation
-        from compress.stages.training import fit, save_trained
+        from compress.stages.training import fit, save_trained, training_device
 
         model = load_torch(artifact)
         if self.distill is None:
             return save_trained(model, self, artifact, ctx, fit(model, self, ctx, self.name))
-        with distillation(self.distill, self.label_smoothing, model, ctx) as (loss, extra_params):
+        device = training_device(self)
+        with distillation(self.distill, self.label_smoothing, model, ctx, device) as (loss, extra_params):
             history = fit(model, self, ctx, self.name, loss, extra_params)
         return save_trained(model, self, artifact, ctx, history, distilled_from=self.distill.teacher)

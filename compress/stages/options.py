@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from compress.config import Strict
+
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 
 
 class TrainingOptions(Strict):
@@ -20,7 +22,23 @@ class TrainingOptions(Strict):
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
     schedule: Literal["cosine", "constant"] = "cosine"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    amp: bool = Field(False, description="bfloat16 autocast where the CPU supports it")
+    device: str = Field("auto", pattern=DEVICE_PATTERN,
+                        description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")  # fmt: skip
+    amp: Literal["bf16", "fp16"] | None = Field(
+        None, description="mixed precision: bf16 (CUDA, or CPUs with AVX-512 BF16/AMX), fp16 (CUDA); null: fp32"
+    )
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _legacy_amp(cls, value: object) -> object:
+        """`amp: true` (bfloat16 autocast) from before fp16 existed still reads as bf16."""
+        return {True: "bf16", False: None}.get(value, value) if isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _fp16_needs_cuda(self) -> TrainingOptions:
+        if self.amp == "fp16" and self.device == "cpu":
+            raise ValueError("amp: fp16 needs CUDA; on the CPU use amp: bf16 or null")
+        return self
 
 
 class FeaturePair(Strict):

@@ -16,6 +16,9 @@ class TrainStage(Stage, TrainingOptions):
 
     type: Literal["train"]
 
+    def training(self) -> tuple[TrainingOptions, tuple[str, ...]]:
+        return self, ()
+
     def run(self, artifact: Artifact, ctx: StageContext) -> Artifact:
         from compress.artifact import load_torch
         from compress.stages.training import fit, save_trained

@@ -3,8 +3,6 @@ best-on-val selection. `finetune` adds distillation terms through `loss_fn`."""
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 import os
 from collections.abc import Callable
@@ -16,7 +14,8 @@ from torch import nn
 from compress.artifact import Artifact, Kind, save_torch
 from compress.models import count_params
 from compress.progress import progress_bar
-from compress.stages import StageContext
+from compress.stages import StageContext, checkpoint
+from compress.stages.device import autocast, grad_scaler, model_device, moved, resolve
 from compress.stages.options import TrainingOptions
 
 # (model outputs, batch indices into the training split, labels) -> loss
@@ -25,34 +24,61 @@ LossFn = Callable[[torch.Tensor, np.ndarray, torch.Tensor], torch.Tensor]
 
 def fit(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str, loss_fn: LossFn | None = None,
         extra_params: list[nn.Parameter] = ()) -> list[dict]:  # fmt: skip
-    """Train `model` in place and load the weights of its best validation epoch."""
+    """Train `model` in place on `cfg.device` and load the weights of its best validation epoch; the
+    model ends on the CPU. Each epoch is checkpointed into `ctx.checkpoints`, and a checkpoint found
+    there is resumed from (see compress.stages.checkpoint)."""
     torch.manual_seed(ctx.seed)
     torch.set_num_threads(os.cpu_count() or 1)
-    splits = ctx.splits
+    device = training_device(cfg)
+    model.to(device)
+    extra_params = list(extra_params)
+    splits, task = ctx.splits, ctx.task
     optimizer = make_optimizer(cfg, [*model.parameters(), *extra_params])
     schedule = make_schedule(cfg, optimizer, cfg.epochs * math.ceil(len(splits.x_train) / cfg.batch_size))
-    task = ctx.task
+    scaler = grad_scaler(device, cfg.amp)
     loss_fn = loss_fn or (lambda out, idx, labels: task.loss(out, labels, cfg.label_smoothing))
     rng = np.random.default_rng(ctx.seed)
-    best_acc, best_state, history = -1.0, None, []
-    with progress_bar(label, cfg.epochs, ctx.show_progress) as advance:
-        for epoch in range(cfg.epochs):
-            loss = train_epoch(model, task, splits.x_train, splits.y_train, cfg, optimizer, schedule, loss_fn, rng)
+    loop = (model, extra_params, optimizer, schedule, scaler, rng)
+    start, best_acc, best_state, history = resume(ctx, label, cfg.epochs, loop)
+    ctx.log(f"{label}: training on {device}" + (f" with {cfg.amp} autocast" if cfg.amp else ""))
+    with progress_bar(label, cfg.epochs, ctx.show_progress, done=start) as advance:
+        for epoch in range(start, cfg.epochs):
+            loss = train_epoch(model, task, splits.x_train, splits.y_train, cfg, optimizer, schedule, loss_fn, rng,
+                               scaler)  # fmt: skip
             acc = evaluate(model, task, splits.x_val, splits.y_val)
             history.append({"epoch": epoch + 1, "loss": round(loss, 5), "val_accuracy": round(acc, 3)})
             if acc > best_acc:
-                best_acc, best_state = acc, copy.deepcopy(model.state_dict())
+                best_acc, best_state = acc, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            if ctx.checkpoints and epoch + 1 < cfg.epochs:
+                checkpoint.save(ctx.checkpoints, checkpoint.state(epoch + 1, *loop, (best_acc, best_state), history))
             advance(f"loss {loss:.3f} val {acc:.1f}%")
-    model.load_state_dict(best_state)
+    model.cpu().load_state_dict(best_state)
     model.eval()
     ctx.log(f"{label}: best validation accuracy {best_acc:.2f}% after {cfg.epochs} epochs")
     return history
 
 
+def training_device(cfg: TrainingOptions) -> str:
+    """The torch device `cfg.device` stands for on this machine (auto: CUDA when present)."""
+    return resolve(cfg.device)
+
+
+def resume(ctx: StageContext, label: str, epochs: int, loop: tuple) -> tuple[int, float, dict | None, list[dict]]:
+    """(first epoch to run, best accuracy, best weights, history): from the stage's checkpoint when
+    an interrupted run left one, else a fresh start."""
+    saved = checkpoint.load(ctx.checkpoints)
+    if saved is None or not 0 < saved["epoch"] < epochs:
+        return 0, -1.0, None, []
+    checkpoint.restore(saved, *loop)
+    ctx.log(f"{label}: resumed from epoch {saved['epoch']} of {epochs} (checkpoint in {ctx.checkpoints.name})")
+    return saved["epoch"], saved["best_acc"], saved["best_state"], saved["history"]
+
+
 def save_trained(model: nn.Module, cfg, artifact: Artifact, ctx: StageContext, history: list[dict], **meta) -> Artifact:
-    file = save_torch(model, ctx.workdir)
+    file = save_torch(model.cpu(), ctx.workdir)
     best = max(h["val_accuracy"] for h in history)
-    meta = {**artifact.meta, "params": count_params(model), "val_accuracy": best, "history": history, **meta}
+    meta = {**artifact.meta, "params": count_params(model), "val_accuracy": best, "history": history,
+            "training_device": training_device(cfg), "training_amp": cfg.amp, **meta}  # fmt: skip
     return Artifact(Kind.TORCH, file, lineage=[*artifact.lineage, cfg.name], meta=meta)
 
 
@@ -68,25 +94,20 @@ def make_schedule(cfg: TrainingOptions, optimizer: torch.optim.Optimizer, steps:
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
 
 
-def autocast(enabled: bool):
-    """bfloat16 autocast on the CPU when asked for and supported; a no-op otherwise."""
-    if enabled and torch.backends.mkldnn.is_available():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def train_epoch(model, task, x, y, cfg: TrainingOptions, optimizer, schedule, loss_fn: LossFn, rng) -> float:
+def train_epoch(model, task, x, y, cfg: TrainingOptions, optimizer, schedule, loss_fn: LossFn, rng, scaler) -> float:
     model.train()
+    device = model_device(model)
     total, count = 0.0, 0
     for idx in batches(task.lengths(x), len(x), cfg.batch_size, rng):
         if len(idx) < 2:  # BatchNorm cannot train on a single example
             continue
-        inputs, labels = task.inputs(task.trim(x[idx])), torch.from_numpy(y[idx])
+        inputs, labels = moved(task.inputs(task.trim(x[idx])), device), torch.from_numpy(y[idx]).to(device)
         optimizer.zero_grad(set_to_none=True)
-        with autocast(cfg.amp):
+        with autocast(device.type, cfg.amp):
             loss = loss_fn(task.train_outputs(model, inputs, labels), idx, labels)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         schedule.step()
         total, count = total + loss.item() * len(idx), count + len(idx)
     return total / max(count, 1)

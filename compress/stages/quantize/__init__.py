@@ -93,6 +93,9 @@ class QuantizeStage(Stage):
     def distillation(self) -> tuple[Distill, tuple[str, ...]] | None:
         return (self.qat.distill, ("qat", "distill")) if self.qat and self.qat.distill else None
 
+    def training(self) -> tuple[QatOptions, tuple[str, ...]] | None:
+        return (self.qat, ("qat",)) if self.qat else None
+
     def requires(self) -> dict[str, str]:
         extra = "'compress-edge[openvino]'"
         return {"openvino": extra, "nncf": extra} if self.backend == "openvino" else {}

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from compress.errors import StageError, first_line
+from compress.stages.device import model_device, moved
 
 QUANTIZED = (nn.Conv2d, nn.Linear)
 RELUS = (nn.ReLU, nn.ReLU6, F.relu, torch.relu, F.relu6)
@@ -79,7 +80,7 @@ class WeightFakeQuant:
         scale = self.frozen_scale if self.frozen_scale is not None else weight_scale(self.weight, self.per_channel)
         if not self.per_channel:
             return torch.fake_quantize_per_tensor_affine(self.weight, float(scale), 0, -128, 127)
-        zero_point = torch.zeros(scale.shape, dtype=torch.int32)
+        zero_point = torch.zeros(scale.shape, dtype=torch.int32, device=scale.device)
         return torch.fake_quantize_per_channel_affine(self.weight, scale, zero_point, 0, -128, 127)
 
     def freeze(self) -> None:
@@ -180,8 +181,9 @@ def calibrate(model: nn.Module, batches: list[np.ndarray], task) -> None:
     model.eval()
     for fq in fake_quantizers(model):
         fq.enabled = False
+    device = model_device(model)
     for batch in batches:
-        model(*task.inputs(batch))
+        model(*moved(task.inputs(batch), device))
     for fq in fake_quantizers(model):
         fq.enabled = True
 
@@ -272,20 +274,21 @@ def run_qat(cfg, artifact, ctx):
     from compress.stages.distillation import distillation
     from compress.stages.export import ExportStage, export_onnx
     from compress.stages.quantize.common import calibration_batches, count_quantized_ops, inherited
-    from compress.stages.training import fit
+    from compress.stages.training import fit, training_device
 
     source = load_torch(artifact)
     if getattr(source, "is_detector", False):
         raise StageError("quantization-aware training does not take detectors yet (its check compares class outputs)",
                          hint=f"use post-training quantization in stage '{cfg.name}' (method: ptq)")  # fmt: skip
-    model = prepare(source, signed_activations=cfg.activations == "int8", per_channel=cfg.per_channel)
+    opts, label = cfg.qat, f"{cfg.name} (qat)"
+    device = training_device(opts)  # calibration, weight ranges and the teacher run there too
+    model = prepare(source, signed_activations=cfg.activations == "int8", per_channel=cfg.per_channel).to(device)
     batches = calibration_batches(ctx.splits.calibration(cfg.calibration.samples, ctx.seed))
     calibrate(model, batches, ctx.task)
-    opts, label = cfg.qat, f"{cfg.name} (qat)"
     if opts.weight_range == "mse":
         fix_weight_ranges(model, batches, ctx.task)
     if opts.distill:
-        with distillation(opts.distill, opts.label_smoothing, model, ctx) as (loss, extra):
+        with distillation(opts.distill, opts.label_smoothing, model, ctx, device) as (loss, extra):
             history = fit(model, opts, ctx, label, loss, extra)
     else:
         history = fit(model, opts, ctx, label)
@@ -303,7 +306,13 @@ def run_qat(cfg, artifact, ctx):
                             calibration=Calibration(method="minmax-ema", samples=cfg.calibration.samples),
                             quantized_ops=count_quantized_ops(path), int8_weight_tensors=folded,
                             export_top1_agreement=agreement)  # fmt: skip
-    meta = {**settings.dump(), "history": history, **({"distilled_from": opts.distill.teacher} if opts.distill else {})}
+    meta = {
+        **settings.dump(),
+        "history": history,
+        "training_device": device,
+        "training_amp": opts.amp,
+        **({"distilled_from": opts.distill.teacher} if opts.distill else {}),
+    }
     return Artifact(Kind.ONNX, path.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
 
 
