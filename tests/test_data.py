@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compress.data import load_data
+from compress.data import load_data, split, to_nchw
 from compress.errors import DataError
 from compress.recipe import DataSpec
 
@@ -53,6 +53,41 @@ def test_imagefolder(tmp_path):
     splits = load_data(DataSpec(source="imagefolder", path="imgs", image_size=8, channels=3), tmp_path, seed=0)
     assert splits.class_names == ["cat", "dog"] and splits.input_shape == (3, 8, 8)
     assert len(splits.x_train) + len(splits.x_val) + len(splits.x_test) == 40
+
+
+def image_folder(root, classes: int, per_class: int, size: int = 32):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+def test_imagefolder_loading_holds_a_chunk_of_images_not_the_folder(tmp_path, monkeypatch):
+    import tracemalloc
+
+    from compress.data import imagefolder
+
+    root = image_folder(tmp_path / "imgs", classes=3, per_class=200)
+    spec = DataSpec(source="imagefolder", path="imgs", image_size=32, channels=3)
+    monkeypatch.setattr(imagefolder, "CHUNK", 32)
+    tracemalloc.start()
+    splits = load_data(spec, tmp_path, seed=0, scratch=tmp_path / "scratch")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    whole = 600 * 3 * 32 * 32 * 4
+    assert peak < whole / 4, f"loading peaked at {peak:,} bytes; the decoded folder is {whole:,}"
+    # the same stratified split, and the same pixels, as decoding the folder at once
+    files = sorted(root.rglob("*.png"))
+    x = np.stack([imagefolder._image(f, "RGB", spec) for f in files]).transpose(0, 3, 1, 2)
+    y = np.array([int(f.parent.name[1:]) for f in files])
+    expected = split(to_nchw(x, spec), y, spec, 0, ["c0", "c1", "c2"])
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        assert np.array_equal(getattr(splits, name), getattr(expected, name)), name
+    assert splits.y_train.dtype == np.int64
 
 
 def npz_error(tmp_path, name="d.npz", **spec) -> str:

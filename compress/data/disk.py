@@ -40,7 +40,7 @@ class SplitWriter:
     """
 
     def __init__(self, parts: list[np.ndarray], x_shape: tuple[int, ...], y_shape: tuple[int, ...],
-                 scratch: Path | None = None) -> None:  # fmt: skip
+                 scratch: Path | None = None, y_dtype=np.float32) -> None:  # fmt: skip
         with writing(scratch or tempfile.gettempdir()):
             if scratch is not None:
                 scratch.mkdir(parents=True, exist_ok=True)
@@ -52,9 +52,9 @@ class SplitWriter:
         with self, writing(self.folder):
             for i, (name, indices) in enumerate(zip(PARTS, parts, strict=True)):
                 self.part[indices], self.row[indices] = i, np.arange(len(indices))
-                for prefix, shape in (("x", x_shape), ("y", y_shape)):
+                for prefix, shape, dtype in (("x", x_shape, np.float32), ("y", y_shape, y_dtype)):
                     file = self.folder / f"{prefix}_{name}.npy"
-                    self.arrays[f"{prefix}_{name}"] = allocate(file, (len(indices), *shape))
+                    self.arrays[f"{prefix}_{name}"] = allocate(file, (len(indices), *shape), dtype)
 
     def __enter__(self) -> SplitWriter:
         return self
@@ -81,10 +81,10 @@ class SplitWriter:
         return Splits(**loaded, class_names=list(class_names))
 
 
-def allocate(file: Path, shape: tuple[int, ...]) -> np.memmap:
-    """A new float32 .npy file mapped for writing, its disk blocks reserved first: a full disk is an
+def allocate(file: Path, shape: tuple[int, ...], dtype=np.float32) -> np.memmap:
+    """A new .npy file mapped for writing, its disk blocks reserved first: a full disk is an
     OSError here rather than a crash (SIGBUS) while writing into the mapping."""
-    array = np.lib.format.open_memmap(file, mode="w+", dtype=np.float32, shape=shape)
+    array = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=shape)
     if hasattr(os, "posix_fallocate"):
         with open(file, "r+b") as f:
             try:

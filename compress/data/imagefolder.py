@@ -7,9 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from compress.data import DataSource, LoadContext, Splits, split, to_nchw
+from compress.data.disk import SplitWriter
 from compress.errors import DataError, first_line
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+CHUNK = 256  # images decoded at a time: loading holds this many, never the whole folder
 
 
 class ImageFolder(DataSource):
@@ -18,18 +22,32 @@ class ImageFolder(DataSource):
     requires = {"PIL": "pillow"}
 
     def load(self, spec, path: Path, ctx: LoadContext) -> Splits:
-        return load(spec, path, ctx.seed)
+        return load(spec, path, ctx.seed, ctx.scratch)
 
 
-def load(spec, path: Path, seed: int) -> Splits:
+def load(spec, path: Path, seed: int, scratch: Path | None = None) -> Splits:
+    """Each image decoded once, a chunk at a time, straight into its split's file on disk."""
     if all((path / s).is_dir() for s in ("train", "val", "test")):
         classes = _classes(path / "train")
-        parts = [_read(path / s, classes, spec) for s in ("train", "val", "test")]
-        (xt, yt), (xv, yv), (xs, ys) = parts
-        return Splits(xt, yt, xv, yv, xs, ys, classes)
-    classes = _classes(path)
-    x, y = _read(path, classes, spec)
-    return split(x, y, spec, seed, classes, where=str(path))
+        listed = [_files(path / s, classes) for s in ("train", "val", "test")]
+        files = [f for part in listed for f in part[0]]
+        labels = np.concatenate([part[1] for part in listed])
+        ends = np.cumsum([len(part[0]) for part in listed])
+        parts = [np.arange(a, b) for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+    else:
+        classes = _classes(path)
+        files, labels = _files(path, classes)
+        index = np.arange(len(files))
+        stratified = split(index, labels, spec, seed, classes, where=str(path))
+        parts = [stratified.x_train, stratified.x_val, stratified.x_test]
+    mode = "L" if spec.channels == 1 else "RGB"
+    shape = (spec.channels, spec.image_size, spec.image_size)
+    with SplitWriter(parts, shape, (), scratch, y_dtype=np.int64) as writer:
+        for start in range(0, len(files), CHUNK):
+            x = np.stack([_image(f, mode, spec) for f in files[start : start + CHUNK]])
+            x = x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
+            writer.put(start, to_nchw(x, spec), labels[start : start + CHUNK])
+        return writer.done(classes)
 
 
 def _classes(root: Path) -> list[str]:
@@ -40,22 +58,19 @@ def _classes(root: Path) -> list[str]:
     return classes
 
 
-def _read(root: Path, classes: list[str], spec) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = [], []
-    mode = "L" if spec.channels == 1 else "RGB"
+def _files(root: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
+    files, labels = [], []
     for label, name in enumerate(classes):
         if not (root / name).is_dir():
             raise DataError(f"{root} has no class folder '{name}'; expected the same class folders as train/",
                             hint="give train, val and test one folder per class each")  # fmt: skip
         for file in sorted((root / name).iterdir()):
             if file.suffix.lower() in EXTENSIONS:
-                images.append(_image(file, mode, spec))
+                files.append(file)
                 labels.append(label)
-    if not images:
+    if not files:
         raise DataError(f"no images found under {root}", hint=f"supported files: {', '.join(sorted(EXTENSIONS))}")
-    x = np.stack(images)
-    x = x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
-    return to_nchw(x, spec), np.asarray(labels, dtype=np.int64)
+    return files, np.asarray(labels, dtype=np.int64)
 
 
 def _image(file: Path, mode: str, spec) -> np.ndarray:
