@@ -35,10 +35,26 @@ class MyAttention(nn.Module):
         return self.out(x.transpose(1, 2).reshape(b, n, self.n_heads * self.dh))
 
 
+class MySplitAttention(MyAttention):
+    """The same layer with separate query, key and value Linears."""
+
+    def __init__(self, dim: int, n_heads: int) -> None:
+        super().__init__(dim, n_heads)
+        del self.to_qkv
+        self.wq, self.wk, self.wv = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = (w(x).reshape(b, n, self.n_heads, self.dh).transpose(1, 2) for w in (self.wq, self.wk, self.wv))
+        x = torch.softmax(q @ k.transpose(-2, -1) * self.dh**-0.5, dim=-1) @ v
+        return self.out(x.transpose(1, 2).reshape(b, n, self.n_heads * self.dh))
+
+
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, heads: int, split: bool = False) -> None:
         super().__init__()
-        self.norm1, self.attn, self.norm2 = nn.LayerNorm(dim), MyAttention(dim, heads), nn.LayerNorm(dim)
+        attention = (MySplitAttention if split else MyAttention)(dim, heads)
+        self.norm1, self.attn, self.norm2 = nn.LayerNorm(dim), attention, nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, dim * 2), nn.GELU(), nn.Linear(dim * 2, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,12 +65,13 @@ class Block(nn.Module):
 class UserViT(nn.Module):
     """A ViT as users write it: class token and position embedding as bare nn.Parameters."""
 
-    def __init__(self, size: int = 16, channels: int = 1, patch: int = 4, dim: int = 64, heads: int = 4) -> None:
+    def __init__(self, size: int = 16, channels: int = 1, patch: int = 4, dim: int = 64, heads: int = 4,
+                 split: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.patch = nn.Conv2d(channels, dim, patch, patch)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.pos_embed = nn.Parameter(torch.randn(1, (size // patch) ** 2 + 1, dim) * 0.02)
-        self.blocks = nn.Sequential(Block(dim, heads), Block(dim, heads))
+        self.blocks = nn.Sequential(Block(dim, heads, split), Block(dim, heads, split))
         self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,6 +104,16 @@ def test_a_described_attention_loses_whole_heads(tmp_path):
         assert (block.attn.n_heads, block.attn.dh, block.attn.to_qkv.out_features) == (2, 16, 96)
     assert pruned.meta["pruning"]["heads"] == [[4, 2], [4, 2]]
     assert pruned.meta["pruning"]["attention"][0]["outcome"] == "pruned by head, 8 -> 4 heads"
+    assert OnnxSession(small.path, threads=1).run({"input": splits.x_test[:2]})[0].shape == (2, 10)
+
+
+def test_a_described_attention_with_separate_projections_loses_whole_heads(tmp_path):
+    splits = make_splits(16)
+    described = [{"module": "MySplitAttention", "q": "wq", "k": "wk", "v": "wv", "heads": "n_heads", "head_dim": "dh"}]
+    cfg = PruneStage(type="prune", name="p", ratio=0.5, heads_ratio=0.5, attention=described)
+    pruned, _, small = prune_and_export(tmp_path, UserViT(split=True).eval(), splits, cfg)
+    for block in load_torch(pruned).blocks:
+        assert (block.attn.n_heads, block.attn.dh, block.attn.wv.out_features) == (2, 16, 32)
     assert OnnxSession(small.path, threads=1).run({"input": splits.x_test[:2]})[0].shape == (2, 10)
 
 
@@ -168,16 +195,18 @@ targets: [tiny-ort]
 def run_recipe(write, tmp_path, model: str, size: int = 32, channels: int = 3, attention: str = "", text=RECIPE):
     write("tiny-ort.yaml", TINY_TARGET)
     recipe = write("vit.yaml", text.format(MODEL=model, SIZE=size, CHANNELS=channels, ATTENTION=attention))
-    report = compress.run(recipe, tmp_path / "out", log=None)
+    logged = []
+    report = compress.run(recipe, tmp_path / "out", log=logged.append)
+
     for variant in report.variants:
         assert not variant.errors, variant.errors
         inputs = make_splits(size, channels).x_test[:2]
         assert OnnxSession(tmp_path / "out" / variant.path, threads=1).run({"input": inputs})[0].shape == (2, 10)
-    return report
+    return report, "\n".join(logged)
 
 
 def test_timm_deit_through_a_recipe(write, tmp_path):
-    report = run_recipe(write, tmp_path, "{arch: 'timm:deit_tiny_patch16_224'}")
+    report, log = run_recipe(write, tmp_path, "{arch: 'timm:deit_tiny_patch16_224'}")
     pruning = report.variants[0].pruning()
     assert pruning.heads == [[3, 1]] * 12 and pruning.params_after < pruning.params_before / 2
     assert [v.precision for v in report.variants] == ["fp32", "int8"]
@@ -186,15 +215,17 @@ def test_timm_deit_through_a_recipe(write, tmp_path):
 def test_a_users_own_vit_through_a_recipe(write, tmp_path):
     write("vit.py", "from tests.test_attention import user_vit\n")
     attention = "attention: [{module: MyAttention, qkv: to_qkv, heads: n_heads, head_dim: dh}]"
-    report = run_recipe(write, tmp_path, "{python: 'vit.py:user_vit', options: {size: 16}}", 16, 1, attention)
+    report, log = run_recipe(write, tmp_path, "{python: 'vit.py:user_vit', options: {size: 16}}", 16, 1, attention)
     assert report.variants[0].pruning().heads == [[4, 2], [4, 2]]
+    said = "attention MyAttention (fused qkv (described: MyAttention)) x2: pruned by head, 8 -> 4 heads"
+    assert said in log and said in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_torchvision_vit_b_16_prunes_its_mlp_and_keeps_multihead_attention_whole(write, tmp_path):
     """86 M parameters even at 32 px, so only prune and export; nn.MultiheadAttention ties its heads to
     the residual width, so its layers are reported as kept whole."""
     text = RECIPE[: RECIPE.index("  - type: finetune")] + "  - type: export\ntargets: [tiny-ort]\n"
-    report = run_recipe(write, tmp_path, "{arch: 'torchvision:vit_b_16', options: {image_size: 32}}", text=text)
+    report, log = run_recipe(write, tmp_path, "{arch: 'torchvision:vit_b_16', options: {image_size: 32}}", text=text)
     pruning = report.variants[0].pruning()
     [found] = pruning.attention
     assert (found["module"], found["layers"]) == ("MultiheadAttention", 12) and "kept whole" in found["outcome"]
