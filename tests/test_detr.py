@@ -232,15 +232,15 @@ def prune(model: Detector, ratio: float) -> None:
     import torch_pruning as tp
 
     scope = model.pruning_scope(images(1))
-    attention = attention_layers(scope.module)
-    heads = {p: a.heads(m) for m, a in attention for p in a.projections(m)}
+    attention = [f for f in attention_layers(scope.module) if f.prunable]
+    heads = {p: f.adapter.heads(f.module) for f in attention for p in f.adapter.projections(f.module)}
     pruner = tp.pruner.MetaPruner(scope.module, scope.example, tp.importance.GroupMagnitudeImportance(),
                                   pruning_ratio=ratio, ignored_layers=scope.ignored,
                                   output_transform=scope.output_transform, num_heads=heads,
                                   prune_num_heads=True, head_pruning_ratio=ratio)  # fmt: skip
     pruner.step()
-    for module, adapter in attention:
-        adapter.set_heads(module, pruner.num_heads[adapter.projections(module)[0]])
+    for f in attention:
+        f.adapter.set_heads(f.module, pruner.num_heads[f.adapter.projections(f.module)[0]])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

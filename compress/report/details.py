@@ -23,6 +23,7 @@ class Pruning(Details):
     round_to: int | None
     steps: int
     heads: list[list[int]] | None = None  # [before, after] per attention layer
+    attention: list[dict] | None = None  # per attention class: layout, layers, outcome (pruned by head or why not)
     params_before: int
     params_after: int
     macs_before: int

@@ -212,6 +212,9 @@ def _details(report: Report) -> list[str]:
         for key in ("activations", "weights", "per_channel", "calibration", "quantized_ops", "float_ops"):
             if key in v.details:
                 lines.append(f"  - {key}: {v.details[key]}")
+        pruning = v.pruning()
+        lines += [f"  - attention {a['module']} ({a['layout']}) x{a['layers']}: {a['outcome']}"
+                  for a in (pruning.attention or [] if pruning else [])]  # fmt: skip
         lines += _accuracy_control(v.accuracy_control())
         lines += [f"  - error: {e}" for e in v.errors]
     if report.warnings:

@@ -6,10 +6,33 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from compress.config import Strict
 from compress.stages import Stage, StageContext
 
 if TYPE_CHECKING:
     from compress.artifact import Artifact
+
+
+class AttentionSpec(Strict):
+    """A user's attention layer, by class name: which Linear is the fused qkv (or which are q, k and v),
+    which attribute holds the head count and, optionally, which holds the head size."""
+
+    module: str = Field(description="class name of the attention layer, e.g. MyAttention")
+    qkv: str | None = Field(None, description="attribute of the fused query/key/value Linear (3 x heads x head size)")
+    q: str | None = Field(None, description="attribute of the query Linear (with k and v, instead of qkv)")
+    k: str | None = Field(None, description="attribute of the key Linear")
+    v: str | None = Field(None, description="attribute of the value Linear")
+    heads: str = Field(description="attribute holding the head count, rewritten after pruning")
+    head_dim: str | None = Field(None, description="attribute holding the head size, rewritten after pruning")
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> AttentionSpec:
+        separate = [n for n in ("q", "k", "v") if getattr(self, n)]
+        if self.qkv and separate:
+            raise ValueError(f"give qkv (one fused Linear) or q, k and v, not both (got qkv and {', '.join(separate)})")
+        if not self.qkv and len(separate) != 3:
+            raise ValueError("give qkv (one fused Linear) or all of q, k and v")
+        return self
 
 
 class PruneStage(Stage):
@@ -28,6 +51,9 @@ class PruneStage(Stage):
     ignore: list[str] = Field(default_factory=list, description="module names, class names or re: patterns left whole")
     heads_ratio: float | None = Field(None, ge=0, lt=1, description="share of attention heads removed (Transformers)")
     embedding: bool = Field(False, description="also prune a Transformer's embedding (residual) width")
+    attention: list[AttentionSpec] = Field(
+        default_factory=list, description="attention layers of the model's own classes, for head pruning"
+    )
     round_to: int | None = Field(8, ge=1, le=256, description="keep channel counts multiples of this")
     taylor_batches: int = Field(8, ge=1, le=10_000, description="batches of gradients for taylor importance")
     activation_batches: int = Field(8, ge=1, le=10_000, description="batches of 64 examples for activation importance")

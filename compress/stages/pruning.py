@@ -15,7 +15,7 @@ from torch import nn
 
 from compress.artifact import Artifact, Kind, load_torch, save_torch
 from compress.errors import StageError
-from compress.models.attention import attention_layers
+from compress.models.attention import Found, attention_layers, check_described
 from compress.report.details import Pruning
 from compress.selection import matches
 from compress.stages import StageContext
@@ -32,19 +32,25 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     scope = model.pruning_scope(*example) if getattr(model, "is_detector", False) else None
     target, target_example = (scope.module, scope.example) if scope else (model, example)
     ignored = ignored_layers(model, cfg, ctx.splits.num_classes, scope is None) + (scope.ignored if scope else [])
-    attention = attention_layers(target)
+    attention = find_attention(target, cfg)
+    ignored += [p for f in attention if not f.prunable for p in f.adapter.projections(f.module)]
     if attention and not cfg.embedding and scope is None:  # a scope names the layers it keeps itself
         ignored += residual_layers(target, attention)
-    pruner = make_pruner(tp, target, target_example, cfg, ignored, attention, scope.output_transform if scope else None)
+    prunable = [f for f in attention if f.prunable]
+    pruner = make_pruner(tp, target, target_example, cfg, ignored, prunable, scope.output_transform if scope else None)
     steps = prune_steps(cfg, pruner, model, example, base_macs, base_params, ctx)
-    heads = update_heads(pruner, attention)
+    heads = update_heads(pruner, prunable)
+    summary = attention_summary(attention, heads, cfg)
+    for line in summary:
+        ctx.log(f"{cfg.name}: attention {line['module']} ({line['layout']}) x{line['layers']}: {line['outcome']}")
     macs, params = tp.utils.count_ops_and_params(model, example)
     ctx.log(f"{cfg.name}: {steps} step(s); params {base_params:,} -> {params:,} ({base_params / params:.2f}x), "
             f"MACs {base_macs:,.0f} -> {macs:,.0f} ({base_macs / macs:.2f}x)")  # fmt: skip
     model.zero_grad(set_to_none=True)
     file = save_torch(model, ctx.workdir)
     pruning = Pruning(importance=cfg.importance, scope=cfg.scope, round_to=cfg.round_to, steps=steps,
-                      **({"heads": heads} if heads else {}), params_before=int(base_params),
+                      **({"heads": heads} if heads else {}), **({"attention": summary} if summary else {}),
+                      params_before=int(base_params),
                       params_after=int(params), macs_before=int(base_macs), macs_after=int(macs))  # fmt: skip
     meta = {**artifact.meta, "params": int(params), "macs": int(macs), "pruning": pruning.dump()}
     meta.pop("history", None)
@@ -113,11 +119,42 @@ def rounded_pruner_class(tp):
     return RoundedPruner
 
 
-def residual_layers(model: nn.Module, attention: list) -> list[nn.Module]:
+def find_attention(model: nn.Module, cfg: PruneStage) -> list[Found]:
+    """The model's attention layers, after checking the recipe's descriptions against the model."""
+    problems = check_described(model, cfg.attention)
+    if problems:
+        raise StageError(f"stage '{cfg.name}': {'; '.join(problems)}",
+                         hint="attention: entries name a class of the model, its Linear attribute(s) (qkv, or "
+                         "q, k and v) and its integer head-count attribute (heads, optionally head_dim)")  # fmt: skip
+    return attention_layers(model, cfg.attention)
+
+
+def attention_summary(attention: list[Found], heads: list[list[int]], cfg: PruneStage) -> list[dict]:
+    """Per attention class and layout: how many layers, and whether they lost heads or why not."""
+    changes = iter(heads)
+    groups: dict[tuple[str, str], dict] = {}
+    for found in attention:
+        key = (type(found.module).__name__, found.adapter.layout)
+        entry = groups.setdefault(key, {"module": key[0], "layout": key[1], "layers": 0, "heads": []})
+        entry["layers"] += 1
+        if found.prunable:
+            entry["heads"].append(next(changes))
+        else:
+            entry["outcome"] = f"kept whole: {found.adapter.whole}"
+    for entry in groups.values():
+        if "outcome" not in entry:
+            before, after = sum(b for b, _ in entry["heads"]), sum(a for _, a in entry["heads"])
+            entry["outcome"] = (f"pruned by head, {before} -> {after} heads" if after < before else
+                                "kept whole: heads_ratio is not set" if not cfg.heads_ratio else "no head removed")  # fmt: skip
+        entry.pop("heads")
+    return list(groups.values())
+
+
+def residual_layers(model: nn.Module, attention: list[Found]) -> list[nn.Module]:
     """Layers writing a Transformer's residual stream (width d_model), kept whole unless
     `embedding: true`; the query/key/value projections, also d_model wide, stay prunable by head."""
-    d_model = attention[0][1].projections(attention[0][0])[0].in_features
-    qkv = {id(p) for m, a in attention for p in a.projections(m)}
+    d_model = attention[0].adapter.width(attention[0].module)
+    qkv = {id(p) for f in attention for p in f.adapter.projections(f.module)}
     widths = {nn.Linear: "out_features", nn.Conv2d: "out_channels", nn.Embedding: "embedding_dim"}
     return [m for m in model.modules() if id(m) not in qkv
             and any(isinstance(m, t) and getattr(m, w) == d_model for t, w in widths.items())]  # fmt: skip
@@ -125,7 +162,7 @@ def residual_layers(model: nn.Module, attention: list) -> list[nn.Module]:
 
 def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], attention: list, output_transform=None):
     by_ratio = cfg.ratio is not None
-    heads = {p: a.heads(m) for m, a in attention for p in a.projections(m)}
+    heads = {p: f.adapter.heads(f.module) for f in attention for p in f.adapter.projections(f.module)}
     importance = make_importance(tp, cfg, heads)
     pruner = rounded_pruner_class(tp)(
         model, example, importance,
@@ -154,11 +191,13 @@ def free_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
             for p in m.parameters(recurse=False)]  # fmt: skip
 
 
-def update_heads(pruner, attention: list) -> list[list[int]]:
+def update_heads(pruner, attention: list[Found]) -> list[list[int]]:
     """Write the new head counts into each attention layer; returns [before, after] per layer."""
     changes = []
-    for module, adapter in attention:
-        before, after = adapter.heads(module), pruner.num_heads[adapter.projections(module)[0]]
+    for found in attention:
+        module, adapter = found.module, found.adapter
+        first = adapter.projections(module)[0]
+        before, after = pruner.init_num_heads.get(first, adapter.heads(module)), pruner.num_heads[first]
         adapter.set_heads(module, after)
         changes.append([before, after])
     return changes
