@@ -188,7 +188,15 @@ def openvino_meta(cfg: QuantizeStage, model, samples: int) -> dict:
     ).dump()  # fmt: skip
 
 
+# Ops that pass INT8 through unchanged: NNCF puts the FakeQuantize before them (a MaxPool after the
+# stem, a Reshape before a MatMul), so the layer after them still gets INT8 activations.
+QUANTIZATION_AGNOSTIC = {"Convert", "MaxPool", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Pad", "StridedSlice",
+                         "Split", "VariadicSplit", "DepthToSpace", "SpaceToDepth"}  # fmt: skip
+
+
 def _fed_by_fake_quantize(op) -> bool:
-    """True when the layer's activation input comes (through a Convert, if any) from a FakeQuantize."""
+    """True when the layer's activation input comes, through ops that keep INT8 as it is, from a FakeQuantize."""
     source = op.input_value(0).get_node()
+    while source.get_type_name() in QUANTIZATION_AGNOSTIC:
+        source = source.input_value(0).get_node()
     return source.get_type_name() == "FakeQuantize"
