@@ -111,6 +111,8 @@ def test_torchvision_cnn_prunes_distills_exports_and_runs_int8_in_both_runtimes(
     assert ops["DequantizeLinear"] > len(convs(model)) and ort_int8.meta["quantized_ops"] >= len(convs(model))
     assert ov_int8.meta["quantized_layers"] >= len(convs(model)), "NNCF quantized every convolution"
     assert all("Conv" not in name for name in ov_int8.meta["float_layers"])
+    gates = ov_int8.meta.get("float_ops", {}).get("Multiply", 0)  # sigmoid gates stay float: SE scales, SiLU
+    assert gates >= len(squeeze_excitations(model)) and (gates > 0) == (arch != "resnet50")
     x, y = digits.x_test[:64], digits.y_test[:64]
     reference = run_onnxruntime(exported.path, x)
     for path in (exported.path, ort_int8.path):
