@@ -64,7 +64,7 @@ def likely_reasons(path: Path) -> list[str]:
     init = {t.name: t for t in graph.initializer}
     produced_by = {out: node for node in graph.node for out in node.output}
     reasons = []
-    off = [n.name for n in graph.node if n.op_type == "Conv" and _out_channels(n, init, produced_by) % ROUND_TO]
+    off = misaligned_convs(path)
     if off:
         reasons.append(
             f"{len(off)} convolution(s) with channel counts that are not multiples of {ROUND_TO} (set round_to)"
@@ -146,9 +146,30 @@ def _fed_by_dq(node, produced_by: dict) -> bool:
     return any(_is_dq(i, produced_by) for i in node.input)
 
 
-def _out_channels(node, init: dict, produced_by: dict) -> int:
-    """Output channels of a Conv from its weight, looking through a DequantizeLinear."""
-    weight = node.input[1]
-    if weight not in init and weight in produced_by:
-        weight = produced_by[weight].input[0]
-    return init[weight].dims[0] if weight in init else 0
+def misaligned_convs(path: Path) -> list[str]:
+    """Convolutions over a spatial map (not squeeze-and-excitation convs on a pooled 1x1 vector, whose
+    cost is negligible) whose output channels are not a multiple of ROUND_TO.
+
+    Channel counts come from ONNX shape inference, so a weight is read correctly whatever produces it
+    (an initializer, a DequantizeLinear, a Constant node, a Reshape); a count that cannot be inferred
+    is not blamed."""
+    import onnx
+
+    try:
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False))
+    except Exception:  # noqa: BLE001 - an odd graph: no channel diagnosis rather than a crash
+        return []
+    graph = model.graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    for info in [*graph.value_info, *graph.input, *graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        shapes[info.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in dims]
+    off = []
+    for node in graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2:
+            continue
+        weight, output = shapes.get(node.input[1]) or [0], shapes.get(node.output[0]) or []
+        pooled = len(output) > 2 and all(d == 1 for d in output[2:])
+        if weight[0] % ROUND_TO and not pooled:
+            off.append(node.name)
+    return off

@@ -43,6 +43,8 @@ def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> A
     meta = openvino_meta(cfg, quantized, len(calibration))
     if kept_float(artifact):
         meta["float_ops"] = float_op_counts(out, kept_float(artifact))
+    elif cfg.model_type == "cnn" and (gates := gating_multiplies(model)):
+        meta["float_ops"] = {"Multiply": len(gates)}  # sigmoid gates, kept in float by design
     ctx.log(f"{cfg.name}: NNCF quantized {meta['quantized_layers']} layers; {len(meta['float_layers'])} left in float")
     if cfg.max_accuracy_drop is not None:
         meta["accuracy_control"] = control_summary(cfg, model, quantized, meta, ctx)
@@ -72,7 +74,25 @@ def nncf_options(cfg: QuantizeStage, model, samples: int) -> dict:
         options["model_type"] = nncf.ModelType.TRANSFORMER
     if cfg.ignore:
         options["ignored_scope"] = ignored_scope(model, cfg.ignore)
+    if cfg.model_type == "cnn" and (gates := gating_multiplies(model)):
+        names = options["ignored_scope"].names if "ignored_scope" in options else []
+        options["ignored_scope"] = nncf.IgnoredScope(names=[*names, *gates], validate=False)
     return options
+
+
+GATES = ("Sigmoid", "HSigmoid", "HardSigmoid")
+
+
+def gating_multiplies(model) -> list[str]:
+    """Multiplies by a sigmoid gate: SiLU/Swish (x * sigmoid(x)) and squeeze-and-excitation scales.
+
+    NNCF puts a FakeQuantize on both inputs of such a Multiply; the CPU plugin then cannot fuse the
+    activation into the convolution before it, and the gate runs as separate dequantize-multiply
+    steps. Left in float, the FakeQuantize moves to the next convolution's input, every convolution
+    still runs in INT8, and EfficientNet-B0 ran 1.3x faster than fp32 instead of 0.9x (OpenVINO,
+    AVX2, 1 thread, 128x128)."""
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Multiply"
+            and any(v.get_node().get_type_name() in GATES for v in op.input_values())]  # fmt: skip
 
 
 def run_nncf(cfg: QuantizeStage, model, dataset, options: dict, ctx: StageContext):
@@ -188,7 +208,15 @@ def openvino_meta(cfg: QuantizeStage, model, samples: int) -> dict:
     ).dump()  # fmt: skip
 
 
+# Ops that pass INT8 through unchanged: NNCF puts the FakeQuantize before them (a MaxPool after the
+# stem, a Reshape before a MatMul), so the layer after them still gets INT8 activations.
+QUANTIZATION_AGNOSTIC = {"Convert", "MaxPool", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Pad", "StridedSlice",
+                         "Split", "VariadicSplit", "DepthToSpace", "SpaceToDepth"}  # fmt: skip
+
+
 def _fed_by_fake_quantize(op) -> bool:
-    """True when the layer's activation input comes (through a Convert, if any) from a FakeQuantize."""
+    """True when the layer's activation input comes, through ops that keep INT8 as it is, from a FakeQuantize."""
     source = op.input_value(0).get_node()
+    while source.get_type_name() in QUANTIZATION_AGNOSTIC:
+        source = source.input_value(0).get_node()
     return source.get_type_name() == "FakeQuantize"
