@@ -11,6 +11,7 @@ import compress
 from compress.artifact import load_torch
 from compress.errors import StageError
 from compress.models import build_model
+from compress.models.mha import SplitMultiheadAttention, split_multihead
 from compress.recipe import ModelSpec
 from compress.runtimes.onnxruntime import OnnxSession
 from compress.stages.prune import AttentionSpec, PruneStage
@@ -221,12 +222,34 @@ def test_a_users_own_vit_through_a_recipe(write, tmp_path):
     assert said in log and said in (tmp_path / "out" / "report.md").read_text()
 
 
-def test_torchvision_vit_b_16_prunes_its_mlp_and_keeps_multihead_attention_whole(write, tmp_path):
-    """86 M parameters even at 32 px, so only prune and export; nn.MultiheadAttention ties its heads to
-    the residual width, so its layers are reported as kept whole."""
-    text = RECIPE[: RECIPE.index("  - type: finetune")] + "  - type: export\ntargets: [tiny-ort]\n"
-    report, log = run_recipe(write, tmp_path, "{arch: 'torchvision:vit_b_16', options: {image_size: 32}}", text=text)
+def test_torchvision_vit_b_16_loses_heads_through_finetune_export_and_int8(write, tmp_path):
+    """86 M parameters even at 32 px: one short distillation epoch. Its nn.MultiheadAttention layers are
+    split into q/k/v Linears so they lose whole heads while the residual width stays."""
+    report, log = run_recipe(write, tmp_path, "{arch: 'torchvision:vit_b_16', options: {image_size: 32}}")
     pruning = report.variants[0].pruning()
+    assert pruning.heads == [[12, 6]] * 12 and pruning.params_after < 0.7 * pruning.params_before
     [found] = pruning.attention
-    assert (found["module"], found["layers"]) == ("MultiheadAttention", 12) and "kept whole" in found["outcome"]
-    assert pruning.params_after < 0.7 * pruning.params_before
+    assert (found["module"], found["layers"]) == ("SplitMultiheadAttention", 12)
+    assert found["outcome"] == "pruned by head, 144 -> 72 heads"
+    assert [v.precision for v in report.variants] == ["fp32", "int8"]
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_split_multihead_attention_computes_what_nn_multihead_attention_does(batch_first):
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(32, 4, batch_first=batch_first).eval()
+    split = SplitMultiheadAttention.from_mha(mha).eval()
+    x = torch.randn(2, 5, 32) if batch_first else torch.randn(5, 2, 32)
+    padding = torch.tensor([[False] * 4 + [True], [False] * 5])
+    hidden = torch.zeros(5, 5, dtype=torch.bool).triu(1)
+    for masks in ({}, {"key_padding_mask": padding}, {"attn_mask": hidden}, {"attn_mask": hidden.float() * -1e4}):
+        expected, weights = mha(x, x, x, **masks)
+        got, got_weights = split(x, x, x, **masks)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got_weights, weights, atol=1e-5, rtol=1e-5)
+
+
+def test_split_multihead_attention_leaves_layers_it_cannot_express_alone():
+    model = nn.Sequential(nn.MultiheadAttention(16, 2), nn.MultiheadAttention(16, 2, add_bias_kv=True))
+    assert split_multihead(model) == ["0"]
+    assert isinstance(model[0], SplitMultiheadAttention) and isinstance(model[1], nn.MultiheadAttention)

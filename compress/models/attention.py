@@ -4,7 +4,8 @@ Each adapter names the projections that write the heads (query/key/value, or one
 and rewrites the head count and head size after pruning, so the pruned model still runs and exports.
 Known layouts: the zoo's ViT, timm's `Attention` (fused qkv), Hugging Face BERT-style and ViT/DeiT
 self-attention, q_proj/k_proj/v_proj with a head size (DETR, Hugging Face ViT in transformers 5) and
-torchvision's `nn.MultiheadAttention`. A recipe describes any other layout (`prune.attention`).
+torchvision's `nn.MultiheadAttention` (rewritten as separate q/k/v Linears when heads are pruned, see
+compress.models.mha). A recipe describes any other layout (`prune.attention`).
 An attention layer that cannot lose heads is still found, kept whole, and reported with the reason.
 """
 
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from torch import nn
+
+from compress.models.mha import SplitMultiheadAttention
 
 if TYPE_CHECKING:
     from compress.stages.prune import AttentionSpec
@@ -90,6 +93,13 @@ def _has_linear(m, *names: str) -> bool:
 
 ADAPTERS = [
     AttentionAdapter(
+        layout="nn.MultiheadAttention, split into q/k/v",
+        matches=lambda m: isinstance(m, SplitMultiheadAttention),
+        projections=lambda m: [m.q_proj, m.k_proj, m.v_proj],
+        heads=lambda m: m.num_heads,
+        set_heads=_proj_set,
+    ),
+    AttentionAdapter(
         layout="q/k/v (zoo ViT)",
         matches=lambda m: type(m).__name__ == "Attention" and all(hasattr(m, a) for a in ("q", "k", "v", "num_heads")),
         projections=lambda m: [m.q, m.k, m.v],
@@ -123,7 +133,8 @@ ADAPTERS = [
         projections=lambda m: [],
         heads=lambda m: m.num_heads,
         set_heads=lambda m, heads: None,
-        whole="nn.MultiheadAttention ties its heads to the residual width; its MLP and, with embedding: true, "
+        whole="nn.MultiheadAttention ties its heads to the residual width, and is split into prunable heads only "
+        "when heads_ratio is set and it has no bias_k/bias_v or add_zero_attn; its MLP and, with embedding: true, "
         "its width are pruned instead",
     ),
 ]

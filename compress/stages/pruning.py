@@ -16,6 +16,7 @@ from torch import nn
 from compress.artifact import Artifact, Kind, load_torch, save_torch
 from compress.errors import StageError
 from compress.models.attention import Found, attention_layers, check_described
+from compress.models.mha import split_multihead
 from compress.report.details import Pruning
 from compress.selection import matches
 from compress.stages import StageContext
@@ -32,6 +33,8 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     scope = model.pruning_scope(*example) if getattr(model, "is_detector", False) else None
     target, target_example = (scope.module, scope.example) if scope else (model, example)
     ignored = ignored_layers(model, cfg, ctx.splits.num_classes, scope is None) + (scope.ignored if scope else [])
+    if cfg.heads_ratio:  # nn.MultiheadAttention can lose heads only once its projections are separate
+        split_multihead(target)
     attention = find_attention(target, cfg)
     ignored += [p for f in attention if not f.prunable for p in f.adapter.projections(f.module)]
     if attention and not cfg.embedding and scope is None:  # a scope names the layers it keeps itself
