@@ -157,7 +157,8 @@ class Pipeline:
         """Run `recipe`'s stages, adding each result to `outputs` (which starts with the sources). A
         failing stage is recorded and the stages that need its result are skipped; the rest run."""
         ctx_base = dict(splits=splits, task=self.task, seed=self.recipe.seed, log=self.log,
-                        show_progress=self.show_progress, shared_cache=self.cache)  # fmt: skip
+                        show_progress=self.show_progress, shared_cache=self.cache,
+                        augment=data_source(self.recipe.data.source).augment)  # fmt: skip
         failures, previous = [], "model"
         for stage in recipe.stages:
             needs, previous = [stage.input or previous, *stage.references()], stage.name

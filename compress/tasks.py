@@ -22,6 +22,7 @@ class Task:
     labels_from_model: ClassVar[bool] = False  # labels are the source model's own outputs
     logit_distillation: ClassVar[bool] = True  # distillation can match the teacher's outputs
     requires: ClassVar[dict[str, str]] = {}  # import name -> what to pip install
+    augmentable: ClassVar[bool] = False  # inputs are images whose labels survive shifts, crops and flips
 
     def inputs(self, x: np.ndarray) -> tuple:
         """A batch as the PyTorch model's positional arguments."""
@@ -97,6 +98,7 @@ class Task:
 
 class Classification(Task):
     name, metric = "classification", "accuracy"
+    augmentable = True
     input_names, output_names = ("input",), ("logits",)
 
     def loss(self, outputs, labels, smoothing: float = 0.0):
@@ -123,6 +125,7 @@ class TextInputs:
     """Token ids and attention masks stacked as (N, 2, L) int64, fed as two named inputs."""
 
     input_names: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask")
+    augmentable: ClassVar[bool] = False
 
     def inputs(self, x: np.ndarray) -> tuple:
         import torch

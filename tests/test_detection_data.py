@@ -77,7 +77,7 @@ def test_shapes_format(shapes):
         x, y = getattr(shapes, f"x_{name}"), getattr(shapes, f"y_{name}")
         assert x.dtype == np.float32 and y.dtype == np.float32
         assert y.shape == (len(x), m, 5)
-        assert x.min() >= -1.0 and x.max() <= 1.0
+        assert x[:].min() >= -1.0 and x[:].max() <= 1.0
     counts = [len(unpad(y)[1]) for _, y in every_image(shapes)]
     assert min(counts) >= 1 and max(counts) == m <= 5
     classes = np.concatenate([unpad(y)[1] for _, y in every_image(shapes)])

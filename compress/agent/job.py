@@ -1,7 +1,7 @@
 """The measuring program: runs a job folder's models on one target and writes result.json.
 
-A job folder holds job.json (the target and the models), eval.npz (the evaluation inputs) and one
-batch<N>.npz per batch size. For each model this program runs the evaluation inputs through the
+A job folder holds job.json (the target and the models), eval/ (the evaluation inputs, one .npy file
+per model input, read a batch at a time) and one batch<N>.npz per batch size. For each model this program runs the evaluation inputs through the
 target's runtime (outputs saved for scoring), times it with the latency protocol (variants in
 interleaved rounds) and records the device's state before and after. A model whose entry carries
 "parts" rules is then profiled at the smallest batch size it was timed at, and that latency entry
@@ -31,11 +31,20 @@ from compress.agent import parts as model_parts
 from compress.agent import state as device_state
 from compress.agent import store
 from compress.agent.profiling import Monitor, judge, measure_interleaved, summarize
+from compress.data.rows import RowFile
 from compress.errors import first_line
 from compress.runtimes.base import Session
 
 PACKAGE = Path(__file__).resolve().parent.parent
-CORE = ("__init__.py", "errors.py", "registry.py", "runtimes/__init__.py", "runtimes/base.py")
+CORE = (
+    "__init__.py",
+    "errors.py",
+    "registry.py",
+    "runtimes/__init__.py",
+    "runtimes/base.py",
+    "data/__init__.py",
+    "data/rows.py",
+)
 PROGRESS = "progress.json"
 
 
@@ -56,6 +65,9 @@ def namespace(value):
 
 
 def load_feeds(path: Path) -> dict[str, np.ndarray]:
+    """A batch's named inputs (.npz), or a folder of evaluation inputs whose rows are read as used."""
+    if path.is_dir():
+        return {file.stem: RowFile(file) for file in sorted(path.glob("*.npy"))}
     with np.load(path) as data:
         return {name: data[name] for name in data.files}
 

@@ -4,7 +4,7 @@ A data source is one module with a `DataSource` subclass, registered by its `sou
 compress.registry (or a plug-in's `compress.datasets` entry point). Splits are plain numpy arrays
 in NCHW float32 with int64 labels (detection: float32 box rows, see compress.detection.boxes),
 saved as a folder of .npy files so a stage can run in another process from the cached folder alone,
-and read back memory-mapped: a large split is paged in as it is used, never read whole.
+and read back a batch at a time: a large split is never read whole (compress.data.rows).
 """
 
 from __future__ import annotations
@@ -68,8 +68,9 @@ class Splits:
 
     @classmethod
     def load(cls, path: Path) -> Splits:
-        """A saved folder, each array memory-mapped (np.memmap): read from disk as it is used."""
-        arrays = {name: np.load(path / f"{name}.npy", mmap_mode=MMAP_MODE) for name in ARRAYS}
+        """A saved folder: image arrays read row by row as they are used (compress.data.rows), the rest
+        memory-mapped."""
+        arrays = {name: open_split_array(path / f"{name}.npy") for name in ARRAYS}
         names = json.loads((path / "class_names.json").read_text(encoding="utf-8"))
         return cls(**arrays, class_names=[str(c) for c in names])
 
@@ -78,10 +79,22 @@ class Splits:
         return (path / "class_names.json").is_file()
 
 
+def open_split_array(file: Path, in_memory: bool = False):
+    """Image inputs (an `x_*` float array of 2+ axes per example) as a RowFile, whose resident memory
+    is the rows in use; labels and token ids (small) read whole or memory-mapped."""
+    from compress.data.rows import RowFile
+
+    array = np.load(file, mmap_mode=MMAP_MODE)
+    if file.name.startswith("x_") and array.ndim >= 3 and array.dtype.kind == "f":
+        del array
+        return RowFile(file)
+    return np.array(array) if in_memory else array
+
+
 def save_array(file: Path, array: np.ndarray) -> None:
     """Like np.save, but a chunk at a time, so a memory-mapped array is never read whole, and through
     plain writes, so a full disk is an OSError that says so."""
-    array = np.asanyarray(array)
+    array = array if hasattr(array, "row_bytes") else np.asanyarray(array)  # a RowFile is read a chunk at a time
     header = {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False, "shape": array.shape}
     rows = max(1, CHUNK_BYTES // max(1, array[:1].nbytes))
     with open(file, "wb") as f:
@@ -109,6 +122,9 @@ class DataSource:
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
     procedural: ClassVar[bool] = False  # generates its examples (data.samples says how many)
     requires: ClassVar[dict[str, str]] = {}  # import name -> what to pip install
+    # Training augmentation under `augment: auto` (compress.stages.augment.Augment fields); None:
+    # images whose position or orientation carries meaning, or that a box label pins down.
+    augment: ClassVar[dict | None] = None
 
     def check(self, spec: DataSpec) -> list[str]:
         """Problems with this source's settings that no single field shows (torch-free)."""

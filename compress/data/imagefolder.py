@@ -19,6 +19,7 @@ CHUNK = 256  # images decoded at a time: loading holds this many, never the whol
 class ImageFolder(DataSource):
     name, path, path_required = "imagefolder", "dir", True
     path_means = "a folder of class folders"
+    augment = {"crop_scale": (0.35, 1.0), "flip": True}  # photos: the usual fine-tuning augmentation
     requires = {"PIL": "pillow"}
 
     def load(self, spec, path: Path, ctx: LoadContext) -> Splits:

@@ -6,16 +6,20 @@ Everything here runs the exported file in the target's runtime; the PyTorch modu
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from compress.agent import store as model_store
 from compress.artifact import Kind
 from compress.data import Splits
+from compress.data.disk import allocate, write_at
 from compress.errors import CompressError, StageError, TargetError
 from compress.measure import local, remote
 from compress.report.schema import Accuracy, Latency, TargetInfo, Variant
@@ -50,13 +54,14 @@ class Inputs:
     and one batch of real inputs per batch size for timing."""
 
     batches: dict[int, dict[str, np.ndarray]]
-    eval_feeds: dict[str, np.ndarray] | None = None
+    examples: Any = None  # the evaluation examples (a split's x, whose rows are read as needed)
+    feeds: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None  # examples -> the runtime's named inputs
     labels: np.ndarray | None = None
 
     @classmethod
     def from_splits(cls, splits: Splits, task: Task, batch_sizes: list[int]) -> Inputs:
         batches = {b: task.feeds(batch_of(splits.x_test, b)) for b in batch_sizes}
-        return cls(batches, task.feeds(splits.x_test), splits.y_test)
+        return cls(batches, splits.x_test, task.feeds, splits.y_test)
 
 
 @dataclass
@@ -105,13 +110,30 @@ def write_job(
             entries[name].update(file=f"{remote.MODEL_STORE}/{stored}", sha256=stored.partition(".")[0])
         else:
             entries[name]["file"] = str(model.path.resolve())
-    if inputs.eval_feeds is not None:
-        np.savez(folder / "eval.npz", **inputs.eval_feeds)
+    if inputs.examples is not None:
+        write_eval_inputs(folder / "eval", inputs.examples, inputs.feeds)
     for batch, feeds in inputs.batches.items():
         np.savez(folder / f"batch{batch}.npz", **feeds)
-    job = {"target": target.model_dump(exclude={"host"}), "models": entries, "eval": "eval.npz" if inputs.eval_feeds is not None else None,
+    job = {"target": target.model_dump(exclude={"host"}), "models": entries, "eval": "eval" if inputs.examples is not None else None,
            "batches": {str(b): f"batch{b}.npz" for b in inputs.batches}}  # fmt: skip
     (folder / "job.json").write_text(json.dumps(job), encoding="utf-8")
+
+
+def write_eval_inputs(folder: Path, examples, feeds, rows: int = 256) -> None:
+    """One .npy file per model input, written `rows` examples at a time, so a test split of any size
+    never sits in memory (here or in the measuring program, which reads it back the same way)."""
+    folder.mkdir()
+    files = {}
+    try:
+        for start in range(0, len(examples), rows):
+            for name, values in feeds(examples[start : start + rows]).items():
+                if name not in files:
+                    files[name] = allocate(folder / f"{name}.npy", (len(examples), *values.shape[1:]), values.dtype)
+                fd, offset, row_bytes, dtype = files[name]
+                write_at(fd, np.ascontiguousarray(values, dtype=dtype).tobytes(), offset + start * row_bytes)
+    finally:
+        for fd, *_ in files.values():
+            os.close(fd)
 
 
 def stage_model(model: Deployable, store: Path) -> str:

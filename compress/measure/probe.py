@@ -10,11 +10,13 @@ from compress.runtimes.base import Session
 from compress.tasks import Task
 
 
-def predict(session: Session, task: Task, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """The first output for all of `x`, run in batches (one at a time for fixed-batch models)."""
+def predict(session: Session, task: Task, x: np.ndarray, batch_size: int = 64, chunk: int = 1024) -> np.ndarray:
+    """The first output for all of `x`, run in batches (one at a time for fixed-batch models); `x` is
+    read `chunk` examples at a time, so a split on disk never sits in memory whole."""
     from compress.agent.job import predict as run_in_batches
 
-    return run_in_batches(session, task.feeds(x), batch_size)
+    return np.concatenate([run_in_batches(session, task.feeds(x[i : i + chunk]), batch_size)
+                           for i in range(0, len(x), chunk)])  # fmt: skip
 
 
 def quick_p50(session: Session, task: Task, x: np.ndarray) -> float:

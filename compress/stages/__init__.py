@@ -37,6 +37,7 @@ class StageContext:
     log: Callable[[str], None] = print
     show_progress: bool = True
     checkpoints: Path | None = None  # where a training stage keeps its epoch checkpoint to resume from
+    augment: dict | None = None  # the data source's training augmentation under `augment: auto`
 
 
 class Stage(Strict):

@@ -3,7 +3,8 @@
 Logit distillation follows Hinton et al. (2015): KL divergence between softened distributions at
 temperature T, scaled by T^2, mixed with cross-entropy by `alpha`. Feature distillation follows
 FitNets (Romero et al., 2015): MSE between named layers, through a learned 1x1 projection when the
-student's width differs. Teacher logits on the training split are computed once and cached.
+student's width differs. Teacher logits on the training split are computed once and cached; an
+augmented batch (compress.stages.augment) is run through the teacher as the student saw it.
 """
 
 from __future__ import annotations
@@ -124,17 +125,23 @@ def _width(feature: torch.Tensor) -> int:
 def distill_loss(cfg: Distill, smoothing: float, logits: np.ndarray, teacher, s_taps, t_taps, projections, ctx):
     task, x = ctx.task, ctx.splits.x_train
 
-    def loss(out: torch.Tensor, idx: np.ndarray, labels: torch.Tensor) -> torch.Tensor:
+    def loss(out: torch.Tensor, idx: np.ndarray, labels: torch.Tensor, seen: tuple | None) -> torch.Tensor:
+        # An augmented batch is new to the teacher: it runs on what the student saw (logits and features).
+        live = None
+        if seen is not None and (logits is not None or s_taps.names):
+            with torch.no_grad():
+                live = teacher(*seen)
+        elif s_taps.names:
+            with torch.no_grad():
+                teacher(*moved(task.inputs(task.trim(x[idx])), out.device))
         if logits is None:  # features only: the task loss keeps its full weight
             total = task.loss(out, labels, smoothing)
         else:
-            kd = task.distill_loss(out, torch.from_numpy(logits[idx]).to(out.device), cfg.temperature)
+            target = live.float() if live is not None else torch.from_numpy(logits[idx]).to(out.device)
+            kd = task.distill_loss(out, target, cfg.temperature)
             total = cfg.alpha * kd + (1 - cfg.alpha) * task.loss(out, labels, smoothing)
-        if s_taps.names:
-            with torch.no_grad():
-                teacher(*moved(task.inputs(task.trim(x[idx])), out.device))
-            for proj, s_name, t_name in zip(projections, s_taps.names, t_taps.names, strict=True):
-                total = total + cfg.feature_weight * F.mse_loss(proj(s_taps.outputs[s_name]), t_taps.outputs[t_name])
+        for proj, s_name, t_name in zip(projections, s_taps.names, t_taps.names, strict=True):
+            total = total + cfg.feature_weight * F.mse_loss(proj(s_taps.outputs[s_name]), t_taps.outputs[t_name])
         return total
 
     return loss

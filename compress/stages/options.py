@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from compress.config import Strict
+from compress.stages.augment import AugmentSetting
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 
@@ -26,6 +27,12 @@ class TrainingOptions(Strict):
                         description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")  # fmt: skip
     amp: Literal["bf16", "fp16"] | None = Field(
         None, description="mixed precision: bf16 (CUDA, or CPUs with AVX-512 BF16/AMX), fp16 (CUDA); null: fp32"
+    )
+
+    augment: AugmentSetting = Field(
+        "auto",
+        description="auto (the data source's default: imagefolder crops and flips, others none), none, "
+        "or {shift, crop_scale, flip}",
     )
 
     @field_validator("amp", mode="before")

@@ -12,14 +12,18 @@ import torch
 from torch import nn
 
 from compress.artifact import Artifact, Kind, save_torch
+from compress.errors import StageError
 from compress.models import count_params
 from compress.progress import progress_bar
 from compress.stages import StageContext, checkpoint
+from compress.stages.augment import Augment, augment
+from compress.stages.augment import resolve as resolve_augment
 from compress.stages.device import autocast, grad_scaler, model_device, moved, resolve
 from compress.stages.options import TrainingOptions
 
-# (model outputs, batch indices into the training split, labels) -> loss
-LossFn = Callable[[torch.Tensor, np.ndarray, torch.Tensor], torch.Tensor]
+# (model outputs, batch indices into the training split, labels, the augmented inputs the model saw
+# or None when the batch is the split's rows unchanged) -> loss
+LossFn = Callable[[torch.Tensor, np.ndarray, torch.Tensor, tuple | None], torch.Tensor]
 
 
 def fit(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str, loss_fn: LossFn | None = None,
@@ -36,15 +40,17 @@ def fit(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str, l
     optimizer = make_optimizer(cfg, [*model.parameters(), *extra_params])
     schedule = make_schedule(cfg, optimizer, cfg.epochs * math.ceil(len(splits.x_train) / cfg.batch_size))
     scaler = grad_scaler(device, cfg.amp)
-    loss_fn = loss_fn or (lambda out, idx, labels: task.loss(out, labels, cfg.label_smoothing))
+    loss_fn = loss_fn or (lambda out, idx, labels, seen: task.loss(out, labels, cfg.label_smoothing))
+    augmentation = augmentation_for(cfg, ctx)
     rng = np.random.default_rng(ctx.seed)
     loop = (model, extra_params, optimizer, schedule, scaler, rng)
     start, best_acc, best_state, history = resume(ctx, label, cfg.epochs, loop)
-    ctx.log(f"{label}: training on {device}" + (f" with {cfg.amp} autocast" if cfg.amp else ""))
+    ctx.log(f"{label}: training on {device}" + (f" with {cfg.amp} autocast" if cfg.amp else "")
+            + (f", augmenting ({describe(augmentation)})" if augmentation else ""))  # fmt: skip
     with progress_bar(label, cfg.epochs, ctx.show_progress, done=start) as advance:
         for epoch in range(start, cfg.epochs):
             loss = train_epoch(model, task, splits.x_train, splits.y_train, cfg, optimizer, schedule, loss_fn, rng,
-                               scaler)  # fmt: skip
+                               scaler, augmentation)  # fmt: skip
             acc = evaluate(model, task, splits.x_val, splits.y_val)
             history.append({"epoch": epoch + 1, "loss": round(loss, 5), "val_accuracy": round(acc, 3)})
             if acc > best_acc:
@@ -94,7 +100,19 @@ def make_schedule(cfg: TrainingOptions, optimizer: torch.optim.Optimizer, steps:
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
 
 
-def train_epoch(model, task, x, y, cfg: TrainingOptions, optimizer, schedule, loss_fn: LossFn, rng, scaler) -> float:
+def augmentation_for(cfg: TrainingOptions, ctx: StageContext) -> Augment | None:
+    try:
+        return resolve_augment(cfg.augment, ctx.augment, ctx.task.augmentable)
+    except ValueError as exc:
+        raise StageError(str(exc), hint="augment shifts, crops and flips images; it has no meaning here") from None
+
+
+def describe(augmentation: Augment) -> str:
+    return ", ".join(f"{k} {v}" for k, v in augmentation.model_dump().items() if v)
+
+
+def train_epoch(model, task, x, y, cfg: TrainingOptions, optimizer, schedule, loss_fn: LossFn, rng, scaler,
+                augmentation: Augment | None = None) -> float:  # fmt: skip
     model.train()
     device = model_device(model)
     total, count = 0.0, 0
@@ -102,9 +120,12 @@ def train_epoch(model, task, x, y, cfg: TrainingOptions, optimizer, schedule, lo
         if len(idx) < 2:  # BatchNorm cannot train on a single example
             continue
         inputs, labels = moved(task.inputs(task.trim(x[idx])), device), torch.from_numpy(y[idx]).to(device)
+        seen = None
+        if augmentation:
+            inputs = seen = (augment(inputs[0], augmentation, rng), *inputs[1:])
         optimizer.zero_grad(set_to_none=True)
         with autocast(device.type, cfg.amp):
-            loss = loss_fn(task.train_outputs(model, inputs, labels), idx, labels)
+            loss = loss_fn(task.train_outputs(model, inputs, labels), idx, labels, seen)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()

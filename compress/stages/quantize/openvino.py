@@ -140,9 +140,21 @@ def ignored_scope(model, patterns: list[str]):
     return nncf.IgnoredScope(names=names, validate=False)
 
 
-def validation_items(ctx: StageContext) -> list[tuple[np.ndarray, np.ndarray]]:
-    x, y = ctx.splits.x_val, ctx.splits.y_val
-    return [(x[i : i + 64], y[i : i + 64]) for i in range(0, len(x), 64)]
+class ValidationBatches:
+    """(inputs, labels) batches of the validation split, read as NNCF iterates (it may do so often)."""
+
+    def __init__(self, x, y, size: int = 64) -> None:
+        self.x, self.y, self.size = x, y, size
+
+    def __iter__(self):
+        return ((self.x[i : i + self.size], self.y[i : i + self.size]) for i in range(0, len(self.x), self.size))
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.size)
+
+
+def validation_items(ctx: StageContext) -> ValidationBatches:
+    return ValidationBatches(ctx.splits.x_val, ctx.splits.y_val)
 
 
 def validation_dataset(ctx: StageContext):
