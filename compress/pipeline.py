@@ -278,6 +278,7 @@ class Pipeline:
             gates=self.recipe.gates.model_dump(exclude_defaults=True) if self.recipe.gates else None,
             cache={"reused": self.reused, "computed": self.computed},
             preprocessing=preprocessing(self.recipe.data, data_source(self.recipe.data.source).text),
+            memory=environment.peak_memory(),
         )  # fmt: skip
         report.failures = failures
         first = {f.point: f for f in reversed(failures) if f.point}  # one entry per failed sweep point

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from compress.data import Splits, load_data
+from compress.data.rows import RowFile
 from compress.data.shapes import CLASSES, shape_mask
 from compress.detection.boxes import pad_targets, unpad
 from compress.errors import DataError
@@ -229,17 +230,19 @@ def test_coco_folder_with_split_files_keeps_their_split_and_scales_boxes(tmp_pat
     assert image[:, 50:, 50:].max() < 0.1  # and the background elsewhere
 
 
-def test_coco_splits_are_memory_mapped_after_a_save_and_load(tmp_path):
+def test_coco_images_are_read_from_disk_by_row_after_a_save_and_load(tmp_path):
     write_coco(tmp_path / "coco")
     splits = load_data(coco_spec(), tmp_path, seed=0)
-    assert isinstance(splits.x_train, np.memmap)  # written straight to disk while loading
+    assert isinstance(splits.x_train, RowFile)  # written straight to disk while loading
     splits.save(tmp_path / "saved")
     loaded = Splits.load(tmp_path / "saved")
-    assert all(isinstance(getattr(loaded, k), np.memmap) for k in ("x_train", "y_train", "x_val", "y_test"))
-    np.testing.assert_array_equal(loaded.x_val, splits.x_val)
+    assert all(isinstance(getattr(loaded, k), RowFile) for k in ("x_train", "x_val", "x_test"))
+    assert all(isinstance(getattr(loaded, k), np.memmap) for k in ("y_train", "y_test"))
+    np.testing.assert_array_equal(loaded.x_val[:], splits.x_val[:])
     np.testing.assert_array_equal(loaded.y_train, splits.y_train)
     assert loaded.class_names == splits.class_names
-    loaded.x_train[0] = 7.0  # a write stays in this process: the saved file is unchanged
+    batch = loaded.x_train[[0, 1]]
+    batch += 7.0  # an in-place op on a batch (torch.from_numpy shares it) never reaches the saved file
     assert Splits.load(tmp_path / "saved").x_train[0].max() <= 1.0
 
 
@@ -311,6 +314,6 @@ def test_the_pipeline_caches_splits_as_a_folder_of_memory_mapped_arrays(tmp_path
     )
     assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []  # no scratch left
     again, _ = pipeline.prepare_data()
-    assert isinstance(first.x_train, np.memmap) and isinstance(again.y_test, np.memmap)
-    np.testing.assert_array_equal(again.x_test, first.x_test)
+    assert isinstance(first.x_train, RowFile) and isinstance(again.x_test, RowFile)
+    np.testing.assert_array_equal(again.x_test[:], first.x_test[:])
     assert again.class_names == CLASSES

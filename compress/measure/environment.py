@@ -6,6 +6,7 @@ import os
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from compress.agent.state import read_cpuinfo
 
@@ -39,6 +40,23 @@ def module_versions(modules: list[str]) -> dict[str, str]:
     """Versions of the distributions that provide these importable packages (sklearn -> scikit-learn)."""
     dists = metadata.packages_distributions()
     return package_versions(tuple(sorted({d for m in modules for d in dists.get(m.split(".")[0], [m])})))
+
+
+def peak_memory() -> dict[str, float]:
+    """This process's peak resident memory so far, in MB: Linux's VmHWM, else ru_maxrss; empty where
+    the platform says neither (Windows). Children are left out: a forked child's figure starts from
+    its parent's, so it says nothing of its own."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return {"peak_rss_mb": round(int(line.split()[1]) / 1024, 1)}
+    try:
+        import resource
+    except ImportError:
+        return {}
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
+    return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 2**20, 1)}
 
 
 def capture() -> dict:

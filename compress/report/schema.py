@@ -152,6 +152,8 @@ class Report(Strict):
     failures: list[StageFailure] = Field(default_factory=list)  # stages that failed in this run
     # what a deployment does to an image before the model (compress.data.preprocess); None for text
     preprocessing: dict[str, Any] | None = None
+    # peak resident memory (MB) of this run's process
+    memory: dict[str, float] = Field(default_factory=dict)
 
     def front(self, target: str, latency: str = "p50", with_size: bool = False) -> Front | None:
         return next(
