@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from compress.artifact import Artifact, load_torch
-from compress.data import Splits, load_data
+from compress.data import load_data
 from compress.models import build_model
 from compress.recipe import ModelSpec, recipe_from_text
 from compress.stages import training
@@ -114,20 +114,3 @@ def test_a_killed_run_resumes_training_mid_stage(tmp_path):
     assert got.meta["history"] == want.meta["history"]
     a, b = load_torch(want).state_dict(), load_torch(got).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_dataloader_workers_train_the_same_weights_as_the_loop(tmp_path):
-    """Batches read ahead by worker processes, from a split read by row from disk, train exactly what
-    the training loop reading them itself does."""
-    digits(tmp_path).save(tmp_path / "split")
-    splits = Splits.load(tmp_path / "split")
-    results = []
-    for workers in (0, 2):
-        torch.manual_seed(0)
-        model = build_model(ModelSpec(arch="resnet", options={"width": 8, "blocks": [1, 1]}), tmp_path, 1, 10, 8)
-        ctx = stage_ctx(tmp_path, splits, f"w{workers}")
-        ctx.show_progress = False
-        cfg = TrainStage(type="train", name="train", epochs=2, batch_size=32, workers=workers, augment={"shift": 1})
-        results.append((training.fit(model, cfg, ctx, "train"), model.state_dict()))
-    (history, want), (got_history, got) = results
-    assert got_history == history and all(torch.equal(want[k], got[k]) for k in want)

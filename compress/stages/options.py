@@ -29,13 +29,6 @@ class TrainingOptions(Strict):
         None, description="mixed precision: bf16 (CUDA, or CPUs with AVX-512 BF16/AMX), fp16 (CUDA); null: fp32"
     )
 
-    workers: int = Field(
-        0,
-        ge=0,
-        le=64,
-        description="processes reading training batches ahead (a torch "
-        "DataLoader); 0 reads each batch in the training loop",
-    )
     augment: AugmentSetting = Field(
         "auto",
         description="auto (the data source's default: imagefolder crops and flips, others none), none, "

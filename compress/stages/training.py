@@ -116,9 +116,10 @@ def train_epoch(model, task, x, y, cfg: TrainingOptions, optimizer, schedule, lo
     model.train()
     device = model_device(model)
     total, count = 0.0, 0
-    order = [idx for idx in batches(task.lengths(x), len(x), cfg.batch_size, rng) if len(idx) > 1]  # BatchNorm needs 2
-    for idx, rows, targets in read_batches(BatchRows(x, y, task, order), cfg.workers):
-        inputs, labels = moved(task.inputs(rows), device), torch.from_numpy(targets).to(device)
+    for idx in batches(task.lengths(x), len(x), cfg.batch_size, rng):
+        if len(idx) < 2:  # BatchNorm cannot train on a single example
+            continue
+        inputs, labels = moved(task.inputs(task.trim(x[idx])), device), torch.from_numpy(y[idx]).to(device)
         seen = None
         if augmentation:
             inputs = seen = (augment(inputs[0], augmentation, rng), *inputs[1:])
@@ -131,34 +132,6 @@ def train_epoch(model, task, x, y, cfg: TrainingOptions, optimizer, schedule, lo
         schedule.step()
         total, count = total + loss.item() * len(idx), count + len(idx)
     return total / max(count, 1)
-
-
-class BatchRows(torch.utils.data.Dataset):
-    """Batch i of `order`: (indices, trimmed inputs, labels), read from the split (rows on disk)."""
-
-    def __init__(self, x, y, task, order: list[np.ndarray]) -> None:
-        self.x, self.y, self.task, self.order = x, y, task, order
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        idx = self.order[i]
-        return idx, self.task.trim(self.x[idx]), self.y[idx]
-
-
-def read_batches(rows: BatchRows, workers: int):
-    """The batches in order: read here, or by `workers` DataLoader processes that read ahead while the
-    model trains. The indices are drawn before, so both give the same batches."""
-    if not workers:
-        return (rows[i] for i in range(len(rows)))
-    return torch.utils.data.DataLoader(rows, batch_size=None, num_workers=workers, collate_fn=as_read,
-                                       prefetch_factor=4)  # fmt: skip
-
-
-def as_read(batch):
-    """Keep a worker's numpy arrays as they are (the task turns them into tensors)."""
-    return batch
 
 
 def batches(lengths: np.ndarray | None, n: int, size: int, rng, window: int = 50) -> list[np.ndarray]:
