@@ -28,7 +28,7 @@ from compress.measure.jobs import Deployable, companions, disturbance_warnings, 
 from compress.names import file_name
 from compress.recipe import Recipe
 from compress.recipe.checks import target_search_dirs
-from compress.report.diagnose import budget_warnings, not_faster_warnings
+from compress.report.diagnose import budget_warnings, format_warnings, not_faster_warnings
 from compress.report.outputs import render_all
 from compress.report.pareto import mark_fronts
 from compress.report.schema import RecipeInfo, Report, StageFailure, Variant
@@ -286,7 +286,7 @@ class Pipeline:
         report.warnings += [f.line() for f in failures]
         report.warnings += target_warnings(target_infos) + disturbance_warnings(report.variants)
         mark_fronts(report)
-        report.warnings += not_faster_warnings(report, self.out) + budget_warnings(report)
+        report.warnings += not_faster_warnings(report, self.out) + format_warnings(report) + budget_warnings(report)
         return report
 
     def publish(self, name: str, parent: str | None, artifact: Artifact, models_dir: Path) -> Variant:

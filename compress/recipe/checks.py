@@ -16,7 +16,8 @@ from compress.yamlconfig import Locator, suggest
 
 
 def check_recipe(recipe: Recipe, loc: Locator) -> list[Problem]:
-    problems = _check_stages(recipe, loc)
+    problems = _check_target_fit(recipe, loc)  # first: it can settle a stage's output kind
+    problems += _check_stages(recipe, loc)
     for name, spec in recipe.sources().items():
         section = ("models", name) if name in recipe.models else (name,)
         problems += _check_model(recipe, spec, section, loc)
@@ -182,6 +183,38 @@ def _check_targets(recipe: Recipe, loc: Locator) -> list[Problem]:
             problems.append(loc.at(("targets", i), f"target '{name}' is listed twice"))
         names.add(name)
     return problems
+
+
+def _check_target_fit(recipe: Recipe, loc: Locator) -> list[Problem]:
+    """Stages whose settings follow named targets (`for:`): find the targets, let the stage settle."""
+    from compress.runtimes import runtime_class
+
+    problems: list[Problem] = []
+    for i, stage in enumerate(recipe.stages):
+        runtimes = {}
+        for j, name in enumerate(stage.targets_named()):
+            found = _target_named(recipe, name, loc.at(("stages", i, "for", j), ""))
+            if isinstance(found, TargetSpec):
+                runtimes[name] = runtime_class(found.runtime)
+            else:
+                problems += found
+        if runtimes and len(runtimes) == len(stage.targets_named()):
+            problems += [loc.at(("stages", i, *path), msg) for path, msg in stage.fit_targets(runtimes)]
+    return problems
+
+
+def _target_named(recipe: Recipe, name: str, where: Problem) -> TargetSpec | list[Problem]:
+    """A target by name: one written inline in the recipe, or a target file (shipped or the user's)."""
+    inline = [t for t in recipe.targets if isinstance(t, TargetSpec) and t.name == name]
+    if inline:
+        return inline[0]
+    path = find_target(name, target_search_dirs(recipe))
+    if path is None:
+        return [missing_target_problem(name, target_search_dirs(recipe), where)]
+    try:
+        return load_target(path)
+    except RecipeError as exc:
+        return exc.problems
 
 
 def target_search_dirs(recipe: Recipe) -> list[Path]:

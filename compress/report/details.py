@@ -45,6 +45,8 @@ class Quantization(Details):
     activations: str | None = None
     weights: str | None = None
     per_channel: bool | None = None
+    symmetric: bool | None = None  # activations with zero point 0 (what TensorRT runs)
+    for_targets: list[str] | None = None  # the targets whose INT8 format it was made in (`for:`)
     reduce_range: bool | None = None
     reduce_range_reason: str | None = None
     calibration: Calibration | None = None

@@ -38,6 +38,28 @@ def not_faster_warnings(report: Report, folder: Path) -> list[str]:
     return warnings
 
 
+def format_warnings(report: Report) -> list[str]:
+    """One warning per (quantized variant, target that loads its file) whose runtime cannot run its
+    INT8 format well (Runtime.int8_misfit), naming the stage setting that makes the right one. The
+    variant need not have been measured there: a runtime that refuses the format measures nothing."""
+    from compress.runtimes import runtime_class
+
+    warnings = []
+    for target in report.targets:
+        runtime = runtime_class(target.runtime)
+        for v in report.variants:
+            quantization = v.quantization()
+            kind = "openvino" if v.path.endswith(".xml") else "onnx"  # v.format says more: onnx-qdq, ...
+            if quantization is None or kind not in runtime.formats:
+                continue
+            misfit = runtime.int8_misfit(quantization)
+            if misfit:
+                made = f" (made for {', '.join(quantization.for_targets)})" if quantization.for_targets else ""
+                warnings.append(f"{v.name}{made} on {target.name}: {misfit}; or quantize for this target with "
+                                f"for: [{target.name}] in stage '{v.stages[-1]}'")  # fmt: skip
+    return warnings
+
+
 def budget_warnings(report: Report) -> list[str]:
     """One warning per variant whose accuracy-aware quantization did not meet its budget."""
     warnings = []

@@ -271,4 +271,4 @@ def print_tables(report: Report, console) -> None:
             table.add_row(*(Text(cell) for cell in row))  # plain text: names like 'pruned[ratio=0.3]' are not markup
         console.print(table)
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(Text("warning: ", style="yellow") + Text(warning))  # plain text, as above

@@ -82,7 +82,8 @@ class Variant(Strict):
         return AccuracyControl.of(self.details)
 
     def quantization(self) -> Quantization | None:
-        return Quantization.of(self.details)
+        # precision and format live on the variant itself, not in its details
+        return Quantization.of({**self.details, "precision": self.precision, "format": self.format})
 
     def pruning(self) -> Pruning | None:
         found = self.details.get("pruning")

@@ -68,6 +68,15 @@ class Runtime(ABC):
     devices: ClassVar[tuple[str, ...]] = ("cpu", "gpu", "jetson")  # target devices it runs on
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16", "fp16")  # target precisions it takes
     options: ClassVar[Optional[str]] = None  # the target section of its own settings, if any
+    # The INT8 format it runs well, which a quantize stage made `for:` one of its targets takes:
+    # "u8s8" (unsigned activations, signed weights), "symmetric" (S8S8, zero point 0) or "nncf".
+    int8_format: ClassVar[str] = "u8s8"
+
+    @classmethod
+    def int8_misfit(cls, quantization: Any) -> Optional[str]:
+        """Why a quantized variant with these settings (report.details.Quantization) runs badly or
+        not at all in this runtime, naming the setting to change; None when it fits."""
+        return None
 
     def __init__(self, target: TargetSettings | None = None, example_shapes: dict[str, tuple] | None = None) -> None:
         self.target = target

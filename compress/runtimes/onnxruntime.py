@@ -81,6 +81,13 @@ class OnnxRuntime(Runtime):
     package = "onnxruntime"
     extra = None  # a core dependency
 
+    @classmethod
+    def int8_misfit(cls, quantization) -> str | None:
+        if quantization.format == "onnx-qdq" and quantization.activations == "int8":
+            return ("signed INT8 activations (S8S8) miss ONNX Runtime's fast x86 kernels, which take unsigned "
+                    "activations (U8S8): set activations: uint8")  # fmt: skip
+        return None
+
     def load(self, path: Path, threads: int) -> Session:
         return OnnxSession(path, threads)
 

@@ -101,6 +101,14 @@ class OpenVINORuntime(Runtime):
     package = "openvino"
     extra = "openvino"
     formats = ("onnx", "openvino")
+    int8_format = "nncf"
+
+    @classmethod
+    def int8_misfit(cls, quantization) -> str | None:
+        if quantization.method == "dynamic":
+            return ("OpenVINO has no fast path for ONNX Runtime's dynamic quantization (DynamicQuantizeLinear, "
+                    "MatMulInteger): quantize with backend: openvino")  # fmt: skip
+        return None
 
     def load(self, path: Path, threads: int) -> Session:
         t = self.target

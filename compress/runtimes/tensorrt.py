@@ -303,9 +303,6 @@ class TensorRTPythonSession(Session):
         return [t.cpu().numpy() for t in outputs]
 
 
-# ---------------------------------------------------------------------------- runtime
-
-
 def python_api_available() -> bool:
     try:
         import tensorrt  # noqa: F401
@@ -330,6 +327,15 @@ class TensorRTRuntime(Runtime):
     devices = ("gpu", "jetson")
     precisions = ("fp32", "bf16", "fp16", "int8", "best")
     options = "tensorrt"
+    int8_format = "symmetric"  # explicitly quantized ONNX with zero point 0 only
+
+    @classmethod
+    def int8_misfit(cls, q) -> str | None:
+        if q.method == "dynamic":
+            return "TensorRT has no kernels for dynamic quantization (DynamicQuantizeLinear, MatMulInteger)"
+        fits = q.format != "onnx-qdq" or (q.activations == "int8" and q.symmetric)
+        return None if fits else (f"TensorRT runs only symmetric INT8 (zero point 0), and this file has "
+                                  f"{q.activations} activations with zero points")  # fmt: skip
 
     @classmethod
     def available(cls) -> bool:

@@ -75,6 +75,15 @@ class Stage(Strict):
         found = self.distillation()
         return [found[0].teacher] if found and found[0].teacher else []
 
+    def targets_named(self) -> list[str]:
+        """Targets whose needs decide some of this stage's settings (a quantize stage's `for:`)."""
+        return []
+
+    def fit_targets(self, runtimes: dict[str, type]) -> list[tuple[tuple, str]]:
+        """Settle those settings when the recipe loads, given {target name: its runtime class};
+        returns (field path in this stage, problem) pairs."""
+        return []
+
     def requires(self) -> dict[str, str]:
         """Packages this configuration needs (import name -> pip extra), checked before any work."""
         return {}

@@ -36,7 +36,7 @@ class QatOptions(TrainingOptions):
     distill: Distill | None = None
 
 
-ORT_ONLY = ("activations", "weights", "reduce_range")
+ORT_ONLY = ("activations", "weights", "reduce_range", "symmetric")
 OPENVINO_ONLY = ("preset", "bias_correction")
 
 
@@ -48,8 +48,15 @@ class QuantizeStage(Stage):
     backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
     calibration: Calibration = Field(default_factory=Calibration)
     per_channel: bool = True
+    for_: list[str] = Field(
+        default_factory=list,
+        alias="for",
+        description="targets this model is for: it takes their runtime's INT8 format (ONNX Runtime: U8S8; "
+        "TensorRT: symmetric, per-channel weights; OpenVINO: NNCF's IR)",
+    )
     activations: Literal["uint8", "int8"] = "uint8"
     weights: Literal["int8", "uint8"] = "int8"
+    symmetric: bool = Field(False, description="int8 activations with zero point 0 (what TensorRT runs)")
     reduce_range: bool | None = Field(None, description="7-bit weights; default: on for CPUs without VNNI")
     preset: Literal["symmetric", "mixed"] | None = Field(None, description="NNCF preset (openvino)")
     bias_correction: bool | None = Field(None, description="NNCF fast bias correction (openvino); default on")
@@ -78,6 +85,8 @@ class QuantizeStage(Stage):
             raise ValueError("max_accuracy_drop applies to method: ptq")
         if self.method == "dynamic" and self.backend != "onnxruntime":
             raise ValueError("method 'dynamic' is ONNX Runtime's dynamic quantization; use backend onnxruntime")
+        if self.symmetric and self.activations != "int8":
+            raise ValueError("symmetric activations are int8 (zero point 0); set activations: int8")
         if self.method == "qat" and self.qat is None:
             self.qat = QatOptions()
         return self
@@ -95,6 +104,14 @@ class QuantizeStage(Stage):
 
     def training(self) -> tuple[QatOptions, tuple[str, ...]] | None:
         return (self.qat, ("qat",)) if self.qat else None
+
+    def targets_named(self) -> list[str]:
+        return self.for_
+
+    def fit_targets(self, runtimes: dict[str, type]) -> list[tuple[tuple, str]]:
+        from compress.stages.quantize.formats import fit
+
+        return fit(self, runtimes)
 
     def requires(self) -> dict[str, str]:
         extra = "'compress-edge[openvino]'"

@@ -97,7 +97,7 @@ def run_dynamic(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Ar
     if source != artifact.path:
         source.unlink(missing_ok=True)
     meta = Quantization(precision="int8", format="onnx-dynamic", method="dynamic", backend="onnxruntime",
-                        weights=cfg.weights, activations="dynamic uint8", per_channel=cfg.per_channel,
+                        weights=cfg.weights, activations="dynamic uint8", per_channel=cfg.per_channel, for_targets=cfg.for_ or None,
                         quantized_ops=count_dynamic_ops(out), float_nodes=excluded).dump()  # fmt: skip
     ctx.log(f"{cfg.name}: {meta['quantized_ops']} ops quantized dynamically (int8 weights)")
     return Artifact(Kind.ONNX, out.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
@@ -144,11 +144,16 @@ def quantize_ort(cfg, source: Path, out: Path, calibration: np.ndarray, excluded
             quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel, reduce_range=reduce_range,
             activation_type=types[cfg.activations], weight_type=types[cfg.weights],
             calibrate_method=methods[cfg.calibration.method], nodes_to_exclude=list(excluded),
-                extra_options={"CalibPercentile": cfg.calibration.percentile}, **extra,
+                extra_options={"CalibPercentile": cfg.calibration.percentile, **symmetry(cfg)}, **extra,
             )  # fmt: skip
     except Exception as exc:  # the quantizer raises bare exceptions; keep the first line for the user
         raise StageError(f"ONNX Runtime quantization failed: {first_line(exc)}",
                          hint=f"try another calibration method or add the failing node to 'ignore' in stage '{cfg.name}'") from None  # fmt: skip
+
+
+def symmetry(cfg: QuantizeStage) -> dict:
+    """Zero-point-0 activations when asked (TensorRT's format); weights are symmetric either way."""
+    return {"ActivationSymmetric": cfg.symmetric, "WeightSymmetric": cfg.weights == "int8"}
 
 
 @contextlib.contextmanager
@@ -198,7 +203,7 @@ def ort_meta(cfg: QuantizeStage, path: Path, excluded: list[str], samples: int, 
     return Quantization(
         precision="int8", format="onnx-qdq", method="ptq", backend="onnxruntime",
         activations=cfg.activations, weights=cfg.weights, per_channel=cfg.per_channel,
-        reduce_range=reduce_range, **({"reduce_range_reason": reason} if reason else {}),
+        symmetric=cfg.symmetric, for_targets=cfg.for_ or None, reduce_range=reduce_range, **({"reduce_range_reason": reason} if reason else {}),
         calibration=Calibration(method=cfg.calibration.method, samples=samples),
         quantized_ops=count_quantized_ops(path), float_nodes=excluded,
     ).dump()  # fmt: skip

@@ -212,7 +212,7 @@ def openvino_meta(cfg: QuantizeStage, model, samples: int) -> dict:
     return Quantization(
         precision="int8", format="openvino-ir", method="ptq", backend="openvino",
         preset=cfg.preset or "default", model_type=cfg.model_type, per_channel=cfg.per_channel,
-        bias_correction=cfg.bias_correction is not False,
+        bias_correction=cfg.bias_correction is not False, for_targets=cfg.for_ or None,
         calibration=Calibration(method=cfg.calibration.method, samples=samples),
         quantized_layers=len(quantized),
         float_layers=[op.get_friendly_name() for op in weighted if op not in quantized],

@@ -34,9 +34,10 @@ ADDS = (operator.add, torch.add)
 class FakeQuant(nn.Module):
     """Per-tensor affine fake quantization of activations with an EMA min/max observer."""
 
-    def __init__(self, signed: bool = False, momentum: float = 0.05) -> None:
+    def __init__(self, signed: bool = False, momentum: float = 0.05, symmetric: bool = False) -> None:
         super().__init__()
-        self.qmin, self.qmax = (-128, 127) if signed else (0, 255)
+        self.qmin, self.qmax = (-128, 127) if signed or symmetric else (0, 255)
+        self.symmetric = symmetric  # zero point 0, the range symmetric around it (TensorRT's format)
         self.momentum = momentum
         self.register_buffer("low", torch.tensor(float("inf")))
         self.register_buffer("high", torch.tensor(float("-inf")))
@@ -51,6 +52,8 @@ class FakeQuant(nn.Module):
 
     def qparams(self) -> tuple[float, int]:
         low, high = min(float(self.low), 0.0), max(float(self.high), 0.0)
+        if self.symmetric:
+            return max(max(-low, high) / self.qmax, 1e-8), 0
         scale = max((high - low) / (self.qmax - self.qmin), 1e-8)
         zero_point = int(np.clip(round(self.qmin - low / scale), self.qmin, self.qmax))
         return scale, zero_point
@@ -113,7 +116,8 @@ def freeze(model: nn.Module) -> None:
             module.freeze()
 
 
-def prepare(model: nn.Module, signed_activations: bool = False, per_channel: bool = True) -> fx.GraphModule:
+def prepare(model: nn.Module, signed_activations: bool = False, per_channel: bool = True,
+            symmetric: bool = False) -> fx.GraphModule:  # fmt: skip
     """Fold BatchNorm and insert fake quantizers; the result trains like any module."""
     from torch.fx.experimental.optimization import fuse
 
@@ -132,7 +136,7 @@ def prepare(model: nn.Module, signed_activations: bool = False, per_channel: boo
             return quantized[node]
         name = f"fq{count}"
         count += 1
-        gm.add_submodule(name, FakeQuant(signed_activations))
+        gm.add_submodule(name, FakeQuant(signed_activations, symmetric=symmetric))
         with gm.graph.inserting_after(node):
             fq = gm.graph.call_module(name, (node,))
         node.replace_all_uses_with(fq, delete_user_cb=lambda user: user is not fq)
@@ -282,7 +286,8 @@ def run_qat(cfg, artifact, ctx):
                          hint=f"use post-training quantization in stage '{cfg.name}' (method: ptq)")  # fmt: skip
     opts, label = cfg.qat, f"{cfg.name} (qat)"
     device = training_device(opts)  # calibration, weight ranges and the teacher run there too
-    model = prepare(source, signed_activations=cfg.activations == "int8", per_channel=cfg.per_channel).to(device)
+    model = prepare(source, signed_activations=cfg.activations == "int8", per_channel=cfg.per_channel,
+                    symmetric=cfg.symmetric).to(device)  # fmt: skip
     batches = calibration_batches(ctx.splits.calibration(cfg.calibration.samples, ctx.seed))
     calibrate(model, batches, ctx.task)
     if opts.weight_range == "mse":
@@ -302,7 +307,7 @@ def run_qat(cfg, artifact, ctx):
     ctx.log(f"{cfg.name}: QAT export stores {folded} INT8 weight tensors; top-1 agrees with PyTorch on {agreement:.1%}")
     settings = Quantization(precision="int8", format="onnx-qdq", method="qat", backend="onnxruntime",
                             activations=cfg.activations, weights="int8", per_channel=cfg.per_channel,
-                            weight_range=opts.weight_range,
+                            symmetric=cfg.symmetric, for_targets=cfg.for_ or None, weight_range=opts.weight_range,
                             calibration=Calibration(method="minmax-ema", samples=cfg.calibration.samples),
                             quantized_ops=count_quantized_ops(path), int8_weight_tensors=folded,
                             export_top1_agreement=agreement)  # fmt: skip
