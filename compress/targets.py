@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from compress import registry
 from compress.config import Strict
 from compress.errors import Problem, UsageError
 from compress.names import NAME_PATTERN
+from compress.runtimes.onnxruntime import GPU_PROVIDERS, PROVIDERS
 from compress.yamlconfig import read_yaml, suggest, validate
 
 
@@ -87,7 +88,12 @@ class TargetSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     runtime: Literal[tuple(registry.names("runtimes"))] = Field(description="a registered runtime")  # type: ignore[valid-type]
-    device: Literal["cpu", "gpu", "jetson"] = Field("cpu", description="jetson: also record the board's state")
+    device: Literal["cpu", "gpu", "jetson", "npu"] = Field(
+        "cpu", description="jetson: also record the board's state; npu: an Intel NPU (OpenVINO)"
+    )
+    execution_provider: Literal[tuple(PROVIDERS)] | None = Field(  # type: ignore[valid-type]
+        None, description="ONNX Runtime execution provider [default: cpu]", validate_default=True
+    )
     host: HostSpec | None = Field(None, description="measure on this device over SSH instead of here")
     threads: int = Field(1, ge=1, le=1024, description="intra-op threads used for latency")
     streams: int = Field(1, ge=1, le=256, description="OpenVINO inference streams")
@@ -102,6 +108,24 @@ class TargetSpec(Strict):
     eval_batch_size: int = Field(64, ge=1, le=65_536, description="batch for accuracy runs")
     tensorrt: TensorRTOptions | None = Field(None, description="TensorRT engine options (runtime: tensorrt)")
     power: bool = Field(False, description="sample power rails with tegrastats while timing (Jetson)")
+
+    @field_validator("execution_provider")
+    @classmethod
+    def _provider_fits(cls, provider: str | None, info: ValidationInfo) -> str | None:
+        """Only ONNX Runtime has providers; its GPU ones and `device: gpu` go together (checked here
+        rather than when measuring, where ONNX Runtime would quietly run on the CPU)."""
+        runtime, device = info.data.get("runtime"), info.data.get("device")
+        if runtime is None or device is None:
+            return provider  # already refused
+        if runtime != "onnxruntime":
+            if provider is not None:
+                raise ValueError(f"execution_provider only applies to runtime onnxruntime, not {runtime}")
+        elif device == "gpu" and provider not in GPU_PROVIDERS:
+            raise ValueError(f"device gpu with runtime onnxruntime needs execution_provider: {' or '.join(GPU_PROVIDERS)} "
+                             "(or set device: cpu)")  # fmt: skip
+        elif provider in GPU_PROVIDERS and device not in ("gpu", "jetson"):
+            raise ValueError(f"execution_provider {provider} runs on a GPU: set device: gpu (or jetson)")
+        return provider
 
     @model_validator(mode="after")
     def _consistent(self) -> TargetSpec:

@@ -141,7 +141,7 @@ def _load_and_evaluate(runtime, folder: Path, name: str, spec: dict, eval_feeds,
             entry["outputs"] = f"outputs/{name}.npy"
         mark(folder, "loading", name)
         session = runtime.load(path, target.threads)
-        entry["precision"] = session.precision
+        entry["precision"], entry["provider"] = session.precision, session.provider
         return entry, session
     except Exception as exc:  # noqa: BLE001 - reported per model, the job goes on
         return {"error": f"{target.runtime} could not run this model: {first_line(exc)}", "latency": []}, None

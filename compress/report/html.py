@@ -12,10 +12,9 @@ from compress.report.render import (
     PARTS_NOTE,
     columns,
     comparison_rows,
-    device_lines,
-    interval_lines,
     metrics_table,
     parts_table,
+    target_facts,
     target_title,
 )
 from compress.report.schema import Report
@@ -84,7 +83,7 @@ def _environment(report: Report) -> str:
             ("ISA", ", ".join(cpu.get("isa", []))), ("OS", str(env.get("os"))), ("Python", str(env.get("python"))),
             ("Packages", ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()))]  # fmt: skip
     rows += [(t.name, f"{t.runtime} {', '.join(f'{k} {v}' for k, v in t.versions.items())}; {t.threads} thread(s); "
-              f"batches {t.batch_sizes}; protocol {t.protocol}. " + ". ".join(device_lines(t) + interval_lines(report, t)))
+              f"batches {t.batch_sizes}; protocol {t.protocol}. " + ". ".join(target_facts(report, t)))
              for t in report.targets]  # fmt: skip
     body = "".join(
         f"<tr><td>{html.escape(k)}</td><td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows

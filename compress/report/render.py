@@ -144,6 +144,17 @@ def device_lines(target: TargetInfo) -> list[str]:
     return lines
 
 
+def target_facts(report: Report, target: TargetInfo) -> list[str]:
+    """The device's state, what executed the variants, and each p50's interval."""
+    return device_lines(target) + provider_lines(report, target) + interval_lines(report, target)
+
+
+def provider_lines(report: Report, target: TargetInfo) -> list[str]:
+    """What executed the variants on this target (ONNX Runtime's provider, OpenVINO's device)."""
+    used = sorted({x.provider for v in report.variants for x in v.latency if x.target == target.name and x.provider})
+    return [f"Executed by: {', '.join(used)}"] if used else []
+
+
 def interval_lines(report: Report, target: TargetInfo) -> list[str]:
     """p50 with its 95 % interval per variant and batch, flagging runs the time cap ended early and
     runs other load disturbed."""
@@ -177,7 +188,7 @@ def to_markdown(report: Report) -> str:
         lines += [f"## {target_title(target)}", "", f"Batch size {batch}; ratios are against `{report.baseline}`.", ""]
         lines += _md_table(columns(report), comparison_rows(report, target)) + [""]
         lines += (front_lines(report, target.name) + [""]) if scored else []
-        lines += [f"- {x}" for x in device_lines(target) + interval_lines(report, target)] + [""]
+        lines += [f"- {x}" for x in target_facts(report, target)] + [""]
         header, rows = metrics_table(report, target)
         if rows:
             lines += ["### Metrics", "", METRICS_NOTE, ""] + _md_table(header, rows) + [""]

@@ -33,6 +33,7 @@ class Latency(Strict):
     batch_size: int
     threads: int
     precision: str  # what the runtime computed in, as configured
+    provider: str | None = None  # what executed it: ONNX Runtime's execution provider, OpenVINO's device
     p50_ms: float
     p90_ms: float
     p99_ms: float

@@ -19,6 +19,7 @@ class TargetSettings(Protocol):
     streams: int
     performance_hint: str
     precision: str
+    execution_provider: str | None
     batch_sizes: list
     eval_batch_size: int
     tensorrt: Any
@@ -41,6 +42,8 @@ class Session(ABC):
     fixed_batch: int | None = None  # set when the model only accepts one batch size
     # Set when the runtime computes in another precision than the file's (e.g. an inference hint).
     precision: str | None = None
+    # What executed the model, as the runtime names it (ONNX Runtime's provider, OpenVINO's device).
+    provider: str | None = None
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -1,10 +1,17 @@
-"""ONNX Runtime on the CPU: sequential execution with a fixed number of intra-op threads."""
+"""ONNX Runtime: sequential execution with a fixed number of intra-op threads, on the CPU or on the
+execution provider a target names (CUDA, TensorRT, OpenVINO, oneDNN).
+
+ONNX Runtime quietly runs on the CPU when a provider it was asked for cannot load (not built into
+the installed package, or its libraries missing); a session whose first active provider is not the
+one asked for is refused, so a CPU number is never reported as a GPU one.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +19,19 @@ import numpy as np
 from compress.runtimes.base import Runtime, Session
 
 KERNEL_TIME = "_kernel_time"  # the suffix of a node's event in ONNX Runtime's profile
+# A target's `execution_provider`: ONNX Runtime's name for it, and the package that brings it.
+PROVIDERS = {
+    "cpu": ("CPUExecutionProvider", "onnxruntime"),
+    "cuda": ("CUDAExecutionProvider", "onnxruntime-gpu"),
+    "tensorrt": ("TensorrtExecutionProvider", "onnxruntime-gpu"),
+    "openvino": ("OpenVINOExecutionProvider", "onnxruntime-openvino"),
+    "dnnl": ("DnnlExecutionProvider", "an ONNX Runtime build with oneDNN (--use_dnnl)"),
+}
+GPU_PROVIDERS = ("cuda", "tensorrt")
+
+
+class ProviderError(RuntimeError):
+    pass
 
 
 def session_options(threads: int):
@@ -26,12 +46,42 @@ def session_options(threads: int):
     return options
 
 
-class OnnxSession(Session):
-    def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime as ort
+def provider_list(provider: str) -> list[str]:
+    """What a session is created with: the provider, then the CPU for the nodes it cannot run."""
+    name = PROVIDERS[provider][0]
+    return [name] if provider == "cpu" else [name, "CPUExecutionProvider"]
 
-        self._path, self._threads = str(path), threads
-        self._session = ort.InferenceSession(self._path, session_options(threads), providers=["CPUExecutionProvider"])
+
+def check_provider(session, provider: str) -> str:
+    """The session's first active provider, which must be the one asked for (ONNX Runtime falls
+    back to the CPU without an error)."""
+    import onnxruntime as ort
+
+    name, package = PROVIDERS[provider]
+    active = session.get_providers()
+    if active and active[0] == name:
+        return name
+    raise ProviderError(f"ONNX Runtime did not start {name} (it would run on {', '.join(active) or 'nothing'}; "
+                        f"providers in this onnxruntime: {', '.join(ort.get_available_providers())}): "
+                        f"install {package} in place of onnxruntime, with the libraries it needs, "
+                        "or measure on the CPU (execution_provider: cpu, device: cpu)")  # fmt: skip
+
+
+def create_session(path: str, options, providers: list[str]):
+    """An InferenceSession; ONNX Runtime's warning about a missing provider is left out, as
+    check_provider raises an error that says more."""
+    import onnxruntime as ort
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Specified provider")
+        return ort.InferenceSession(path, options, providers=providers)
+
+
+class OnnxSession(Session):
+    def __init__(self, path: Path, threads: int, provider: str = "cpu") -> None:
+        self._path, self._threads, self._providers = str(path), threads, provider_list(provider)
+        self._session = create_session(self._path, session_options(threads), self._providers)
+        self.provider = check_provider(self._session, provider)
         inputs = self._session.get_inputs()
         self.input_names = [i.name for i in inputs]
         first = inputs[0].shape[0] if inputs[0].shape else None
@@ -42,13 +92,11 @@ class OnnxSession(Session):
 
     def profile(self, feeds: dict[str, np.ndarray], runs: int) -> list[dict]:
         """A second session with ONNX Runtime's profiler on (same threads), its JSON read and deleted."""
-        import onnxruntime as ort
-
         with tempfile.TemporaryDirectory(prefix="compress-profile-") as tmp:
             options = session_options(self._threads)
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(tmp, "profile")
-            session = ort.InferenceSession(self._path, options, providers=["CPUExecutionProvider"])
+            session = create_session(self._path, options, self._providers)
             try:
                 for _ in range(runs + 1):  # the first is the warm-up, left out by kernel_times
                     session.run(None, feeds)
@@ -89,7 +137,7 @@ class OnnxRuntime(Runtime):
         return None
 
     def load(self, path: Path, threads: int) -> Session:
-        return OnnxSession(path, threads)
+        return OnnxSession(path, threads, getattr(self.target, "execution_provider", None) or "cpu")
 
     def versions(self) -> dict[str, str]:
         import onnxruntime as ort

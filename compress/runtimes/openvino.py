@@ -1,4 +1,6 @@
-"""OpenVINO on the CPU: runs ONNX files and OpenVINO IR with fixed threads, streams and precision.
+"""OpenVINO on the CPU, an Intel GPU or NPU (the target's `device`): runs ONNX files and OpenVINO IR
+with fixed threads, streams and precision. A device OpenVINO does not find here is an error at
+load, never a run on the CPU in its place.
 
 OpenVINO's CPU plugin computes "fp32" models in bf16 by default on CPUs with AVX-512 BF16 or AMX;
 this runtime always sets INFERENCE_PRECISION_HINT from the target and records the precision the
@@ -16,23 +18,50 @@ from compress.runtimes.base import Runtime, Session
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 GENERATED = re.compile(r"Constant_\d+$")  # a name OpenVINO made up, not one from the model
+DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU"}  # a target's device: OpenVINO's name for it
+DRIVERS = {"GPU": "the Intel GPU compute runtime (OpenCL driver)", "NPU": "the Intel NPU driver"}
+
+
+class OpenVINODeviceError(RuntimeError):
+    pass
+
+
+def check_device(core, device: str) -> None:
+    """Refuse a device OpenVINO cannot see here (GPU.0 and GPU.1 are both GPU)."""
+    found = core.available_devices
+    if any(d == device or d.startswith(device + ".") for d in found):
+        return
+    raise OpenVINODeviceError(f"OpenVINO finds no {device} device here (available: {', '.join(found) or 'none'}): "
+                              f"install {DRIVERS.get(device, 'its plugin')}, or set device: cpu")  # fmt: skip
+
+
+def compile_config(core, device: str, threads: int, streams: int, hint: str, precision: str) -> dict:
+    """The target's settings as OpenVINO properties; other devices than the CPU get those they
+    can set (threads and pinning are the CPU plugin's)."""
+    config = {
+        "INFERENCE_NUM_THREADS": threads,
+        "NUM_STREAMS": streams,
+        "PERFORMANCE_HINT": hint.upper(),
+        "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+        "ENABLE_CPU_PINNING": False,
+    }
+    if device == "CPU":
+        return config
+    writable = {k for k, mode in core.get_property(device, "SUPPORTED_PROPERTIES").items() if mode == "RW"}
+    return {k: v for k, v in config.items() if k in writable}
 
 
 class OpenVINOSession(Session):
-    def __init__(self, path: Path, threads: int, streams: int, hint: str, precision: str) -> None:
+    def __init__(self, path: Path, threads: int, streams: int, hint: str, precision: str, device: str = "CPU") -> None:
         import openvino as ov
 
         core = ov.Core()
+        check_device(core, device)
         model = core.read_model(str(path))
-        self._path = str(path)
-        self._config = config = {
-            "INFERENCE_NUM_THREADS": threads,
-            "NUM_STREAMS": streams,
-            "PERFORMANCE_HINT": hint.upper(),
-            "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
-            "ENABLE_CPU_PINNING": False,
-        }
-        self._compiled = core.compile_model(model, "CPU", config)
+        self._path, self._device = str(path), device
+        self._config = compile_config(core, device, threads, streams, hint, precision)
+        self._compiled = core.compile_model(model, device, self._config)
+        self.provider = ", ".join(self._compiled.get_property("EXECUTION_DEVICES"))
         self._request = self._compiled.create_infer_request()
         first = model.inputs[0].get_partial_shape()[0]
         self.input_names = [i.get_any_name() for i in model.inputs]
@@ -52,7 +81,7 @@ class OpenVINOSession(Session):
         nodes count."""
         import openvino as ov
 
-        compiled = ov.Core().compile_model(self._path, "CPU", {**self._config, "PERF_COUNT": True})
+        compiled = ov.Core().compile_model(self._path, self._device, {**self._config, "PERF_COUNT": True})
         request = compiled.create_infer_request()
         request.infer(feeds)  # warm-up
         totals: dict[tuple[str, str], float] = {}
@@ -101,6 +130,7 @@ class OpenVINORuntime(Runtime):
     package = "openvino"
     extra = "openvino"
     formats = ("onnx", "openvino")
+    devices = tuple(DEVICES)
     int8_format = "nncf"
 
     @classmethod
@@ -114,7 +144,7 @@ class OpenVINORuntime(Runtime):
         t = self.target
         if t is None:
             return OpenVINOSession(path, threads, 1, "latency", "fp32")
-        return OpenVINOSession(path, threads, t.streams, t.performance_hint, t.precision)
+        return OpenVINOSession(path, threads, t.streams, t.performance_hint, t.precision, DEVICES[t.device])
 
     def versions(self) -> dict[str, str]:
         import openvino as ov
