@@ -24,7 +24,14 @@ from compress.failures import stage_failure
 from compress.fingerprint import Fingerprints, code_fingerprint
 from compress.lock import run_lock
 from compress.measure import environment
-from compress.measure.jobs import Deployable, companions, disturbance_warnings, measure_all, target_warnings
+from compress.measure.jobs import (
+    TRACES,
+    Deployable,
+    companions,
+    disturbance_warnings,
+    measure_all,
+    target_warnings,
+)
 from compress.names import file_name
 from compress.recipe import Recipe
 from compress.recipe.checks import target_search_dirs
@@ -266,7 +273,7 @@ class Pipeline:
             v.name: Deployable(self.out / v.path, a.kind, v.precision, parts=a.meta.get("parts"))
             for v, (_, _, a) in zip(variants, found, strict=True)
         }
-        target_infos = measure_all(targets, models, variants, splits, self.task, self.log)
+        target_infos = measure_all(targets, models, variants, splits, self.task, self.log, self.out)
         fallback = variants[0].name if variants else ""  # empty only when every sweep point failed
         baseline = self.recipe.report.baseline or next((v.name for v in variants if v.precision == "fp32"), fallback)
         report = Report(
@@ -354,6 +361,7 @@ def remove_orphans(*folders: Path) -> None:
 def remove_outputs(folder: Path) -> None:
     for name in ("report.json", "report.md", "report.html"):
         (folder / name).unlink(missing_ok=True)
+    shutil.rmtree(folder / TRACES, ignore_errors=True)  # profiles of the last run's variants
 
 
 def failed_variant(label: str, message: str) -> Variant:

@@ -3,9 +3,10 @@
 A job folder holds job.json (the target and the models), eval/ (the evaluation inputs, one .npy file
 per model input, read a batch at a time) and one batch<N>.npz per batch size. For each model this program runs the evaluation inputs through the
 target's runtime (outputs saved for scoring), times it with the latency protocol (variants in
-interleaved rounds) and records the device's state before and after. A model whose entry carries
-"parts" rules is then profiled at the smallest batch size it was timed at, and that latency entry
-gets its time per part (see compress.agent.parts).
+interleaved rounds) and records the device's state before and after. Each model is then profiled at
+the smallest batch size it was timed at, and that latency entry gets its time per op type, its
+slowest layers and, for a model whose entry carries "parts" rules, its time per part (see
+compress.agent.parts).
 
 The same program measures local targets (in a child process, see compress.measure.local) and
 remote devices, where it runs as `python -m compress.agent JOB_FOLDER` from a copy of the few modules
@@ -104,9 +105,9 @@ def run_job(folder: Path, log=print) -> dict:
     result["power"] = power.summary() if power else None
     result["state_after"] = device_state.changing(target.device)
     for name, session in sessions.items():
-        if job["models"][name].get("parts"):
-            _profile_parts(name, session, job["models"][name]["parts"], batches, result["models"][name], target,
-                           log, folder)  # fmt: skip
+        if job["models"][name].get("profile", True):
+            _profile(name, session, job["models"][name].get("parts"), batches, result["models"][name], target,
+                     log, folder)  # fmt: skip
     _write(folder, result)
     mark(folder, "finished")  # a crash after this (a runtime's exit handler) loses nothing
     return result
@@ -179,24 +180,30 @@ def _time_batch(sessions: dict, feeds: dict, batch: int, target, entries: dict, 
         entries[name]["latency"].append({"batch_size": batch, "stats": stats, "runtime_summary": summary})
 
 
-def _profile_parts(name: str, session: Session, rules: list, batches: dict, entry: dict, target, log,
-                   folder: Path) -> None:  # fmt: skip
-    """The model's time per part (see agent.parts) at the smallest batch it was timed at, scaled to
-    that batch's p50; recorded in that latency entry. A runtime without a profiler records none, and
-    a profiler that fails costs only the breakdown (noted in the entry), never the latency."""
+def _profile(name: str, session: Session, rules: list | None, batches: dict, entry: dict, target, log,
+             folder: Path) -> None:  # fmt: skip
+    """Where the model's time goes at the smallest batch it was timed at, from the runtime's own
+    profiler: time per op type and the slowest layers (and per part, given `rules`; see agent.parts),
+    scaled to that batch's p50 and recorded in that latency entry; the whole profile goes into
+    entry["profile"]. A runtime without a profiler records none, and a profiler that fails costs
+    only the breakdown (noted in the entry), never the latency."""
     if not entry["latency"]:
         return
     timed = min(entry["latency"], key=lambda t: t["batch_size"])
     batch, p50 = timed["batch_size"], timed["stats"]["p50_ms"]
+    runs = model_parts.runs_for(p50)
     mark(folder, "profiling", name, batch)
     try:
-        profile = session.profile(batches[batch], model_parts.runs_for(p50))
-        found = model_parts.breakdown(profile, rules, p50) if profile is not None else None
+        profile = session.profile(batches[batch], runs)
     except Exception as exc:  # noqa: BLE001 - the latency stands without its breakdown
-        timed["parts_error"] = f"{target.runtime} could not profile this model: {first_line(exc)}"
-        log(f"warning: {target.name}: {name}: {timed['parts_error']}")
+        timed["profile_error"] = f"{target.runtime} could not profile this model: {first_line(exc)}"
+        log(f"warning: {target.name}: {name}: {timed['profile_error']}")
         return
-    timed.update(found or {})
+    if not profile:
+        return
+    timed.update(model_parts.layer_summary(profile, p50) or {})
+    timed.update((model_parts.breakdown(profile, rules, p50) or {}) if rules else {})
+    entry["profile"] = {"batch_size": batch, "runs": runs, "nodes": profile}
 
 
 def _self_timed(sessions: dict, feeds: dict, protocol, monitor: Monitor) -> dict:

@@ -22,6 +22,7 @@ from compress.data import Splits
 from compress.data.disk import allocate, write_at
 from compress.errors import CompressError, StageError, TargetError
 from compress.measure import local, remote
+from compress.names import file_name
 from compress.report.schema import Accuracy, Latency, TargetInfo, Variant
 from compress.runtimes import runtime_class
 from compress.targets import TargetSpec
@@ -75,7 +76,7 @@ class TargetResults:
 
 
 def measure_target(
-    target: TargetSpec, models: dict[str, Deployable], inputs: Inputs, task: Task | None, log
+    target: TargetSpec, models: dict[str, Deployable], inputs: Inputs, task: Task | None, log, out: Path | None = None
 ) -> TargetResults:
     """Accuracy, then interleaved latency, of every model this target's runtime can run: here (in a
     child process, so a crashing runtime costs only the model it crashed on), or on the target's host
@@ -86,7 +87,7 @@ def measure_target(
         write_job(folder, target, runnable, inputs, copy_models=target.host is not None)
         try:
             raw = (remote if target.host else local).run_job(target, folder, log)
-            results = collect(raw, folder, target, runnable, inputs, task)
+            results = collect(raw, folder, target, runnable, inputs, task, out)
         except TargetError as exc:
             results = TargetResults(error=f"{exc.message}; {exc.hint}" if exc.hint else exc.message)
     if results.error:
@@ -147,8 +148,9 @@ def stage_model(model: Deployable, store: Path) -> str:
 
 
 def collect(raw: dict, folder: Path, target: TargetSpec, models: dict[str, Deployable], inputs: Inputs,
-            task: Task | None) -> TargetResults:  # fmt: skip
-    """The measuring program's result as report entries: outputs scored here, with the task's metric."""
+            task: Task | None, traces: Path | None = None) -> TargetResults:  # fmt: skip
+    """The measuring program's result as report entries: outputs scored here, with the task's metric;
+    whole profiles written under `traces` (the report folder) when given."""
     if raw.get("error"):  # the measuring program could not start (e.g. no such runtime on the device)
         return TargetResults(error=f"{target.host.label}: {raw['error']}" if target.host else raw["error"])
     results = TargetResults(versions=raw.get("versions", {}),
@@ -167,10 +169,30 @@ def collect(raw: dict, folder: Path, target: TargetSpec, models: dict[str, Deplo
         results.latency[name] = [
             Latency(target=target.name, runtime=target.runtime, batch_size=t["batch_size"], threads=target.threads,
                     precision=precision, provider=entry.get("provider"), runtime_summary=t.get("runtime_summary"),
-                    parts=t.get("parts"), parts_profiled_ms=t.get("parts_profiled_ms"), **t["stats"])
+                    parts=t.get("parts"), parts_profiled_ms=t.get("parts_profiled_ms"), layers=t.get("layers"),
+                    profile_error=t.get("profile_error"), **t["stats"])
             for t in entry["latency"]
         ]  # fmt: skip
+        if entry.get("profile") and traces is not None:
+            trace = write_trace(traces, name, target, entry["profile"])
+            for lat in results.latency[name]:
+                if lat.layers is not None:
+                    lat.layers.trace = trace
     return results
+
+
+TRACES = "profiles"  # the report folder's sub-folder of full profiles
+
+
+def write_trace(out: Path, name: str, target: TargetSpec, profile: dict) -> str:
+    """A model's whole profile on a target as profiles/VARIANT@TARGET.json; returns that path."""
+    path = Path(TRACES) / f"{file_name(name)}@{file_name(target.name)}.json"
+    (out / TRACES).mkdir(exist_ok=True)
+    tmp = out / path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"variant": name, "target": target.name, "runtime": target.runtime,
+                               "threads": target.threads, **profile}), encoding="utf-8")  # fmt: skip
+    os.replace(tmp, out / path)
+    return path.as_posix()
 
 
 def score(outputs: np.ndarray, labels: np.ndarray, task: Task, target: TargetSpec) -> Accuracy:
@@ -228,16 +250,18 @@ def batch_of(x: np.ndarray, batch: int) -> np.ndarray:
 
 
 def measure_all(targets: list[TargetSpec], models: dict[str, Deployable], variants: list[Variant],
-                splits: Splits | None, task, log, sequence_length: int = 128) -> list[TargetInfo]:  # fmt: skip
+                splits: Splits | None, task, log, out: Path | None = None, sequence_length: int = 128,
+                ) -> list[TargetInfo]:  # fmt: skip
     """Measure every target in turn, attaching results to the variants; a target that fails as a
-    whole (an unreachable device) is recorded in its TargetInfo and the others go on."""
+    whole (an unreachable device) is recorded in its TargetInfo and the others go on. Whole
+    profiles go to `out`/profiles/."""
     infos = []
     for target in targets:
         if splits is not None:
             inputs = Inputs.from_splits(splits, task, target.batch_sizes)
         else:
             inputs = random_inputs(models, target, sequence_length)
-        results = measure_target(target, models, inputs, task if splits else None, log)
+        results = measure_target(target, models, inputs, task if splits else None, log, out)
         attach(variants, target, results)
         infos.append(TargetInfo(name=target.name, runtime=target.runtime, device=target.device, threads=target.threads,
                                 batch_sizes=target.batch_sizes, protocol=target.protocol.model_dump(),

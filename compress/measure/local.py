@@ -4,7 +4,7 @@ A runtime's native code can kill its process (SIGSEGV, SIGILL on a CPU without a
 was built for). Run in-process, that would lose the whole report; here it costs one model: the
 agent writes progress.json before each step, so when the child dies of a signal the model it was on
 gets an error naming the signal, and the job runs again for the remaining models (a crash while
-profiling a model's parts costs only that breakdown: the job runs again without it).
+profiling a model costs only its profile: the job runs again without it).
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ def run_job(target: TargetSpec, folder: Path, log) -> dict:
         crash = crash_name(code)
         if crash is None or name not in job["models"]:
             raise TargetError(failure(target, code, crash, marker, tail))
-        if marker.get("phase") == "profiling" and job["models"][name].pop("parts", None):
+        if marker.get("phase") == "profiling" and job["models"][name].get("profile", True):
+            job["models"][name].update(profile=False, parts=None)
             log(f"warning: {target.name}: {target.runtime} crashed ({crash}) while profiling model '{name}'; "
-                "measuring again without its time per part")  # fmt: skip
+                "measuring again without its profile")  # fmt: skip
             job_file.write_text(json.dumps(job), encoding="utf-8")
             continue
         crashed[name] = f"{target.runtime} crashed ({crash}) while {marker.get('phase')} model '{name}'"

@@ -81,7 +81,7 @@ def profile(paths: list[Path], targets: list[TargetSpec], out: Path, sequence_le
     check_available(targets)
     variants = [variant(name, m) for name, m in models.items()]
     with run_lock(out):
-        infos = measure_all(targets, models, variants, None, None, log, sequence_length)
+        infos = measure_all(targets, models, variants, None, None, log, out, sequence_length)
         digest = hashlib.sha256(b"".join(m.path.read_bytes() for m in models.values())).hexdigest()[:16]
         report = Report(created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         recipe=RecipeInfo(name="profile", path=None, hash=digest), environment=environment.capture(),

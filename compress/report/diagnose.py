@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compress.report.layers import measured_reasons
 from compress.report.schema import Report, Variant
 
 MIN_SPEEDUP = 1.10
@@ -32,9 +33,11 @@ def not_faster_warnings(report: Report, folder: Path) -> list[str]:
             speedup = theirs.p50_ms / mine.p50_ms
             v.speedup_vs_parent[target.name] = round(speedup, 4)
             if speedup < MIN_SPEEDUP and _compressed(v, parent):
-                reasons = likely_reasons(folder / v.path) or ["no cause visible in the graph; compare the profiles"]
+                measured, graph = measured_reasons(report, v, target.name), likely_reasons(folder / v.path)
+                said = measured + ([f"likely: {'; '.join(graph)}"] if graph else [])
                 warnings.append(f"{v.name} is only {speedup:.2f}× faster than {parent.name} on {target.name} "
-                                f"(batch {batch}); likely: {'; '.join(reasons)}")  # fmt: skip
+                                f"(batch {batch}); " + ("; ".join(said) or "no cause visible in the graph, "
+                                                        "and no profile was measured"))  # fmt: skip
     return warnings
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 
+from compress.report.layers import LAYERS_NOTE, op_table, slowest_layers
 from compress.report.plots import render_plots
 from compress.report.render import (
     METRICS_NOTE,
@@ -60,6 +61,14 @@ def _section(title: str, note: str, table: tuple) -> list[str]:
             f'<table class="variants"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>']  # fmt: skip
 
 
+def _slowest(report: Report, target) -> str:
+    """Each profiled variant's slowest layers, folded away."""
+    items = [(v.name, found) for v in report.variants if (found := slowest_layers(v, target.name))]
+    return "".join(f"<details><summary>Slowest layers of {html.escape(name)}</summary><ol>"
+                   + "".join(f"<li>{html.escape(line)}</li>" for line in found) + "</ol></details>"
+                   for name, found in items)  # fmt: skip
+
+
 def _plot(target, png: bytes) -> str:
     data = base64.b64encode(png).decode()
     return f'<img alt="accuracy vs latency on {html.escape(target.name)}" src="data:image/png;base64,{data}">'
@@ -104,6 +113,8 @@ def to_html(report: Report, plots: dict[str, bytes] | None = None) -> str:
             _table(report, target),
             *_section("Metrics", METRICS_NOTE, metrics_table(report, target)),
             *_section("Where the time goes", PARTS_NOTE, parts_table(report, target)),
+            *_section("Time per op type", LAYERS_NOTE, op_table(report, target)),
+            _slowest(report, target),
             _plot(target, plots[target.name]),
         ]
     parts += ["<h2>Variants</h2>", _lineage(report)]

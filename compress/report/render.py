@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from compress.report.details import AccuracyControl, ControlStep
+from compress.report.layers import LAYERS_NOTE, op_table
 from compress.report.schema import Latency, Report, TargetInfo, Variant
 
 MB = 1_000_000
@@ -195,6 +196,9 @@ def to_markdown(report: Report) -> str:
         header, rows = parts_table(report, target)
         if rows:
             lines += ["### Where the time goes", "", PARTS_NOTE, ""] + _md_table(header, rows) + [""]
+        header, rows = op_table(report, target)
+        if rows:
+            lines += ["### Time per op type", "", LAYERS_NOTE, ""] + _md_table(header, rows) + [""]
         for other in target.batch_sizes:
             if other != batch and any(v.latency_at(target.name, other) for v in report.variants):
                 lines += (

@@ -27,6 +27,22 @@ class Accuracy(Strict):
     details: dict[str, float] | None = None  # further figures in points (detection: mAP@.5, mAP@.75)
 
 
+class LayerProfile(Strict):
+    """Where one call's time goes, from the runtime's own profiler (see agent.parts): ms per op type
+    and of the slowest layers, scaled to the entry's p50; the whole profile is in `trace`."""
+
+    by_op: dict[str, float]  # op type as the runtime names it (after fusion) -> ms, slowest first
+    top: list[dict[str, Any]]  # the slowest layers: {"name", "op", "ms"}
+    profiled_ms: float  # the profiled total (the profiler's overhead included)
+    nodes: int  # executed nodes
+    trace: str | None = None  # every node's time, relative to the report folder
+
+    def share(self, ops: set[str]) -> float:
+        """The share of the time spent in these op types."""
+        total = sum(self.by_op.values())
+        return sum(ms for op, ms in self.by_op.items() if op in ops) / total if total else 0.0
+
+
 class Latency(Strict):
     target: str
     runtime: str
@@ -59,6 +75,8 @@ class Latency(Strict):
     # parts' sum as profiled (the profiler's overhead included). Measured at one batch size per target.
     parts: dict[str, float] | None = None
     parts_profiled_ms: float | None = None
+    layers: LayerProfile | None = None  # at the smallest batch measured on the target
+    profile_error: str | None = None  # why the runtime's profiler gave nothing
 
 
 class Variant(Strict):
