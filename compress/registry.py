@@ -27,6 +27,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "finetune": "compress.stages.finetune:FinetuneStage",
         "export": "compress.stages.export:ExportStage",
         "quantize": "compress.stages.quantize:QuantizeStage",
+        "convert": "compress.stages.convert:ConvertStage",
     },
     "runtimes": {
         "onnxruntime": "compress.runtimes.onnxruntime:OnnxRuntime",

@@ -34,7 +34,7 @@ from compress.agent import store
 from compress.agent.profiling import Monitor, judge, measure_interleaved, summarize
 from compress.data.rows import RowFile
 from compress.errors import first_line
-from compress.runtimes.base import Session
+from compress.runtimes.base import COMPUTED, Session
 
 PACKAGE = Path(__file__).resolve().parent.parent
 CORE = (
@@ -125,10 +125,20 @@ def mark(folder: Path, phase: str, model: str | None = None, batch: int | None =
     _write(folder, {"phase": phase, "model": model, "batch": batch}, PROGRESS)
 
 
+def runtime_for(runtime, spec: dict, target):
+    """The runtime that loads a model: a variant whose precision the runtime computes in (bf16,
+    runtimes.base.COMPUTED) gets one set to that precision."""
+    wanted = spec.get("precision")
+    if wanted in COMPUTED and wanted != target.precision:
+        return type(runtime)(SimpleNamespace(**{**vars(target), "precision": wanted}), runtime.example_shapes)
+    return runtime
+
+
 def _load_and_evaluate(runtime, folder: Path, name: str, spec: dict, eval_feeds, target):
     """(result entry, timing session or None); a runtime refusing one model must not lose the others."""
     path = folder / spec["file"]
     try:
+        runtime = runtime_for(runtime, spec, target)
         if spec.get("sha256"):
             store.verify(path, spec["sha256"])
         entry = {"latency": []}

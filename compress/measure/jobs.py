@@ -25,6 +25,7 @@ from compress.measure import local, remote
 from compress.names import file_name
 from compress.report.schema import Accuracy, Latency, TargetInfo, Variant
 from compress.runtimes import runtime_class
+from compress.runtimes.base import COMPUTED
 from compress.targets import TargetSpec
 from compress.tasks import Task
 
@@ -81,7 +82,7 @@ def measure_target(
     """Accuracy, then interleaved latency, of every model this target's runtime can run: here (in a
     child process, so a crashing runtime costs only the model it crashed on), or on the target's host
     over SSH. A target that fails as a whole comes back with `error` set."""
-    runnable = {n: m for n, m in models.items() if m.kind in runtime_class(target.runtime).formats}
+    runnable = {n: m for n, m in models.items() if runs(runtime_class(target.runtime), m)}
     with tempfile.TemporaryDirectory(prefix="compress-job-") as tmp:
         folder = Path(tmp)
         write_job(folder, target, runnable, inputs, copy_models=target.host is not None)
@@ -95,6 +96,12 @@ def measure_target(
     for name, error in results.errors.items():
         log(f"warning: {name} on {target.name}: {error}")
     return results
+
+
+def runs(runtime: type, model: Deployable) -> bool:
+    """Whether a runtime can run a model: its file format, and a precision computed by the runtime
+    (bf16) only where the runtime takes it. The others are left out, not failed."""
+    return model.kind in runtime.formats and (model.precision not in COMPUTED or model.precision in runtime.precisions)
 
 
 def write_job(

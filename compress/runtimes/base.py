@@ -25,6 +25,10 @@ class TargetSettings(Protocol):
     tensorrt: Any
 
 
+# Variant precisions that a runtime computes in rather than reads from the file: a bf16 variant is
+# its fp32 file run with the runtime's precision set to bf16, on runtimes whose `precisions` take it.
+COMPUTED = ("bf16",)
+
 QUANTIZATION_MARKERS = {"onnx": b"QuantizeLinear", "openvino": b"FakeQuantize"}
 
 

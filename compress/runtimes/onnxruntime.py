@@ -128,6 +128,7 @@ class OnnxRuntime(Runtime):
     name = "onnxruntime"
     package = "onnxruntime"
     extra = None  # a core dependency
+    precisions = ("fp32",)  # it computes in the file's precision (an fp16 file runs in fp16); no hint to set
 
     @classmethod
     def int8_misfit(cls, quantization) -> str | None:
