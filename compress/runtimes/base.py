@@ -58,6 +58,12 @@ class Session(ABC):
         (trtexec); None, the default, has the shared protocol time `run`."""
         return None
 
+    def throughput(self, feeds: dict[str, np.ndarray], seconds: float) -> Optional[tuple]:
+        """(items per second, requests in flight) with requests run in parallel, for sessions whose
+        target asks for throughput (OpenVINO streams); None, the default: one request at a time,
+        whose throughput follows from its latency."""
+        return None
+
     def profile(self, feeds: dict[str, np.ndarray], runs: int) -> Optional[list]:
         """Where one call's time goes, from the runtime's own profiler: one dict per executed node,
         {"name": node name, "op": op type, "ms": mean milliseconds per run}, over `runs` calls after

@@ -331,8 +331,8 @@ class TensorRTRuntime(Runtime):
 
     @classmethod
     def int8_misfit(cls, q) -> str | None:
-        if q.method == "dynamic":
-            return "TensorRT has no kernels for dynamic quantization (DynamicQuantizeLinear, MatMulInteger)"
+        if q.method in ("dynamic", "int4"):
+            return "TensorRT has no kernels for ONNX Runtime's dynamic or MatMulNBits quantization"
         fits = q.format != "onnx-qdq" or (q.activations == "int8" and q.symmetric)
         return None if fits else (f"TensorRT runs only symmetric INT8 (zero point 0), and this file has "
                                   f"{q.activations} activations with zero points")  # fmt: skip

@@ -1,5 +1,5 @@
 """`quantize`: INT8 by post-training quantization (ONNX Runtime QDQ or NNCF to OpenVINO IR),
-ONNX Runtime dynamic quantization, or quantization-aware training. Each backend is a module of
+ONNX Runtime dynamic quantization, or quantization-aware training; INT4 weight-only compression. Each backend is a module of
 this package; this one holds the stage's configuration and picks the backend."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class QuantizeStage(Stage):
     """INT8 quantization: post-training (ONNX Runtime QDQ or NNCF to OpenVINO IR) or quantization-aware."""
 
     type: Literal["quantize"]
-    method: Literal["ptq", "dynamic", "qat"] = "ptq"
+    method: Literal["ptq", "dynamic", "qat", "int4"] = "ptq"
     backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
     calibration: Calibration = Field(default_factory=Calibration)
     per_channel: bool = True
@@ -56,7 +56,10 @@ class QuantizeStage(Stage):
     )
     activations: Literal["uint8", "int8"] = "uint8"
     weights: Literal["int8", "uint8"] = "int8"
-    symmetric: bool = Field(False, description="int8 activations with zero point 0 (what TensorRT runs)")
+    symmetric: bool = Field(
+        False, description="int8 activations with zero point 0 (what TensorRT runs); int4: symmetric weights"
+    )
+    group_size: int = Field(128, ge=16, le=4096, description="int4: weights that share one scale")
     reduce_range: bool | None = Field(None, description="7-bit weights; default: on for CPUs without VNNI")
     preset: Literal["symmetric", "mixed"] | None = Field(None, description="NNCF preset (openvino)")
     bias_correction: bool | None = Field(None, description="NNCF fast bias correction (openvino); default on")
@@ -70,7 +73,7 @@ class QuantizeStage(Stage):
     @model_validator(mode="after")
     def _options_fit_backend(self) -> QuantizeStage:
         other = OPENVINO_ONLY if self.backend == "onnxruntime" else ORT_ONLY
-        given = [k for k in other if k in self.model_fields_set]
+        given = [k for k in other if k in self.model_fields_set and not (k == "symmetric" and self.method == "int4")]
         if given:
             raise ValueError(f"{', '.join(given)} do(es) not apply to backend '{self.backend}'")
         if self.backend == "openvino" and self.calibration.method == "entropy":
@@ -85,7 +88,12 @@ class QuantizeStage(Stage):
             raise ValueError("max_accuracy_drop applies to method: ptq")
         if self.method == "dynamic" and self.backend != "onnxruntime":
             raise ValueError("method 'dynamic' is ONNX Runtime's dynamic quantization; use backend onnxruntime")
-        if self.symmetric and self.activations != "int8":
+        if "group_size" in self.model_fields_set and self.method != "int4":
+            raise ValueError("group_size applies to method: int4")
+        if self.method == "int4" and self.model_fields_set & {"activations", "weights", "reduce_range", "calibration"}:
+            raise ValueError("method int4 compresses weights only: leave out activations, weights, reduce_range "
+                             "and calibration")  # fmt: skip
+        if self.symmetric and self.activations != "int8" and self.method != "int4":
             raise ValueError("symmetric activations are int8 (zero point 0); set activations: int8")
         if self.method == "qat" and self.qat is None:
             self.qat = QatOptions()
@@ -118,6 +126,10 @@ class QuantizeStage(Stage):
         return {"openvino": extra, "nncf": extra} if self.backend == "openvino" else {}
 
     def run(self, artifact: Artifact, ctx: StageContext) -> Artifact:
+        if self.method == "int4":
+            from compress.stages.quantize.weights import run_int4
+
+            return run_int4(self, artifact, ctx)
         if self.method == "qat":
             from compress.stages.quantize.qat import run_qat
 

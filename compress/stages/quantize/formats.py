@@ -39,6 +39,8 @@ def fit(stage: Any, runtimes: dict[str, type]) -> Problems:
     fmt = next(iter(formats.values()))
     names = f"target {', '.join(runtimes)} takes" if len(runtimes) == 1 else f"targets {', '.join(runtimes)} take"
     problems = _backend(stage, fmt, names)
+    if stage.method == "int4":  # weight-only: the activation format does not apply
+        return problems
     for field, value in SETTINGS.get(fmt, {}).items():
         if field in stage.model_fields_set and getattr(stage, field) != value:
             problems.append(((field,), f"{names} {DESCRIBED[fmt]}, so {field} must be {value!r}; "
@@ -49,10 +51,10 @@ def fit(stage: Any, runtimes: dict[str, type]) -> Problems:
 
 
 def _backend(stage: Any, fmt: str, names: str) -> Problems:
-    if stage.method == "dynamic" and fmt != "u8s8":
-        return [(("method",), f"{names} {DESCRIBED[fmt]}, not dynamic quantization; use method: ptq")]
+    if (stage.method == "dynamic" and fmt != "u8s8") or (stage.method == "int4" and fmt == "symmetric"):
+        return [(("method",), f"{names} {DESCRIBED[fmt]}, not {stage.method} quantization; use method: ptq")]
     if fmt == "nncf":
-        if stage.method == "ptq" and "backend" not in stage.model_fields_set:
+        if stage.method in ("ptq", "int4") and "backend" not in stage.model_fields_set:
             stage.backend = "openvino"
             try:
                 type(stage).model_validate(
