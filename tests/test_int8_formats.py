@@ -131,6 +131,9 @@ def test_quantized_for_tensorrt_has_only_zero_point_zero_and_u8s8_is_flagged_the
         assert variants[name]["details"]["symmetric"] is True and variants[name]["details"]["for_targets"] == [
             "gpu-trt"
         ]
+    on_trt = min((lat for lat in variants["int8-trt"]["latency"] if lat["target"] == "gpu-trt"),
+                 key=lambda lat: lat["batch_size"])  # fmt: skip
+    assert on_trt["layers"]["nodes"] > 10 and on_trt["layers"]["trace"] == "profiles/int8-trt@gpu-trt.json"
     u8s8 = zero_points(out / variants["int8"]["path"])
     assert any(z.dtype == np.uint8 and z.any() for z in u8s8.values())  # the default keeps its zero points
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from compress.runtimes import tensorrt as trt_rt
+from compress.runtimes import trtexec
 from compress.targets import TargetSpec
 from tests.conftest import write_mlp_onnx
 
@@ -128,6 +129,13 @@ if "saveEngine" in args:
 if "help" in args:
     sys.exit(0)
 session = ort.InferenceSession(open(args["loadEngine"]).read(), providers=["CPUExecutionProvider"])
+if "exportProfile" in args:  # every node of the ONNX file as a "layer" at 0.01 ms per call
+    import onnx
+    nodes = onnx.load(open(args["loadEngine"]).read()).graph.node
+    runs = int(args["iterations"])
+    json.dump([{{"count": runs}}] + [{{"name": n.name or "/mlp/" + n.op_type, "timeMs": 0.01 * runs, "averageMs": 0.01, "medianMs": 0.01}}
+                                   for n in nodes], open(args["exportProfile"], "w"))
+    sys.exit(0)
 shapes = dict((s.split(":")[0], [int(d) for d in s.split(":")[1].split("x")]) for s in args["shapes"].split(","))
 if "loadInputs" in args:
     feeds = {{}}
@@ -172,8 +180,36 @@ def test_runtime_builds_caches_evaluates_and_times_through_a_fake_trtexec(tmp_pa
     np.testing.assert_allclose(predict(session, {"x": x}, 16), expected, rtol=1e-5)
     samples, capped, summary = session.benchmark({"x": x[:4]}, SimpleNamespace(**target.protocol.model_dump()))
     assert len(samples) == 50 and not capped and summary["gpu_compute"]["median"] == 0.35
+    layers = session.profile({"x": x[:1]}, 20)  # through the stand-in: the ONNX nodes at 0.01 ms each
+    assert [(n["op"], n["ms"]) for n in layers] == [("MatMul", 0.01), ("Relu", 0.01)]
     runtime.load(model, 1)  # a second load reuses the cached engine
     assert len(list((tmp_path / "engines").glob("*.engine"))) == 1
+
+
+def test_per_layer_profile_is_parsed_with_op_types_from_layer_names():
+    """trtexec's --exportProfile format (TensorRT 8 and 10), with made-up times."""
+    data = [{"count": 50},
+            {"name": "Reformatting CopyNode for Input Tensor 0 to /stem/Conv + /stem/Relu", "timeMs": 0.5,
+             "averageMs": 0.01, "medianMs": 0.01, "percentage": 5.0},
+            {"name": "/stem/Conv + /stem/Relu", "timeMs": 5.0, "averageMs": 0.1, "percentage": 50.0},
+            {"name": "/blocks/blocks.0/attn/MatMul_1", "timeMs": 3.0, "averageMs": 0.06},
+            {"name": "{ForeignNode[/blocks/blocks.1/attn/MatMul.../Softmax]}", "timeMs": 1.0},
+            {"name": "PWN(/act/Sigmoid, /act/Mul)", "timeMs": 0.5, "averageMs": 0.01}]  # fmt: skip
+    assert trtexec.parse_profile(data) == [
+        {"name": data[1]["name"], "op": "Reformat", "ms": 0.01},
+        {"name": "/stem/Conv + /stem/Relu", "op": "Conv+Relu", "ms": 0.1},
+        {"name": "/blocks/blocks.0/attn/MatMul_1", "op": "MatMul", "ms": 0.06},
+        {"name": data[4]["name"], "op": "ForeignNode", "ms": 0.02},  # timeMs / count when no average
+        {"name": data[5]["name"], "op": "PointWise", "ms": 0.01},
+    ]
+    command = trtexec.profile_command("trtexec", Path("m.engine"), {"x": (1, 64)}, 30, Path("p.json"))
+    assert {
+        "--dumpProfile",
+        "--separateProfileRun",
+        "--iterations=30",
+        "--exportProfile=p.json",
+        "--shapes=x:1x64",
+    } <= set(command)
 
 
 def test_int8_precision_needs_a_quantized_model(tmp_path, monkeypatch):

@@ -96,7 +96,7 @@ def test_pretrained_minilm_int4_weight_only_in_both_runtimes(write, tmp_path):
     assert not any(n.op_type == "MatMul" and "weight" in "".join(n.input) for n in nodes)
     assert v["int4"]["details"]["quantized_ops"] == 36 and v["int4"]["precision"] == "int4"
     assert v["int4-nncf"]["path"].endswith(".xml") and v["int4-nncf"]["details"]["quantized_ops"] >= 36
-    assert v["int4"]["size_bytes"] < 0.3 * v["fp32"]["size_bytes"]
+    assert v["int4"]["size_bytes"] < 0.65 * v["fp32"]["size_bytes"]  # the embedding table stays float
     for name, targets in (("int4", {"t", "t-ov"}), ("int4-nncf", {"t-ov"})):
         fidelity = {a["target"]: a["value"] for a in v[name]["accuracy_per_target"]}
         assert set(fidelity) == targets and min(fidelity.values()) > 95.0, (name, fidelity)

@@ -43,6 +43,7 @@ CORE = (
     "registry.py",
     "runtimes/__init__.py",
     "runtimes/base.py",
+    "runtimes/trtexec.py",
     "data/__init__.py",
     "data/rows.py",
 )

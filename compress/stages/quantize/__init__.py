@@ -95,6 +95,8 @@ class QuantizeStage(Stage):
                              "and calibration")  # fmt: skip
         if self.symmetric and self.activations != "int8" and self.method != "int4":
             raise ValueError("symmetric activations are int8 (zero point 0); set activations: int8")
+        if self.method == "int4" and self.variant is None:
+            self.variant = self.name or "int4"  # not the INT8 default name
         if self.method == "qat" and self.qat is None:
             self.qat = QatOptions()
         return self
