@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -161,3 +162,40 @@ def test_qat_fake_quantizer_for_tensorrt_is_symmetric():
     affine = FakeQuant()
     affine.observe(torch.tensor([-0.5, 3.0]))
     assert affine.qparams()[1] != 0
+
+
+def test_modelopt_backend_takes_only_its_own_settings():
+    with pytest.raises(RecipeError) as info:
+        recipe_from_text(BASE + "    backend: modelopt\n    activations: int8\n", "r.yaml")
+    assert "activations do(es) not apply to backend 'modelopt'" in str(info.value.problems[0])
+    (found,) = problems(BASE + "    backend: modelopt\n    calibration: {method: percentile}\n")
+    assert "backend 'modelopt' does method: ptq with calibration.method minmax or entropy" in found
+    (found,) = problems(BASE + "    backend: modelopt\n    for: [cpu-onnxruntime]\n")
+    assert found.startswith("r.yaml:8:5: stages[2].backend") and "backend modelopt makes TensorRT's format" in found
+
+
+@pytest.mark.skipif(importlib.util.find_spec("modelopt") is not None, reason="nvidia-modelopt is installed here")
+def test_modelopt_backend_without_the_package_exits_3_naming_the_extra(tiny_recipe, tmp_path):
+    text = tiny_recipe.read_text().replace("    calibration: {samples: 64}", "    backend: modelopt")
+    tiny_recipe.write_text(text)
+    result = cli("run", str(tiny_recipe), "-o", str(tmp_path / "o"))
+    assert result.returncode == 3, result.stderr
+    assert "pip install 'compress-edge[modelopt]'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o" / "cache").exists(), "nothing ran before the check"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("modelopt") is None,
+                    reason="nvidia-modelopt is not installed: its ONNX extra brings onnxruntime-gpu, which replaces "
+                    "the CPU onnxruntime the rest of this suite runs on")  # fmt: skip
+def test_modelopt_makes_zero_point_zero_int8(tiny_recipe, tmp_path):
+    text = tiny_recipe.read_text().replace(
+        "    calibration: {samples: 64}", "    backend: modelopt\n    calibration: {samples: 64}"
+    )
+    tiny_recipe.write_text(text)
+    out = tmp_path / "o"
+    result = cli("run", str(tiny_recipe), "-o", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (int8,) = [v for v in json.loads((out / "report.json").read_text())["variants"] if v["name"] == "int8"]
+    found = zero_points(out / int8["path"])
+    assert found and not any(z.any() for z in found.values()) and int8["details"]["backend"] == "modelopt"

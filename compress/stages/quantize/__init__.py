@@ -45,7 +45,10 @@ class QuantizeStage(Stage):
 
     type: Literal["quantize"]
     method: Literal["ptq", "dynamic", "qat", "int4"] = "ptq"
-    backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    backend: Literal["onnxruntime", "openvino", "modelopt"] = Field(
+        "onnxruntime",
+        description="onnxruntime (QDQ ONNX), openvino (NNCF, OpenVINO IR) or modelopt (NVIDIA's ONNX PTQ for TensorRT)",
+    )
     calibration: Calibration = Field(default_factory=Calibration)
     per_channel: bool = True
     for_: list[str] = Field(
@@ -72,12 +75,16 @@ class QuantizeStage(Stage):
 
     @model_validator(mode="after")
     def _options_fit_backend(self) -> QuantizeStage:
-        other = OPENVINO_ONLY if self.backend == "onnxruntime" else ORT_ONLY
+        other = {"onnxruntime": OPENVINO_ONLY, "openvino": ORT_ONLY, "modelopt": ORT_ONLY + OPENVINO_ONLY}[self.backend]
         given = [k for k in other if k in self.model_fields_set and not (k == "symmetric" and self.method == "int4")]
         if given:
             raise ValueError(f"{', '.join(given)} do(es) not apply to backend '{self.backend}'")
         if self.backend == "openvino" and self.calibration.method == "entropy":
             raise ValueError("calibration.method 'entropy' is ONNX Runtime's; use minmax, mean_minmax or percentile")
+        if self.backend == "modelopt" and (
+            self.method != "ptq" or self.calibration.method not in ("minmax", "entropy")
+        ):
+            raise ValueError("backend 'modelopt' does method: ptq with calibration.method minmax or entropy")
         if self.method == "qat" and self.backend != "onnxruntime":
             raise ValueError(
                 "method 'qat' exports a QDQ ONNX file (runs in ONNX Runtime and OpenVINO); use backend onnxruntime"
@@ -124,6 +131,8 @@ class QuantizeStage(Stage):
         return fit(self, runtimes)
 
     def requires(self) -> dict[str, str]:
+        if self.backend == "modelopt":
+            return {"modelopt": "'compress-edge[modelopt]'"}
         extra = "'compress-edge[openvino]'"
         return {"openvino": extra, "nncf": extra} if self.backend == "openvino" else {}
 
@@ -136,6 +145,10 @@ class QuantizeStage(Stage):
             from compress.stages.quantize.qat import run_qat
 
             return run_qat(self, artifact, ctx)
+        if self.backend == "modelopt":
+            from compress.stages.quantize.modelopt import run_modelopt
+
+            return run_modelopt(self, artifact, ctx)
         if self.backend == "openvino":
             from compress.stages.quantize.openvino import run_openvino
 

@@ -41,6 +41,8 @@ def fit(stage: Any, runtimes: dict[str, type]) -> Problems:
     problems = _backend(stage, fmt, names)
     if stage.method == "int4":  # weight-only: the activation format does not apply
         return problems
+    if stage.backend == "modelopt":  # it has its own format settings
+        return problems
     for field, value in SETTINGS.get(fmt, {}).items():
         if field in stage.model_fields_set and getattr(stage, field) != value:
             problems.append(((field,), f"{names} {DESCRIBED[fmt]}, so {field} must be {value!r}; "
@@ -63,10 +65,20 @@ def _backend(stage: Any, fmt: str, names: str) -> Problems:
             except ValueError as exc:
                 return [(("for",), f"{names} {DESCRIBED[fmt]} (backend openvino), but {_reason(exc)}")]
         return []
+    if fmt == "symmetric" and "backend" not in stage.model_fields_set and stage.method == "ptq" and _modelopt():
+        stage.backend = "modelopt"  # NVIDIA's own placement, preferred for TensorRT when installed
+    if stage.backend == "modelopt" and fmt != "symmetric":
+        return [(("backend",), f"{names} {DESCRIBED[fmt]}; backend modelopt makes TensorRT's format")]
     if stage.backend == "openvino":
         return [(("backend",), f"{names} {DESCRIBED[fmt]}, and backend openvino makes an OpenVINO IR, which "
                                "it cannot load; use backend: onnxruntime")]  # fmt: skip
     return []
+
+
+def _modelopt() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("modelopt") is not None
 
 
 def _reason(exc: ValueError) -> str:
