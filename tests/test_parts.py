@@ -127,6 +127,7 @@ def test_rules_first_match_op_types_runtime_prefixes_and_other():
     assert found == {"postprocess": 0.0, "backbone": 0.0, "neck": 0.0, "heads": 1.0, "other": 0.5}
     assert parts.runs_for(500.0) == parts.MIN_RUNS and parts.runs_for(0.01) == parts.MAX_RUNS
     assert parts.runs_for(20.0) == 50
+    assert parts.runs_for(20.0, seconds=0.5) == 25 and parts.runs_for(20.0, seconds=5.0) == 50  # capped at 1 s
 
 
 def test_a_failing_profiler_costs_the_breakdown_not_the_latency(models, tmp_path):

@@ -207,7 +207,7 @@ def _profile(name: str, session: Session, rules: list | None, batches: dict, ent
         return
     timed = min(entry["latency"], key=lambda t: t["batch_size"])
     batch, p50 = timed["batch_size"], timed["stats"]["p50_ms"]
-    runs = model_parts.runs_for(p50)
+    runs = model_parts.runs_for(p50, target.protocol.min_seconds)
     mark(folder, "profiling", name, batch)
     try:
         profile = session.profile(batches[batch], runs)

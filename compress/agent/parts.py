@@ -30,9 +30,11 @@ PROFILE_SECONDS = 1.0  # profile about this long ...
 MIN_RUNS, MAX_RUNS = 10, 100  # ... in at least / at most this many runs (ONNX Runtime logs every node of every run)
 
 
-def runs_for(p50_ms: float) -> int:
-    """How many calls to profile a model whose p50 is `p50_ms`."""
-    wanted = math.ceil(PROFILE_SECONDS * 1000.0 / p50_ms) if p50_ms > 0 else MAX_RUNS
+def runs_for(p50_ms: float, seconds: float = PROFILE_SECONDS) -> int:
+    """How many calls to profile a model whose p50 is `p50_ms` for about `seconds` (at most
+    PROFILE_SECONDS: a protocol asking for shorter timing gets a shorter profile too)."""
+    seconds = min(seconds, PROFILE_SECONDS)
+    wanted = math.ceil(seconds * 1000.0 / p50_ms) if p50_ms > 0 else MAX_RUNS
     return max(MIN_RUNS, min(MAX_RUNS, wanted))
 
 
