@@ -76,13 +76,19 @@ def run(
     ] = None,
     set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only print the final table")] = False,
+    executor: Annotated[
+        Optional[str], typer.Option(help="local, processes or ray [default: the recipe's executor]")
+    ] = None,
+    jobs: Annotated[Optional[int], typer.Option(help="stage tasks at a time (processes, ray)")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="ray: auto or ray://host:port")] = None,
 ) -> None:
     """Run a recipe end to end and write report.json, report.md and plots."""
     from compress.pipeline import output_dir, run_recipe
     from compress.recipe import load_recipe
     from compress.report.render import print_tables
 
-    loaded = load_recipe(recipe, set_ or ())
+    chosen = {"executor.type": executor, "executor.jobs": jobs, "executor.address": ray_address}
+    loaded = load_recipe(recipe, (*(set_ or ()), *(f"{k}={v}" for k, v in chosen.items() if v is not None)))
     log = (lambda msg: None) if quiet else _say
     report = run_recipe(loaded, output, log=log, show_progress=not quiet)
     print_tables(report, _console(stderr=False))

@@ -20,6 +20,7 @@ from compress.artifact import DEPLOYABLE, Artifact, Kind, save_torch
 from compress.data import Splits, data_inputs, data_source, load_data
 from compress.data.preprocess import mean_std, preprocessing
 from compress.errors import UsageError, check_output_folder, writing
+from compress.execute import make_cached, resume_name
 from compress.failures import stage_failure
 from compress.fingerprint import Fingerprints, code_fingerprint
 from compress.lock import run_lock
@@ -95,6 +96,10 @@ class Pipeline:
 
     def run_points(self, sources, splits: Splits, data_key: str) -> tuple[list, list[StageFailure]]:
         """Run every sweep point's chain (or the recipe's one chain); failing stages are recorded."""
+        if self.recipe.executor.type != "local":
+            from compress.graph import run_points_as_graph
+
+            return run_points_as_graph(self, sources, data_key)
         per_point, failures = [], []
         points = self.recipe.points()
         for label, point in points:
@@ -127,7 +132,7 @@ class Pipeline:
     def cached_splits(self, name: str, make) -> Splits:
         """Reuse the split folder `cache/<name>` if complete, else make it, save it aside and rename it
         into place. Either way the arrays come back memory-mapped from that folder."""
-        path = self.cache / name
+        path = self.splits_folder = self.cache / name  # tasks in other processes read the splits from here
         if Splits.saved(path):
             return Splits.load(path)
         splits = make()
@@ -175,8 +180,7 @@ class Pipeline:
                 )
                 continue
             parent, refs = outputs[needs[0]], {name: outputs[name] for name in stage.references()}
-            key = cache_key(stage.model_dump(), parent.key, {n: a.key for n, a in refs.items()}, data_key,
-                            self.recipe.seed, self.versions)  # fmt: skip
+            key = self.stage_key(stage, parent.key, {n: a.key for n, a in refs.items()}, data_key)
             resume = self.cache / resume_name(stage.name, key)
             make = lambda d, s=stage, p=parent, r=refs, c=resume: s.run(  # noqa: E731
                 p, StageContext(workdir=d, refs=r, checkpoints=c, **ctx_base)
@@ -188,6 +192,10 @@ class Pipeline:
                 self.log(f"warning: {failures[-1].line()}")
         return failures
 
+    def stage_key(self, stage, parent_key: str, ref_keys: dict[str, str], data_key: str) -> str:
+        settings = stage.model_dump(exclude={"resources"})  # where it runs does not change the result
+        return cache_key(settings, parent_key, ref_keys, data_key, self.recipe.seed, self.versions)
+
     def source(self, name: str, spec, splits: Splits, data_key: str) -> Artifact:
         """The initial model (or teacher), built from its recipe section and cached."""
         key = cache_key(name, spec.model_dump(), self.fingerprints.of(self.model_files(spec)), data_key, self.versions)
@@ -195,29 +203,8 @@ class Pipeline:
 
     def cached(self, name: str, key: str, make) -> Artifact:
         """Reuse `cache/<name>-<key>` if complete, else build it aside and rename it into place."""
-        final = self.cache / f"{file_name(name)}-{key}"
-        resume = self.cache / resume_name(name, key)  # a training stage's epoch checkpoint
-        if Artifact.exists(final):
-            self.log(f"{name}: reusing cached result {final.name}")
-            self.reused += 1
-            shutil.rmtree(resume, ignore_errors=True)
-            return Artifact.load(final)
-        self.computed += 1
-        with writing(self.cache):
-            self.cache.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix=f".{file_name(name)}-", dir=self.cache))
-        try:
-            artifact = make(work)
-            artifact.key, artifact.folder = key, work
-            with writing(final):
-                artifact.save()
-                shutil.rmtree(final, ignore_errors=True)
-                os.replace(work, final)
-            shutil.rmtree(resume, ignore_errors=True)  # the result is in place: no more resuming
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        artifact.folder = final
+        artifact, reused = make_cached(self.cache, name, key, make, self.log)
+        self.reused, self.computed = self.reused + reused, self.computed + (not reused)
         return artifact
 
     def build_source(self, name: str, spec, splits: Splits, workdir: Path) -> Artifact:
@@ -339,13 +326,6 @@ def merge_points(per_point: list[tuple[str, list]], total: int | None = None) ->
                 seen.add(artifact.key)
                 merged.append((rename[name], rename.get(parent, parent) if parent else None, artifact))
     return merged
-
-
-def resume_name(name: str, key: str) -> str:
-    """The folder beside a stage's result where its training keeps an epoch checkpoint while it
-    runs. Unlike the half-made stage folder (a dot name, removed after a kill) it survives a kill, and
-    its key ties it to one configuration and input (compress.stages.checkpoint)."""
-    return f"{file_name(name)}-{key}.resume"
 
 
 def remove_orphans(*folders: Path) -> None:

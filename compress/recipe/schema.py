@@ -157,6 +157,26 @@ class Sweep(Strict):
 SWEEPABLE = ("stages",)
 
 
+class ExecutorSpec(Strict):
+    """Where stage results are made: here one after another (`local`), in a pool of local
+    processes, or on a Ray cluster. Measurement always runs here, one target at a time."""
+
+    type: Literal["local", "processes", "ray"] = "local"
+    jobs: int | None = Field(None, ge=1, le=4096, description="stage tasks at a time [default: this machine's cores]")
+    address: str | None = Field(None, description="ray: `auto`, `ray://host:port` [default: a local Ray for the run]")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value):
+        return {"type": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _address_is_rays(self) -> ExecutorSpec:
+        if self.address is not None and self.type != "ray":
+            raise ValueError("address applies to executor ray")
+        return self
+
+
 class Recipe(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -172,6 +192,7 @@ class Recipe(Strict):
     report: ReportSpec = Field(default_factory=ReportSpec)
     gates: Gates | None = Field(None, description="CI limits checked after the run; exit code 1 when one fails")
     sweep: Sweep | None = None
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec, description="where stages run (--executor, --jobs)")
 
     _path: Path | None = PrivateAttr(None)
     _hash: str = PrivateAttr("")

@@ -40,12 +40,20 @@ class StageContext:
     augment: dict | None = None  # the data source's training augmentation under `augment: auto`
 
 
+class Resources(Strict):
+    """What one task of a stage takes on a cluster (executor ray); not part of its cache key."""
+
+    cpus: float = Field(1, gt=0, le=4096)
+    gpus: float = Field(0, ge=0, le=64)
+
+
 class Stage(Strict):
     """Fields every stage has, and what the pipeline asks of a stage."""
 
     name: str | None = Field(None, pattern=NAME_PATTERN, description="unique stage name; defaults to its type")
     input: str | None = Field(None, description="name of the stage whose output this one takes")
     variant: str | None = Field(None, pattern=NAME_PATTERN, description="report name of the model this stage produces")
+    resources: Resources = Field(default_factory=Resources, description="cpus and gpus per task (executor ray)")
     default_variant: ClassVar[str | None] = None  # set on stages whose output is deployable
     # Whether the model's structure changes; distillation's default teacher is the model before.
     reshapes: ClassVar[bool] = False
