@@ -18,8 +18,9 @@ setup: $(STAMP)
 quickstart: setup
 	$(BIN)/compress run recipes/quickstart.yaml
 
-# Headless Chromium checks report.html and a real sshd on loopback plays a remote device; both come
-# from Debian's packages where apt is available (tests that need them skip otherwise).
+# Headless Chromium checks report.html (driven by Playwright, installed from requirements-dev.txt) and a
+# real sshd on loopback plays a remote device; both come from Debian's packages where apt is available
+# (tests that need them skip otherwise).
 APT_INSTALL = command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 system-tools:

@@ -1,11 +1,12 @@
-"""report.html: one self-contained page (no network) with the plots inline, a sortable table of
-variants per target, each variant's lineage and speed-up over its parent, and the environment."""
+"""report.html: one self-contained page (no network) with interactive plots inline, a sortable table
+of variants per target, each variant's lineage and speed-up over its parent, and the environment."""
 
 from __future__ import annotations
 
 import base64
 import html
 
+from compress.report.interactive import figure, has_accuracy, plot_div, plotly_js
 from compress.report.layers import LAYERS_NOTE, op_table, slowest_layers
 from compress.report.plots import render_plots
 from compress.report.render import (
@@ -15,6 +16,7 @@ from compress.report.render import (
     comparison_rows,
     metrics_table,
     parts_table,
+    readable,
     target_facts,
     target_title,
 )
@@ -25,7 +27,8 @@ body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}
 th{background:#f3f3f3;cursor:pointer;user-select:none}td:first-child,td:nth-child(2){text-align:left}
 tr.front td{font-weight:600}img{max-width:100%}code{background:#f6f6f6;padding:0 .2rem}
-.warn{color:#9a5b00}
+.warn{color:#9a5b00}table.environment td{text-align:left}table.environment th{text-align:left;cursor:auto}
+table.environment td:first-child{white-space:nowrap}
 """
 
 # Click a header to sort by that column; numbers sort numerically, '–' last.
@@ -69,9 +72,21 @@ def _slowest(report: Report, target) -> str:
                    for name, found in items)  # fmt: skip
 
 
-def _plot(target, png: bytes) -> str:
+def _plot(report: Report, target, png: bytes) -> str:
+    """The interactive accuracy-latency plot; the PNG where nothing had accuracy (a profiled model)."""
+    if has_accuracy(report, target.name):
+        return plot_div(figure(report, [target]), f"plot-{report.targets.index(target)}")
     data = base64.b64encode(png).decode()
-    return f'<img alt="accuracy vs latency on {html.escape(target.name)}" src="data:image/png;base64,{data}">'
+    return f'<img alt="p50 latency on {html.escape(target.name)}" src="data:image/png;base64,{data}">'
+
+
+def _across(report: Report) -> list[str]:
+    """All targets in one plot, each a legend group to toggle; only when two or more have accuracy."""
+    scored = [t for t in report.targets if has_accuracy(report, t.name)]
+    if len(scored) < 2:
+        return []
+    note = "Click a target's title in the legend to hide or show it, a family to toggle it; drag to zoom."
+    return ["<h2>Across targets</h2>", f"<p>{note}</p>", plot_div(figure(report, scored), "plot-all")]
 
 
 def _lineage(report: Report) -> str:
@@ -85,19 +100,28 @@ def _lineage(report: Report) -> str:
     return "<ul>" + "".join(items) + "</ul>"
 
 
+def _rows(rows: list[tuple[str, str]]) -> str:
+    return "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
+
+
+def _target_rows(report: Report, t) -> list[tuple[str, str]]:
+    """How a target measured: runtime, threads, protocol, then the device's state and each interval."""
+    where = t.device + (f" at {t.host}" if t.host else "")
+    rows = [("Runtime", t.runtime), ("Versions", readable(t.versions)), ("Device", where), ("Threads", str(t.threads)),
+            ("Batch sizes", readable(t.batch_sizes)), ("Protocol", readable(t.protocol))]  # fmt: skip
+    return rows + [(key, value) for key, _, value in (line.partition(": ") for line in target_facts(report, t))]
+
+
 def _environment(report: Report) -> str:
-    env = report.environment
-    cpu = env.get("cpu", {})
+    env = dict(report.environment)
+    cpu = env.pop("cpu", {})
     rows = [("CPU", f"{cpu.get('model')} ({cpu.get('logical_cores')} logical cores)"),
-            ("ISA", ", ".join(cpu.get("isa", []))), ("OS", str(env.get("os"))), ("Python", str(env.get("python"))),
-            ("Packages", ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()))]  # fmt: skip
-    rows += [(t.name, f"{t.runtime} {', '.join(f'{k} {v}' for k, v in t.versions.items())}; {t.threads} thread(s); "
-              f"batches {t.batch_sizes}; protocol {t.protocol}. " + ". ".join(target_facts(report, t)))
-             for t in report.targets]  # fmt: skip
-    body = "".join(
-        f"<tr><td>{html.escape(k)}</td><td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows
-    )
-    return f"<table>{body}</table>"
+            ("ISA", readable(cpu.get("isa", []))), ("OS", readable(env.pop("os", None))),
+            ("Python", readable(env.pop("python", None))), ("Packages", readable(env.pop("packages", {})))]  # fmt: skip
+    rows += [(key.capitalize(), readable(value)) for key, value in env.items()]
+    body = _rows(rows) + "".join(f'<tr><th colspan="2">Target {html.escape(t.name)}</th></tr>'
+                                 + _rows(_target_rows(report, t)) for t in report.targets)  # fmt: skip
+    return f'<table class="environment">{body}</table>'
 
 
 def to_html(report: Report, plots: dict[str, bytes] | None = None) -> str:
@@ -106,7 +130,8 @@ def to_html(report: Report, plots: dict[str, bytes] | None = None) -> str:
     parts = [f"<h1>compress report: {html.escape(r.name)}</h1>",
              f"<p>Recipe <code>{html.escape(r.path or r.name)}</code> (hash <code>{html.escape(r.hash)}</code>), "
              f"created {html.escape(report.created)}. Baseline: <code>{html.escape(report.baseline)}</code>. "
-             "Each exported file was run in the target's runtime; click a column header to sort.</p>"]  # fmt: skip
+             "Each exported file was run in the target's runtime; click a column header to sort, hover a point in a "
+             "plot for its details, click a legend entry to hide or show it and drag to zoom.</p>"]  # fmt: skip
     for target in report.targets:
         parts += [
             f"<h2>{html.escape(target_title(target))}</h2>",
@@ -115,13 +140,17 @@ def to_html(report: Report, plots: dict[str, bytes] | None = None) -> str:
             *_section("Where the time goes", PARTS_NOTE, parts_table(report, target)),
             *_section("Time per op type", LAYERS_NOTE, op_table(report, target)),
             _slowest(report, target),
-            _plot(target, plots[target.name]),
+            _plot(report, target, plots[target.name]),
         ]
+    parts += _across(report)
     parts += ["<h2>Variants</h2>", _lineage(report)]
     if report.warnings:
         parts += (
             ["<h2>Warnings</h2><ul>"] + [f'<li class="warn">{html.escape(w)}</li>' for w in report.warnings] + ["</ul>"]
         )
     parts += ["<h2>Environment</h2>", _environment(report)]
+    # plotly.js once, before the plots that call it; pages without an interactive plot stay small
+    library = f"<script>{plotly_js()}</script>" if any(has_accuracy(report, t.name) for t in report.targets) else ""
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>compress: {html.escape(r.name)}'
-            f"</title><style>{STYLE}</style></head><body>{''.join(parts)}<script>{SCRIPT}</script></body></html>\n")  # fmt: skip
+            f"</title><style>{STYLE}</style>{library}</head><body>{''.join(parts)}<script>{SCRIPT}</script>"
+            "</body></html>\n")  # fmt: skip

@@ -33,7 +33,54 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def pareto_plot(report: Report, target_name: str) -> bytes:
+def family(variant) -> str:
+    """The family a variant is coloured by: the architecture of its `models:` entry."""
+    return str(variant.details.get("arch", ""))
+
+
+# Where a label may sit around its point, in points (dx, dy, horizontal alignment), nearest first.
+OFFSETS = [(8, 6, "left"), (8, -22, "left"), (-8, 6, "right"), (-8, -22, "right"), (8, 20, "left"),
+           (8, -36, "left"), (-8, 20, "right"), (-8, -36, "right"), (8, 34, "left"), (8, -50, "left")]  # fmt: skip
+
+
+def _shared(a, b) -> float:
+    return max(0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0, min(a.y1, b.y1) - max(a.y0, b.y0))
+
+
+def _clash(box, placed, frame) -> float:
+    """How badly a label box sits: the area it shares with labels placed before, plus its area
+    outside the axes (where it would run into the tick labels)."""
+    return sum(_shared(box, b) for b in placed) + box.width * box.height - _shared(box, frame)
+
+
+def place_labels(ax, labels: list[tuple[float, float, str]]) -> None:
+    """Annotate each (x, y, text) at the first offset whose box, measured by the renderer, overlaps no
+    label placed before it and stays inside the axes (else at the offset that clashes least). The same
+    points give the same plot. Labels stay out of the layout, so a later tight_layout keeps the scale
+    they were placed at."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    placed = []
+    for x, y, text in labels:
+        best = None
+        for dx, dy, align in OFFSETS:
+            note = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8, ha=align)
+            note.set_in_layout(False)
+            box = note.get_window_extent(renderer)
+            cost = _clash(box, placed, frame)
+            if best is None or cost < best[0]:
+                if best:
+                    best[1].remove()
+                best = (cost, note, box)
+            else:
+                note.remove()
+            if cost == 0:
+                break
+        placed.append(best[2])
+
+
+def pareto_figure(report: Report, target_name: str):
+    """The matplotlib figure of accuracy vs p50 on one target, labels placed apart."""
     plt = _pyplot()
 
     target = next(t for t in report.targets if t.name == target_name)
@@ -42,21 +89,15 @@ def pareto_plot(report: Report, target_name: str) -> bytes:
     for v in report.variants:
         acc, lat = v.accuracy_on(target.name), v.latency_at(target.name, batch)
         if acc and lat:
-            family = str(v.details.get("arch", ""))
-            points.append((lat.p50_ms, acc.value, v.size_bytes, v.name, v.pareto.get(target.name, False), family))
+            points.append((lat.p50_ms, acc.value, v.size_bytes, v.name, v.pareto.get(target.name, False), family(v)))
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     biggest = max((p[2] for p in points), default=1)
     families = sorted({p[5] for p in points})
     colors = dict(zip(families, plt.get_cmap("tab10").colors, strict=False))
-    for i, (lat, acc, size, name, on, family) in enumerate(sorted(points)):
-        ax.scatter(lat, acc, s=60 + 600 * size / biggest, alpha=0.6, color=colors[family],
+    for lat, acc, size, _, on, fam in sorted(points):
+        ax.scatter(lat, acc, s=60 + 600 * size / biggest, alpha=0.6, color=colors[fam],
                    edgecolors="black", linewidths=1.8 if on else 0.5,
-                   label=label(family) if len(families) > 1 else None)  # fmt: skip
-        # Alternate label sides so neighbours along the latency axis do not overwrite each other.
-        offset = (8, 6) if i % 2 == 0 else (8, -22)
-        ax.annotate(
-            f"{label(name)}\n{size / 1e6:.2f} MB", (lat, acc), textcoords="offset points", xytext=offset, fontsize=8
-        )
+                   label=label(fam) if len(families) > 1 else None)  # fmt: skip
     chosen = report.front(target.name)
     knee = next((p for p in points if chosen and p[3] == chosen.knee), None)
     if knee:
@@ -74,7 +115,13 @@ def pareto_plot(report: Report, target_name: str) -> bytes:
     ax.set_title(label(f"{report.recipe.name} on {target.name}"))
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.25, y=0.15)
-    return _png(fig)
+    fig.tight_layout()  # the final scale, before label boxes are measured
+    place_labels(ax, [(p[0], p[1], f"{label(p[3])}\n{p[2] / 1e6:.2f} MB") for p in sorted(points)])
+    return fig
+
+
+def pareto_plot(report: Report, target_name: str) -> bytes:
+    return _png(pareto_figure(report, target_name))
 
 
 def plot_file(target_name: str) -> str:

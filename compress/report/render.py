@@ -112,6 +112,19 @@ PARTS_NOTE = ("Time per part of the model, from the runtime's own profiler: each
               "time, applied to the p50 measured without the profiler (which slows every call down).")  # fmt: skip
 
 
+def readable(value) -> str:
+    """A value as words rather than Python's repr: {'warmup': 10, 'rounds': 3} -> 'warmup 10, rounds 3'."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_inner(v)}" for k, v in value.items()) or "–"
+    if isinstance(value, list | tuple):
+        return ", ".join(readable(x) for x in value) or "–"
+    return "–" if value is None else str(value)
+
+
+def _inner(value) -> str:
+    return f"({readable(value)})" if isinstance(value, dict | list | tuple) else readable(value)
+
+
 def target_title(target: TargetInfo) -> str:
     threads = f"{target.threads} thread{'s' if target.threads != 1 else ''}"
     where = f" at {target.host}" if target.host else ""
@@ -123,10 +136,12 @@ def device_lines(target: TargetInfo) -> list[str]:
     if target.error:
         return [f"Not measured: {target.error}"]
     before, after = target.state.get("state_before") or {}, target.state.get("state_after") or {}
+    if not before:
+        return []  # no state recorded (a report from before states were, or one built by hand)
     cpu = before.get("cpu", {})
     lines = [f"Device {before.get('hostname')}: {cpu.get('model')} ({cpu.get('logical_cores')} cores), "
              f"{before.get('os')}, governor {cpu.get('governor') or 'unknown'}, "
-             f"load {cpu.get('load_average')} before / {after.get('load_average')} after"]  # fmt: skip
+             f"load {readable(cpu.get('load_average'))} before / {readable(after.get('load_average'))} after"]  # fmt: skip
     hottest = [max(s.get("temperatures_c", {}).values(), default=None) for s in (before, after)]
     if hottest[0] is not None:
         lines.append(f"Hottest sensor: {hottest[0]:.1f} °C before, {hottest[1]:.1f} °C after")
