@@ -108,7 +108,9 @@ def pareto_figure(report: Report, target_name: str):
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
     if unique:
-        ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8, markerscale=0.4)
+        # Outside the axes: inside, it can cover a point's label.
+        ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+                  markerscale=0.4, borderaxespad=0)  # fmt: skip
     ax.set_xlabel(f"p50 latency (ms), batch {batch}, {target.threads} thread(s)")
     metric = next((v.accuracy.metric for v in report.variants if v.accuracy), "accuracy")
     ax.set_ylabel(label(f"{metric} (%)"))
