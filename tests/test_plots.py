@@ -39,3 +39,18 @@ def test_no_two_labels_overlap_in_a_crowded_plot():
         (a, b) for i, a in enumerate(names) for j, b in enumerate(names) if i < j and boxes[i].overlaps(boxes[j])
     ]
     assert not clashes
+
+
+def test_labels_keep_off_the_legend():
+    """A point in the lower right corner, where the legend sits: its label goes elsewhere."""
+    report = sample_report()
+    lowest = min(v.accuracy.value for v in report.variants if v.accuracy)
+    slowest = max(lat.p50_ms for v in report.variants for lat in v.latency)
+    report.variants.append(variant("corner", lowest - 0.05, slowest + 0.2, 500_000))
+    mark_fronts(report)
+    fig = pareto_figure(report, "t")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (ax,) = fig.axes
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not [t.get_text() for t in ax.texts if t.get_window_extent(renderer).overlaps(legend)]

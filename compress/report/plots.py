@@ -60,13 +60,14 @@ def place_labels(ax, labels: list[tuple[float, float, str]]) -> None:
     they were placed at."""
     renderer = ax.figure.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
-    placed = []
+    legend = ax.get_legend()
+    placed = [legend.get_window_extent(renderer)] if legend else []  # labels keep off the legend too
     for x, y, text in labels:
         best = None
         for dx, dy, align in OFFSETS:
             note = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8, ha=align)
             note.set_in_layout(False)
-            box = note.get_window_extent(renderer)
+            box = note.get_window_extent(renderer).padded(2)  # a gap that survives the final layout's rescale
             cost = _clash(box, placed, frame)
             if best is None or cost < best[0]:
                 if best:
@@ -108,9 +109,7 @@ def pareto_figure(report: Report, target_name: str):
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
     if unique:
-        # Outside the axes: inside, it can cover a point's label.
-        ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-                  markerscale=0.4, borderaxespad=0)  # fmt: skip
+        ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8, markerscale=0.4)
     ax.set_xlabel(f"p50 latency (ms), batch {batch}, {target.threads} thread(s)")
     metric = next((v.accuracy.metric for v in report.variants if v.accuracy), "accuracy")
     ax.set_ylabel(label(f"{metric} (%)"))
