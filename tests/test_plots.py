@@ -42,11 +42,13 @@ def test_no_two_labels_overlap_in_a_crowded_plot():
 
 
 def test_labels_keep_off_the_legend():
-    """A point in the lower right corner, where the legend sits: its label goes elsewhere."""
+    """Two points in the lower right corner, where the legend sits: the second label cannot go above
+    the first, nor below into the legend."""
     report = sample_report()
     lowest = min(v.accuracy.value for v in report.variants if v.accuracy)
     slowest = max(lat.p50_ms for v in report.variants for lat in v.latency)
-    report.variants.append(variant("corner", lowest - 0.05, slowest + 0.2, 500_000))
+    report.variants += [variant("corner", lowest - 0.05, slowest + 0.2, 500_000),
+                        variant("beside", lowest - 0.05, slowest + 0.19, 500_000)]  # fmt: skip
     mark_fronts(report)
     fig = pareto_figure(report, "t")
     fig.canvas.draw()
