@@ -44,6 +44,7 @@ from compress.stages import StageContext
 from compress.stages.device import check_recipe_devices
 from compress.targets import TargetSpec, resolve_targets
 from compress.tasks import get_task
+from compress.variants import failed_variant, merge_points, parent_variant
 
 # Every package whose code can change a stage's result; compress's own source is fingerprinted too.
 CACHE_PACKAGES = ("compress", "torch", "torchvision", "torch-pruning", "timm", "transformers", "tokenizers", "onnx",
@@ -318,29 +319,6 @@ class Pipeline:
         render_all(report, self.out, plot=self.recipe.report.plot)
 
 
-def merge_points(per_point: list[tuple[str, list]], total: int | None = None) -> list[tuple[str, str | None, Artifact]]:
-    """One entry per distinct artifact across sweep points. A variant every point made alike keeps
-    its name; one that differs between points, or that only some points made, is `name[point]`."""
-    keys: dict[str, set[str]] = {}
-    made: dict[str, int] = {}
-    for _, found in per_point:
-        for name, _, artifact in found:
-            keys.setdefault(name, set()).add(artifact.key)
-            made[name] = made.get(name, 0) + 1
-    total = total or len(per_point)
-    seen: set[str] = set()
-    merged = []
-    for label, found in per_point:
-        rename: dict[str, str] = {}
-        for name, parent, artifact in found:
-            alike = len(keys[name]) == 1 and made[name] == total
-            rename[name] = name if alike or not label else f"{name}[{label}]"
-            if artifact.key not in seen:
-                seen.add(artifact.key)
-                merged.append((rename[name], rename.get(parent, parent) if parent else None, artifact))
-    return merged
-
-
 def resume_name(name: str, key: str) -> str:
     """The folder beside a stage's result where its training keeps an epoch checkpoint while it
     runs. Unlike the half-made stage folder (a dot name, removed after a kill) it survives a kill, and
@@ -362,28 +340,6 @@ def remove_outputs(folder: Path) -> None:
     for name in ("report.json", "report.md", "report.html"):
         (folder / name).unlink(missing_ok=True)
     shutil.rmtree(folder / TRACES, ignore_errors=True)  # profiles of the last run's variants
-
-
-def failed_variant(label: str, message: str) -> Variant:
-    """A sweep point that failed, kept in the report with its error."""
-    return Variant(name=f"failed[{label}]", stages=[], format="–", precision="–", path="", size_bytes=0,
-                   errors=[message])  # fmt: skip
-
-
-def parent_variant(lineage: list[str], earlier: list[tuple[str, list[str]]], entry_stages: set[str]) -> str | None:
-    """The closest earlier variant this one derives from.
-
-    W is an ancestor of V when W's chain is a prefix of V's (V was made from W), or when W is the
-    deployable form of a model in V's chain (W's last stage turned a PyTorch model from V's chain
-    into a file). Siblings, such as two quantizations of one export, are not. The longest chain wins.
-    """
-    best, best_len = None, 0
-    for name, other in earlier:
-        ancestor = lineage[: len(other)] == other
-        exported = other[-1] in entry_stages and lineage[: len(other) - 1] == other[:-1]
-        if (ancestor or exported) and len(other) > best_len:
-            best, best_len = name, len(other)
-    return best
 
 
 def run_recipe(recipe: Recipe, output: str | Path | None = None, log=print, show_progress: bool = True) -> Report:
