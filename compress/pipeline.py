@@ -16,6 +16,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from compress import distributed
 from compress.artifact import DEPLOYABLE, Artifact, Kind, save_torch
 from compress.data import Splits, data_inputs, data_source, load_data
 from compress.data.preprocess import mean_std, preprocessing
@@ -76,23 +77,35 @@ class Pipeline:
         self.task = get_task(recipe.data.task, text=data_source(recipe.data.source).text)
         self.reused = self.computed = 0  # stage results taken from the cache / computed in this run
 
-    def run(self) -> Report:
+    def run(self) -> Report | None:
+        """The report, written to the output folder. Under torchrun, ranks other than 0 only take part
+        in the stages and return None (see compress.distributed)."""
+        if not distributed.leader():
+            with distributed.joined():
+                self.make_variants()
+            return None
         with run_lock(self.out):
             remove_outputs(self.out)  # a failed run must not leave the last report to be gated
             remove_orphans(self.cache, self.out / "models")
             targets = resolve_targets(self.recipe.targets, target_search_dirs(self.recipe))
             check_requirements(self.recipe, targets)
             check_recipe_devices(self.recipe)
-            splits, data_key = self.prepare_data()
-            sources = self.sources(splits, data_key)
-            self.fingerprints.save()
-            if self.task.labels_from_model:
-                splits, data_key = self.label_with(sources["model"], splits, data_key)
-            found, failures = self.run_points(sources, splits, data_key)
+            with distributed.joined():
+                splits, found, failures = self.make_variants()
             self.log(f"cache: {self.reused} stage result(s) reused, {self.computed} computed")
             report = self.measure_and_report(found, failures, targets, splits)
             self.write_outputs(report)
             return report
+
+    def make_variants(self) -> tuple[Splits, list, list[StageFailure]]:
+        """The data, the sources and every stage: (splits, variants, failures)."""
+        splits, data_key = self.prepare_data()
+        sources = self.sources(splits, data_key)
+        if distributed.leader():
+            self.fingerprints.save()
+        if self.task.labels_from_model:
+            splits, data_key = self.label_with(sources["model"], splits, data_key)
+        return splits, *self.run_points(sources, splits, data_key)
 
     def run_points(self, sources, splits: Splits, data_key: str) -> tuple[list, list[StageFailure]]:
         """Run every sweep point's chain (or the recipe's one chain); failing stages are recorded."""
@@ -129,29 +142,28 @@ class Pipeline:
         """Reuse the split folder `cache/<name>` if complete, else make it, save it aside and rename it
         into place. Either way the arrays come back memory-mapped from that folder."""
         path = self.cache / name
-        if Splits.saved(path):
-            return Splits.load(path)
-        splits = make()
-        with writing(path):
-            self.cache.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.cache))
-            try:
-                splits.save(tmp)
-                shutil.rmtree(path, ignore_errors=True)
-                os.replace(tmp, path)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+        if distributed.leader() and not Splits.saved(path):
+            splits = make()
+            with writing(path):
+                self.cache.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.cache))
+                try:
+                    splits.save(tmp)
+                    shutil.rmtree(path, ignore_errors=True)
+                    os.replace(tmp, path)
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
+        distributed.agree()  # the other ranks read the folder once rank 0 has put it in place
         return Splits.load(path)
 
     def label_with(self, source: Artifact, splits: Splits, data_key: str) -> tuple[Splits, str]:
         """Tasks whose labels are the source model's outputs (embedding fidelity): compute them once."""
         from compress.artifact import load_torch
 
-        model = load_torch(source).eval()
-
         def make() -> Splits:
             self.log("data: labelling every split with the source model's outputs")
+            model = load_torch(source).eval()
             return splits.with_labels(lambda x: self.task.predict(model, x))
 
         key = cache_key(data_key, source.key)
@@ -183,10 +195,13 @@ class Pipeline:
                 p, StageContext(workdir=d, refs=r, checkpoints=c, **ctx_base)
             )
             try:
-                outputs[stage.name] = self.cached(stage.name, key, make)
+                outputs[stage.name] = self.cached(stage.name, key, make, trains=stage.training() is not None)
+            except distributed.TrainingAborted:
+                raise
             except Exception as exc:  # noqa: BLE001 - recorded per stage; the other branches go on
-                failures.append(stage_failure(exc, stage.name, label, self.out / "logs"))
-                self.log(f"warning: {failures[-1].line()}")
+                if distributed.leader():  # the other ranks write nothing, not even a log
+                    failures.append(stage_failure(exc, stage.name, label, self.out / "logs"))
+                    self.log(f"warning: {failures[-1].line()}")
         return failures
 
     def source(self, name: str, spec, splits: Splits, data_key: str) -> Artifact:
@@ -194,30 +209,35 @@ class Pipeline:
         key = cache_key(name, spec.model_dump(), self.fingerprints.of(self.model_files(spec)), data_key, self.versions)
         return self.cached(name, key, lambda d: self.build_source(name, spec, splits, d))
 
-    def cached(self, name: str, key: str, make) -> Artifact:
-        """Reuse `cache/<name>-<key>` if complete, else build it aside and rename it into place."""
+    def cached(self, name: str, key: str, make, trains: bool = False) -> Artifact:
+        """Reuse `cache/<name>-<key>` if complete, else build it aside and rename it into place. Under
+        torchrun only rank 0 does; the others take part in a training `make` and then read its result."""
         final = self.cache / f"{file_name(name)}-{key}"
         resume = self.cache / resume_name(name, key)  # a training stage's epoch checkpoint
-        if Artifact.exists(final):
+        if not distributed.leader():
+            distributed.follow(final, make if trains else None)
+            return Artifact.load(final)
+        if distributed.agree(Artifact.exists(final)):
             self.log(f"{name}: reusing cached result {final.name}")
             self.reused += 1
             shutil.rmtree(resume, ignore_errors=True)
             return Artifact.load(final)
         self.computed += 1
-        with writing(self.cache):
-            self.cache.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix=f".{file_name(name)}-", dir=self.cache))
-        try:
-            artifact = make(work)
-            artifact.key, artifact.folder = key, work
-            with writing(final):
-                artifact.save()
-                shutil.rmtree(final, ignore_errors=True)
-                os.replace(work, final)
-            shutil.rmtree(resume, ignore_errors=True)  # the result is in place: no more resuming
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+        with distributed.telling():  # the other ranks wait for rank 0's word, even when it failed
+            with writing(self.cache):
+                self.cache.mkdir(parents=True, exist_ok=True)
+                work = Path(tempfile.mkdtemp(prefix=f".{file_name(name)}-", dir=self.cache))
+            try:
+                artifact = make(work)
+                artifact.key, artifact.folder = key, work
+                with writing(final):
+                    artifact.save()
+                    shutil.rmtree(final, ignore_errors=True)
+                    os.replace(work, final)
+                shutil.rmtree(resume, ignore_errors=True)  # the result is in place: no more resuming
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)
+                raise
         artifact.folder = final
         return artifact
 
@@ -342,8 +362,11 @@ def remove_outputs(folder: Path) -> None:
     shutil.rmtree(folder / TRACES, ignore_errors=True)  # profiles of the last run's variants
 
 
-def run_recipe(recipe: Recipe, output: str | Path | None = None, log=print, show_progress: bool = True) -> Report:
-    """Run `recipe` end to end; returns the report also written to the output folder."""
+def run_recipe(
+    recipe: Recipe, output: str | Path | None = None, log=print, show_progress: bool = True
+) -> Report | None:
+    """Run `recipe` end to end; returns the report also written to the output folder (None on ranks
+    other than 0 under torchrun)."""
     out = output_dir(recipe, output)
     check_output_folder(out)
     return Pipeline(recipe, out, log, show_progress).run()
