@@ -52,7 +52,8 @@ def load_recipe(path: str | Path, overrides: Overrides = (), **fields: Any) -> R
 def run(recipe: str | Path | Recipe, output: str | Path | None = None, overrides: Overrides = (),
         log: Callable[[str], None] | None = print, **fields: Any) -> Report:  # fmt: skip
     """Run a recipe (a path, or a Recipe from load_recipe) end to end into `output` [default:
-    reports/<name>] and return its report, also written there as report.json, .md and .html."""
+    reports/<name>] and return its report, also written there as report.json, .md and .html.
+    Under torchrun, ranks other than 0 only help train and return None."""
     from compress.pipeline import run_recipe
     from compress.recipe import Recipe as _Recipe
 

@@ -81,16 +81,27 @@ def run(
     ] = None,
     jobs: Annotated[Optional[int], typer.Option(help="stage tasks at a time (processes, ray)")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="ray: auto or ray://host:port")] = None,
+    nproc: Annotated[
+        Optional[int], typer.Option("--nproc", min=1, help="train data-parallel in N processes (under torchrun)")
+    ] = None,
 ) -> None:
     """Run a recipe end to end and write report.json, report.md and plots."""
+    from compress import distributed
     from compress.pipeline import output_dir, run_recipe
     from compress.recipe import load_recipe
     from compress.report.render import print_tables
 
     chosen = {"executor.type": executor, "executor.jobs": jobs, "executor.address": ray_address}
-    loaded = load_recipe(recipe, (*(set_ or ()), *(f"{k}={v}" for k, v in chosen.items() if v is not None)))
+    overrides = (*(set_ or ()), *(f"{k}={v}" for k, v in chosen.items() if v is not None))
+    loaded = load_recipe(recipe, overrides)  # a bad recipe fails here, once, before any process starts
+    if nproc is not None and nproc > 1:
+        args = [str(recipe), *(["--output", str(output)] if output else []), *(["--quiet"] if quiet else [])]
+        raise typer.Exit(distributed.launch(nproc, ["run", *args, *(f"--set={s}" for s in overrides)]))
+    quiet = quiet or not distributed.leader()  # rank 0 speaks for the run
     log = (lambda msg: None) if quiet else _say
     report = run_recipe(loaded, output, log=log, show_progress=not quiet)
+    if report is None:
+        return
     print_tables(report, _console(stderr=False))
     _say(f"report written to {output_dir(loaded, output)}/report.md")
     _finish_failures(report)
@@ -332,5 +343,14 @@ def _finish_gates(results, junit: Path | None, warnings: list[str] | tuple[str, 
 
 
 def entry() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (and `python -m compress`, as torchrun starts each rank)."""
+    from compress.distributed import record_exit
+
+    code: int | str | None = 1
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code
+        raise
+    finally:
+        record_exit(code)

@@ -16,11 +16,12 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from compress import distributed
 from compress.artifact import DEPLOYABLE, Artifact, Kind, save_torch
 from compress.data import Splits, data_inputs, data_source, load_data
 from compress.data.preprocess import mean_std, preprocessing
 from compress.errors import UsageError, check_output_folder, writing
-from compress.execute import make_cached, resume_name
+from compress.execute import make_cached, result_folder, resume_name
 from compress.failures import stage_failure
 from compress.fingerprint import Fingerprints, code_fingerprint
 from compress.lock import run_lock
@@ -45,6 +46,7 @@ from compress.stages import StageContext
 from compress.stages.device import check_recipe_devices
 from compress.targets import TargetSpec, resolve_targets
 from compress.tasks import get_task
+from compress.variants import failed_variant, merge_points, parent_variant
 
 # Every package whose code can change a stage's result; compress's own source is fingerprinted too.
 CACHE_PACKAGES = ("compress", "torch", "torchvision", "torch-pruning", "timm", "transformers", "tokenizers", "onnx",
@@ -76,28 +78,45 @@ class Pipeline:
         self.task = get_task(recipe.data.task, text=data_source(recipe.data.source).text)
         self.reused = self.computed = 0  # stage results taken from the cache / computed in this run
 
-    def run(self) -> Report:
+    def run(self) -> Report | None:
+        """The report, written to the output folder. Under torchrun, ranks other than 0 only take part
+        in the stages and return None (see compress.distributed)."""
+        if not distributed.leader():
+            with distributed.joined():
+                self.make_variants()
+            return None
         with run_lock(self.out):
             remove_outputs(self.out)  # a failed run must not leave the last report to be gated
             remove_orphans(self.cache, self.out / "models")
             targets = resolve_targets(self.recipe.targets, target_search_dirs(self.recipe))
             check_requirements(self.recipe, targets)
             check_recipe_devices(self.recipe)
-            splits, data_key = self.prepare_data()
-            sources = self.sources(splits, data_key)
-            self.fingerprints.save()
-            if self.task.labels_from_model:
-                splits, data_key = self.label_with(sources["model"], splits, data_key)
-            found, failures = self.run_points(sources, splits, data_key)
+            with distributed.joined():
+                splits, found, failures = self.make_variants()
             self.log(f"cache: {self.reused} stage result(s) reused, {self.computed} computed")
             report = self.measure_and_report(found, failures, targets, splits)
             self.write_outputs(report)
             return report
 
+    def make_variants(self) -> tuple[Splits, list, list[StageFailure]]:
+        """The data, the sources and every stage: (splits, variants, failures)."""
+        splits, data_key = self.prepare_data()
+        sources = self.sources(splits, data_key)
+        if distributed.leader():
+            self.fingerprints.save()
+        if self.task.labels_from_model:
+            splits, data_key = self.label_with(sources["model"], splits, data_key)
+        return splits, *self.run_points(sources, splits, data_key)
+
     def run_points(self, sources, splits: Splits, data_key: str) -> tuple[list, list[StageFailure]]:
         """Run every sweep point's chain (or the recipe's one chain); failing stages are recorded."""
         if self.recipe.executor.type != "local":
             from compress.graph import run_points_as_graph
+
+            if distributed.size() > 1:
+                raise UsageError(f"executor {self.recipe.executor.type} runs stages as tasks; data-parallel "
+                                 "training (--nproc, torchrun) runs in the local executor",
+                                 hint="use one of the two: drop --nproc, or --executor local")  # fmt: skip
 
             return run_points_as_graph(self, sources, data_key)
         per_point, failures = [], []
@@ -133,29 +152,28 @@ class Pipeline:
         """Reuse the split folder `cache/<name>` if complete, else make it, save it aside and rename it
         into place. Either way the arrays come back memory-mapped from that folder."""
         path = self.splits_folder = self.cache / name  # tasks in other processes read the splits from here
-        if Splits.saved(path):
-            return Splits.load(path)
-        splits = make()
-        with writing(path):
-            self.cache.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.cache))
-            try:
-                splits.save(tmp)
-                shutil.rmtree(path, ignore_errors=True)
-                os.replace(tmp, path)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+        if distributed.leader() and not Splits.saved(path):
+            splits = make()
+            with writing(path):
+                self.cache.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.cache))
+                try:
+                    splits.save(tmp)
+                    shutil.rmtree(path, ignore_errors=True)
+                    os.replace(tmp, path)
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
+        distributed.agree()  # the other ranks read the folder once rank 0 has put it in place
         return Splits.load(path)
 
     def label_with(self, source: Artifact, splits: Splits, data_key: str) -> tuple[Splits, str]:
         """Tasks whose labels are the source model's outputs (embedding fidelity): compute them once."""
         from compress.artifact import load_torch
 
-        model = load_torch(source).eval()
-
         def make() -> Splits:
             self.log("data: labelling every split with the source model's outputs")
+            model = load_torch(source).eval()
             return splits.with_labels(lambda x: self.task.predict(model, x))
 
         key = cache_key(data_key, source.key)
@@ -186,10 +204,13 @@ class Pipeline:
                 p, StageContext(workdir=d, refs=r, checkpoints=c, **ctx_base)
             )
             try:
-                outputs[stage.name] = self.cached(stage.name, key, make)
+                outputs[stage.name] = self.cached(stage.name, key, make, trains=stage.training() is not None)
+            except distributed.TrainingAborted:
+                raise
             except Exception as exc:  # noqa: BLE001 - recorded per stage; the other branches go on
-                failures.append(stage_failure(exc, stage.name, label, self.out / "logs"))
-                self.log(f"warning: {failures[-1].line()}")
+                if distributed.leader():  # the other ranks write nothing, not even a log
+                    failures.append(stage_failure(exc, stage.name, label, self.out / "logs"))
+                    self.log(f"warning: {failures[-1].line()}")
         return failures
 
     def stage_key(self, stage, parent_key: str, ref_keys: dict[str, str], data_key: str) -> str:
@@ -201,10 +222,20 @@ class Pipeline:
         key = cache_key(name, spec.model_dump(), self.fingerprints.of(self.model_files(spec)), data_key, self.versions)
         return self.cached(name, key, lambda d: self.build_source(name, spec, splits, d))
 
-    def cached(self, name: str, key: str, make) -> Artifact:
-        """Reuse `cache/<name>-<key>` if complete, else build it aside and rename it into place."""
-        artifact, reused = make_cached(self.cache, name, key, make, self.log)
-        self.reused, self.computed = self.reused + reused, self.computed + (not reused)
+    def cached(self, name: str, key: str, make, trains: bool = False) -> Artifact:
+        """Reuse `cache/<name>-<key>` if complete, else build it aside and rename it into place. Under
+        torchrun only rank 0 does; the others take part in a training `make` and then read its result."""
+        final = result_folder(self.cache, name, key)
+        if not distributed.leader():
+            distributed.follow(final, make if trains else None)
+            return Artifact.load(final)
+        if distributed.agree(Artifact.exists(final)):
+            artifact, _ = make_cached(self.cache, name, key, make, self.log)  # reused
+            self.reused += 1
+            return artifact
+        self.computed += 1
+        with distributed.telling():  # the other ranks wait for rank 0's word, even when it failed
+            artifact, _ = make_cached(self.cache, name, key, make, self.log)
         return artifact
 
     def build_source(self, name: str, spec, splits: Splits, workdir: Path) -> Artifact:
@@ -305,29 +336,6 @@ class Pipeline:
         render_all(report, self.out, plot=self.recipe.report.plot)
 
 
-def merge_points(per_point: list[tuple[str, list]], total: int | None = None) -> list[tuple[str, str | None, Artifact]]:
-    """One entry per distinct artifact across sweep points. A variant every point made alike keeps
-    its name; one that differs between points, or that only some points made, is `name[point]`."""
-    keys: dict[str, set[str]] = {}
-    made: dict[str, int] = {}
-    for _, found in per_point:
-        for name, _, artifact in found:
-            keys.setdefault(name, set()).add(artifact.key)
-            made[name] = made.get(name, 0) + 1
-    total = total or len(per_point)
-    seen: set[str] = set()
-    merged = []
-    for label, found in per_point:
-        rename: dict[str, str] = {}
-        for name, parent, artifact in found:
-            alike = len(keys[name]) == 1 and made[name] == total
-            rename[name] = name if alike or not label else f"{name}[{label}]"
-            if artifact.key not in seen:
-                seen.add(artifact.key)
-                merged.append((rename[name], rename.get(parent, parent) if parent else None, artifact))
-    return merged
-
-
 def remove_orphans(*folders: Path) -> None:
     """Half-made stage folders and temporary files a killed run left: every temporary name starts with
     a dot. Safe under the run lock, since no other run writes here."""
@@ -344,30 +352,11 @@ def remove_outputs(folder: Path) -> None:
     shutil.rmtree(folder / TRACES, ignore_errors=True)  # profiles of the last run's variants
 
 
-def failed_variant(label: str, message: str) -> Variant:
-    """A sweep point that failed, kept in the report with its error."""
-    return Variant(name=f"failed[{label}]", stages=[], format="–", precision="–", path="", size_bytes=0,
-                   errors=[message])  # fmt: skip
-
-
-def parent_variant(lineage: list[str], earlier: list[tuple[str, list[str]]], entry_stages: set[str]) -> str | None:
-    """The closest earlier variant this one derives from.
-
-    W is an ancestor of V when W's chain is a prefix of V's (V was made from W), or when W is the
-    deployable form of a model in V's chain (W's last stage turned a PyTorch model from V's chain
-    into a file). Siblings, such as two quantizations of one export, are not. The longest chain wins.
-    """
-    best, best_len = None, 0
-    for name, other in earlier:
-        ancestor = lineage[: len(other)] == other
-        exported = other[-1] in entry_stages and lineage[: len(other) - 1] == other[:-1]
-        if (ancestor or exported) and len(other) > best_len:
-            best, best_len = name, len(other)
-    return best
-
-
-def run_recipe(recipe: Recipe, output: str | Path | None = None, log=print, show_progress: bool = True) -> Report:
-    """Run `recipe` end to end; returns the report also written to the output folder."""
+def run_recipe(
+    recipe: Recipe, output: str | Path | None = None, log=print, show_progress: bool = True
+) -> Report | None:
+    """Run `recipe` end to end; returns the report also written to the output folder (None on ranks
+    other than 0 under torchrun)."""
     out = output_dir(recipe, output)
     check_output_folder(out)
     return Pipeline(recipe, out, log, show_progress).run()

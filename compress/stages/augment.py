@@ -56,12 +56,16 @@ def resolve(setting: AugmentSetting, default: dict | None, augmentable: bool) ->
     return chosen if chosen.active else None
 
 
-def augment(x: torch.Tensor, cfg: Augment, rng: np.random.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, cfg: Augment, rng: np.random.Generator, rows: slice | None = None,
+            batch: int | None = None) -> torch.Tensor:  # fmt: skip
     """`x` (N, C, H, W) with each image shifted, cropped and flipped at random, sampled bilinearly
-    from the original (edges repeat where a shift uncovers them)."""
+    from the original (edges repeat where a shift uncovers them). In data-parallel training `x` is
+    a rank's `rows` of a batch of `batch` images: the draws are made for the whole batch, so every
+    rank's generator stays in step and each image is augmented as it would be in one process."""
     import torch
 
-    n, _, h, w = x.shape
+    _, _, h, w = x.shape
+    n = batch or len(x)
     scale_x, scale_y = np.ones(n), np.ones(n)
     if cfg.crop_scale:
         area = rng.uniform(*cfg.crop_scale, n)
@@ -74,6 +78,6 @@ def augment(x: torch.Tensor, cfg: Augment, rng: np.random.Generator) -> torch.Te
     theta = np.zeros((n, 2, 3), np.float32)
     theta[:, 0, 0], theta[:, 0, 2] = scale_x * mirror, centre_x
     theta[:, 1, 1], theta[:, 1, 2] = scale_y, centre_y
-    theta = torch.from_numpy(theta).to(x.device, x.dtype)
+    theta = torch.from_numpy(theta if rows is None else theta[rows]).to(x.device, x.dtype)
     grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

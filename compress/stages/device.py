@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from compress.distributed import local_size
 from compress.errors import UsageError
 
 if TYPE_CHECKING:
@@ -64,6 +65,10 @@ def check(stage: str, field: str, device: str, amp: str | None) -> None:
             raise UsageError(f"{where}device is '{device}', but {found} available here",
                              hint="use device: auto (CUDA when present, else the CPU) or device: cpu")  # fmt: skip
     on = resolve(device)
+    if on.startswith("cuda") and local_size() > torch.cuda.device_count():
+        raise UsageError(f"{where}device is '{device}', but {local_size()} processes share "
+                         f"{torch.cuda.device_count()} CUDA device(s) here; each needs its own",
+                         hint="start one process per GPU at most (--nproc or torchrun's --nproc_per_node)")  # fmt: skip
     if amp == "fp16" and on == "cpu":
         raise UsageError(f"{where}amp is 'fp16', which needs CUDA, but the stage trains on the CPU",
                          hint="use amp: bf16 (on CPUs with AVX-512 BF16 or AMX) or amp: null for fp32")  # fmt: skip

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress import distributed
 from compress.artifact import Artifact, load_torch
 from compress.errors import StageError
 from compress.stages import StageContext
@@ -65,6 +66,8 @@ def teacher_logits(teacher: nn.Module, artifact: Artifact, ctx: StageContext) ->
         ctx.log(f"distill: reusing cached teacher outputs {path.name}")
         return np.load(path)
     out = ctx.task.predict(teacher, ctx.splits.x_train)
+    if not distributed.leader():  # only rank 0 writes the cache; the others keep theirs in memory
+        return out
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
     np.save(tmp, out)
     os.replace(tmp, path)

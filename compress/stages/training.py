@@ -4,18 +4,18 @@ best-on-val selection. `finetune` adds distillation terms through `loss_fn`."""
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from compress import distributed
 from compress.artifact import Artifact, Kind, save_torch
 from compress.errors import StageError
 from compress.models import count_params
 from compress.progress import progress_bar
-from compress.stages import StageContext, checkpoint
+from compress.stages import StageContext, checkpoint, parallel
 from compress.stages.augment import Augment, augment
 from compress.stages.augment import resolve as resolve_augment
 from compress.stages.device import autocast, grad_scaler, model_device, moved, resolve
@@ -30,9 +30,11 @@ def fit(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str, l
         extra_params: list[nn.Parameter] = ()) -> list[dict]:  # fmt: skip
     """Train `model` in place on `cfg.device` and load the weights of its best validation epoch; the
     model ends on the CPU. Each epoch is checkpointed into `ctx.checkpoints`, and a checkpoint found
-    there is resumed from (see compress.stages.checkpoint)."""
+    there is resumed from (see compress.stages.checkpoint). Under torchrun every rank trains its
+    share of each batch (compress.stages.parallel); rank 0 alone evaluates and checkpoints, and the
+    other ranks end with ShareDone once the epochs are done."""
     torch.manual_seed(ctx.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(distributed.threads())
     device = training_device(cfg)
     model.to(device)
     extra_params = list(extra_params)
@@ -45,12 +47,16 @@ def fit(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str, l
     rng = np.random.default_rng(ctx.seed)
     loop = (model, extra_params, optimizer, schedule, scaler, rng)
     start, best_acc, best_state, history = resume(ctx, label, cfg.epochs, loop)
-    ctx.log(f"{label}: training on {device}" + (f" with {cfg.amp} autocast" if cfg.amp else "")
+    ranks = f" with {distributed.size()} processes" if distributed.size() > 1 else ""
+    ctx.log(f"{label}: training on {device}{ranks}" + (f" with {cfg.amp} autocast" if cfg.amp else "")
             + (f", augmenting ({describe(augmentation)})" if augmentation else ""))  # fmt: skip
-    with progress_bar(label, cfg.epochs, ctx.show_progress, done=start) as advance:
+    with progress_bar(label, cfg.epochs, ctx.show_progress, done=start) as advance, parallel.aborting():
+        step = parallel.step_module(model, task, torch.device(device))
         for epoch in range(start, cfg.epochs):
-            loss = train_epoch(model, task, splits.x_train, splits.y_train, cfg, optimizer, schedule, loss_fn, rng,
-                               scaler, augmentation)  # fmt: skip
+            loss = train_epoch(step, task, splits.x_train, splits.y_train, cfg, optimizer, schedule, loss_fn, rng,
+                               scaler, augmentation, extra_params)  # fmt: skip
+            if not distributed.leader():
+                continue
             acc = evaluate(model, task, splits.x_val, splits.y_val)
             history.append({"epoch": epoch + 1, "loss": round(loss, 5), "val_accuracy": round(acc, 3)})
             if acc > best_acc:
@@ -58,6 +64,8 @@ def fit(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str, l
             if ctx.checkpoints and epoch + 1 < cfg.epochs:
                 checkpoint.save(ctx.checkpoints, checkpoint.state(epoch + 1, *loop, (best_acc, best_state), history))
             advance(f"loss {loss:.3f} val {acc:.1f}%")
+    if not distributed.leader():
+        raise distributed.ShareDone
     model.cpu().load_state_dict(best_state)
     model.eval()
     ctx.log(f"{label}: best validation accuracy {best_acc:.2f}% after {cfg.epochs} epochs")
@@ -65,8 +73,10 @@ def fit(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str, l
 
 
 def training_device(cfg: TrainingOptions) -> str:
-    """The torch device `cfg.device` stands for on this machine (auto: CUDA when present)."""
-    return resolve(cfg.device)
+    """The torch device `cfg.device` stands for on this machine (auto: CUDA when present); under
+    torchrun, a rank trains on CUDA device LOCAL_RANK."""
+    device = resolve(cfg.device)
+    return f"cuda:{distributed.local_rank()}" if distributed.size() > 1 and device.startswith("cuda") else device
 
 
 def resume(ctx: StageContext, label: str, epochs: int, loop: tuple) -> tuple[int, float, dict | None, list[dict]]:
@@ -84,8 +94,13 @@ def save_trained(model: nn.Module, cfg, artifact: Artifact, ctx: StageContext, h
     file = save_torch(model.cpu(), ctx.workdir)
     best = max(h["val_accuracy"] for h in history)
     meta = {**artifact.meta, "params": count_params(model), "val_accuracy": best, "history": history,
-            "training_device": training_device(cfg), "training_amp": cfg.amp, **meta}  # fmt: skip
+            "training_device": training_device(cfg), "training_amp": cfg.amp, **processes(), **meta}  # fmt: skip
     return Artifact(Kind.TORCH, file, lineage=[*artifact.lineage, cfg.name], meta=meta)
+
+
+def processes() -> dict:
+    """How many processes trained, for an artifact's metadata (a data-parallel run only)."""
+    return {"training_processes": distributed.size()} if distributed.size() > 1 else {}
 
 
 def make_optimizer(cfg: TrainingOptions, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -111,26 +126,30 @@ def describe(augmentation: Augment) -> str:
     return ", ".join(f"{k} {v}" for k, v in augmentation.model_dump().items() if v)
 
 
-def train_epoch(model, task, x, y, cfg: TrainingOptions, optimizer, schedule, loss_fn: LossFn, rng, scaler,
-                augmentation: Augment | None = None) -> float:  # fmt: skip
-    model.train()
-    device = model_device(model)
+def train_epoch(step: nn.Module, task, x, y, cfg: TrainingOptions, optimizer, schedule, loss_fn: LossFn, rng, scaler,
+                augmentation: Augment | None = None, extra_params: list[nn.Parameter] = ()) -> float:  # fmt: skip
+    """One pass over the training split through `step` (compress.stages.parallel.step_module); the
+    mean loss over every rank's examples."""
+    step.train()
+    device = model_device(step)
     total, count = 0.0, 0
-    for idx in batches(task.lengths(x), len(x), cfg.batch_size, rng):
-        if len(idx) < 2:  # BatchNorm cannot train on a single example
-            continue
-        inputs, labels = moved(task.inputs(task.trim(x[idx])), device), torch.from_numpy(y[idx]).to(device)
+    drawn = batches(task.lengths(x), len(x), cfg.batch_size, rng)
+    for idx, rows in parallel.rank_shares(drawn, distributed.rank(), distributed.size()):
+        mine = idx[rows]
+        inputs, labels = moved(task.inputs(task.trim(x[mine])), device), torch.from_numpy(y[mine]).to(device)
         seen = None
         if augmentation:
-            inputs = seen = (augment(inputs[0], augmentation, rng), *inputs[1:])
+            inputs = seen = (augment(inputs[0], augmentation, rng, rows, len(idx)), *inputs[1:])
         optimizer.zero_grad(set_to_none=True)
         with autocast(device.type, cfg.amp):
-            loss = loss_fn(task.train_outputs(model, inputs, labels), idx, labels, seen)
+            loss = loss_fn(step(inputs, labels), mine, labels, seen)
         scaler.scale(loss).backward()
+        parallel.average_gradients(extra_params)
         scaler.step(optimizer)
         scaler.update()
         schedule.step()
-        total, count = total + loss.item() * len(idx), count + len(idx)
+        total, count = total + loss.item() * len(mine), count + len(mine)
+    total, count = parallel.summed(total, count)
     return total / max(count, 1)
 
 

@@ -278,7 +278,7 @@ def run_qat(cfg, artifact, ctx):
     from compress.stages.distillation import distillation
     from compress.stages.export import ExportStage, export_onnx
     from compress.stages.quantize.common import calibration_batches, count_quantized_ops, inherited
-    from compress.stages.training import fit, training_device
+    from compress.stages.training import fit, processes, training_device
 
     source = load_torch(artifact)
     if getattr(source, "is_detector", False):
@@ -316,6 +316,7 @@ def run_qat(cfg, artifact, ctx):
         "history": history,
         "training_device": device,
         "training_amp": opts.amp,
+        **processes(),
         **({"distilled_from": opts.distill.teacher} if opts.distill else {}),
     }
     return Artifact(Kind.ONNX, path.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
