@@ -51,6 +51,9 @@ def local_size() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
+THREADS = "COMPRESS_THREADS"  # set in each worker process of a task executor: its share of the cores
+
+
 def leader() -> bool:
     """Whether this process writes: always, except on ranks other than 0 of a data-parallel run."""
     return rank() == 0
@@ -58,7 +61,8 @@ def leader() -> bool:
 
 def threads() -> int:
     """CPU threads for one rank's training: this machine's cores shared among its ranks."""
-    return max(1, (os.cpu_count() or 1) // local_size())
+    set_for_worker = int(os.environ.get(THREADS, "0"))  # a process of the processes executor
+    return set_for_worker or max(1, (os.cpu_count() or 1) // local_size())
 
 
 class TrainingAborted(CompressError):

@@ -130,8 +130,12 @@ def run_task(task: StageTask, setting: Setting, folders: dict[str, str]) -> Outc
 
 
 def _threads(threads: int) -> None:
+    """This worker's share of the cores, for torch now and for training stages (which set their own)."""
     import torch
 
+    from compress.distributed import THREADS
+
+    os.environ[THREADS] = str(threads)
     torch.set_num_threads(threads)
 
 
