@@ -51,7 +51,6 @@ class Setting:
     seed: int
     augment: dict | None
     logs: str
-    threads: int = 1
 
 
 @dataclass
@@ -113,7 +112,6 @@ def run_task(task: StageTask, setting: Setting, folders: dict[str, str]) -> Outc
     outcome = Outcome(task.key)
     log = outcome.lines.append
     try:
-        _threads(setting.threads)
         stage = registry.resolve("stages", task.stage["type"]).model_validate(task.stage)
         cache = Path(setting.cache)
         parent = Artifact.load(Path(folders[task.parent]))
@@ -127,16 +125,6 @@ def run_task(task: StageTask, setting: Setting, folders: dict[str, str]) -> Outc
     except Exception as exc:  # noqa: BLE001 - reported per stage; the other branches go on
         outcome.failure = stage_failure(exc, task.name, task.point, Path(setting.logs))
     return outcome
-
-
-def _threads(threads: int) -> None:
-    """This worker's share of the cores, for torch now and for training stages (which set their own)."""
-    import torch
-
-    from compress.distributed import THREADS
-
-    os.environ[THREADS] = str(threads)
-    torch.set_num_threads(threads)
 
 
 def run_graph(tasks: dict[str, StageTask], setting: Setting, folders: dict[str, str], executor: str, jobs: int,
