@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from compress.artifact import Artifact
 from compress.data import data_source
 from compress.execute import Setting, StageTask, run_graph
+from compress.variants import merge_points
 
 if TYPE_CHECKING:
     from compress.pipeline import Pipeline
@@ -40,8 +41,6 @@ def plan(pipeline: Pipeline, sources: dict[str, Artifact], data_key: str) -> tup
 def run_points_as_graph(pipeline: Pipeline, sources: dict[str, Artifact], data_key: str) -> tuple[list, list]:
     """Run every point's stages as tasks on the recipe's executor; returns what Pipeline.run_points
     returns: the merged variants and the stage failures (one per point a failed task belonged to)."""
-    from compress.pipeline import merge_points
-
     spec, recipe = pipeline.recipe.executor, pipeline.recipe
     tasks, points = plan(pipeline, sources, data_key)
     jobs = spec.jobs or os.cpu_count() or 1
