@@ -122,9 +122,11 @@ def test_accuracy_control_is_listed_and_an_unmet_budget_warned():
              {"float_layer": "/4/Conv", "sensitivity": 88.5, "val_accuracy": 98.1, "p50_ms": 0.17}]  # fmt: skip
     met = {"fp32_val_accuracy": 98.5, "budget_points": 0.5, "met": True, "steps": steps, "float_nodes": ["/4/Conv"],
            "ranked_by": "drop quantized alone"}  # fmt: skip
-    report.variants[1].details["accuracy_control"] = met
+    report.variants[1].details.update(accuracy_control=met, method="ptq", backend="onnxruntime", quantized_ops=11,
+                                      float_nodes=["/4/Conv"])  # fmt: skip
     report.variants[2].details["accuracy_control"] = {**met, "met": False, "steps": steps[:1], "float_nodes": []}
     md = to_markdown(report)
+    assert f"  - precision map: 11 layer(s) in {report.variants[1].precision}, 1 in float: `/4/Conv`" in md
     assert "accuracy budget: 0.5 points on val (fp32 98.5): met with 1 layer(s) in float" in md
     assert "`/4/Conv` back to float (sensitivity 88.5): 98.1 on val, p50 0.17 ms" in md
     assert "**not met** with 0 layer(s) in float" in md

@@ -245,11 +245,25 @@ def _details(report: Report) -> list[str]:
         pruning = v.pruning()
         lines += [f"  - attention {a['module']} ({a['layout']}) x{a['layers']}: {a['outcome']}"
                   for a in (pruning.attention or [] if pruning else [])]  # fmt: skip
+        lines += _precision_map(v)
         lines += _accuracy_control(v.accuracy_control())
         lines += [f"  - error: {e}" for e in v.errors]
     if report.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
     return lines + [""]
+
+
+def _precision_map(v: Variant, shown: int = 10) -> list[str]:
+    """Which layers of a quantized variant run in its precision and which stayed in float (by design,
+    by `ignore`, or sent back by accuracy-aware PTQ)."""
+    q = v.quantization()
+    if q is None:
+        return []
+    quantized = q.quantized_layers if q.quantized_ops is None else q.quantized_ops
+    floats = q.float_nodes or q.float_layers or []
+    names = f": {', '.join(f'`{n}`' for n in floats[:shown])}{' …' if len(floats) > shown else ''}" if floats else ""
+    return [f"  - precision map: {quantized if quantized is not None else '?'} layer(s) in {q.precision}, "
+            f"{len(floats)} in float{names}"]  # fmt: skip
 
 
 def _accuracy_control(control: AccuracyControl | None) -> list[str]:
