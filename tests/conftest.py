@@ -101,6 +101,14 @@ def mlp(tmp_path: Path) -> Path:
     return write_mlp_onnx(tmp_path / "mlp.onnx")
 
 
+def interruptible() -> None:
+    """For a child that a test interrupts with SIGINT: a shell that started the test run in the
+    background ignores SIGINT, children inherit that, and Python then never raises KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600, **kwargs):
     """`python -m compress ARGS` with this checkout first on the path; output captured as text."""
     import os

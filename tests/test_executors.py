@@ -17,7 +17,7 @@ import pytest
 
 from compress.errors import RecipeError
 from compress.recipe import recipe_from_text
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, cli, interruptible
 
 RECIPE = """\
 name: sw
@@ -85,7 +85,8 @@ def test_a_ray_sweep_interrupted_mid_run_resumes_with_what_it_finished(recipe, l
     out = recipe.parent / "ray"
     args = [sys.executable, "-m", "compress", "run", str(recipe), "-o", str(out), "--executor", "ray", "--jobs", "2"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), **RAY_ENV}
-    driver = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=interruptible)  # fmt: skip
     deadline = time.monotonic() + 300
     while not list((out / "cache").glob("prune-*")) and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.2)

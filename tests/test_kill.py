@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_TARGET
+from tests.conftest import TINY_TARGET, interruptible
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,6 +89,7 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path):
     (tmp_path / "r.yaml").write_text(RECIPE)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "compress", "run", "r.yaml", "-o", "out"], cwd=tmp_path, env=env,
+                            preexec_fn=interruptible,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)  # fmt: skip
     for line in proc.stderr:
         if line.startswith("train: 1/2"):
