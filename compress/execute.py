@@ -23,8 +23,6 @@ from compress.artifact import Artifact
 from compress.errors import writing
 from compress.names import file_name
 
-EXECUTORS = ("local", "processes", "ray")
-
 
 @dataclass(frozen=True)
 class StageTask:

@@ -102,16 +102,18 @@ def layer_summary(profile: list[dict], p50_ms: float, top: int = TOP_LAYERS) -> 
     """What a latency entry records of a profile: {"layers": {"by_op": {op type: ms}, "top": the
     `top` slowest nodes, "profiled_ms", "nodes"}}, ms scaled to `p50_ms` like the parts; None when
     the profile holds no time."""
-    total = sum(float(node["ms"]) for node in profile)
-    if total <= 0:
-        return None
-    factor = p50_ms / total
     by_op: dict[str, float] = {}
     for node in profile:
-        by_op[str(node.get("op", ""))] = by_op.get(str(node.get("op", "")), 0.0) + float(node["ms"])
+        op = str(node.get("op", ""))
+        by_op[op] = by_op.get(op, 0.0) + float(node["ms"])
+    scaled = scale(dict(sorted(by_op.items(), key=lambda item: -item[1])), p50_ms)
+    if scaled is None:
+        return None
+    total = sum(by_op.values())
     ranked = sorted(profile, key=lambda node: -float(node["ms"]))[:top]
     return {"layers": {
-        "by_op": {op: round(ms * factor, 5) for op, ms in sorted(by_op.items(), key=lambda item: -item[1])},
-        "top": [{"name": n["name"], "op": n.get("op", ""), "ms": round(float(n["ms"]) * factor, 5)} for n in ranked],
+        "by_op": scaled,
+        "top": [{"name": n["name"], "op": n.get("op", ""), "ms": round(float(n["ms"]) * p50_ms / total, 5)}
+                for n in ranked],
         "profiled_ms": round(total, 5), "nodes": len(profile),
     }}  # fmt: skip

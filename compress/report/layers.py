@@ -36,14 +36,15 @@ def op_table(report: Report, target: TargetInfo) -> tuple[tuple[str, ...], list[
     rows = []
     for v, lat in found:
         rest = sum(ms for op, ms in lat.layers.by_op.items() if op not in ops)
-        cells = [_share(lat.layers.by_op.get(op), lat.p50_ms) for op in ops]
-        rows.append((v.name, str(lat.batch_size), f"{lat.p50_ms:.3f}", *cells, _share(rest, lat.p50_ms),
+        cells = [share(lat.layers.by_op.get(op) or None, lat.p50_ms) for op in ops]  # no time: "–"
+        rows.append((v.name, str(lat.batch_size), f"{lat.p50_ms:.3f}", *cells, share(rest or None, lat.p50_ms),
                      changes(report, v, target.name)))  # fmt: skip
     return ("variant", "batch", "p50 ms", *(f"{op} ms" for op in ops), "other ms", "vs parent"), rows
 
 
-def _share(ms: float | None, total: float) -> str:
-    return "–" if not ms else f"{ms:.3f} ({100 * ms / total if total else 0:.0f} %)"
+def share(ms: float | None, total: float) -> str:
+    """`ms` with its share of `total`, e.g. "0.412 (35 %)"; "–" for None."""
+    return "–" if ms is None else f"{ms:.3f} ({100 * ms / total if total else 0:.0f} %)"
 
 
 def changes(report: Report, v: Variant, target: str, count: int = 3) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from compress.report.details import AccuracyControl, ControlStep
-from compress.report.layers import LAYERS_NOTE, op_table
+from compress.report.layers import LAYERS_NOTE, op_table, share
 from compress.report.schema import Latency, Report, TargetInfo, Variant
 
 MB = 1_000_000
@@ -70,16 +70,12 @@ def parts_latency(variant: Variant, target: str) -> Latency | None:
     return min((x for x in variant.latency if x.target == target and x.parts), key=lambda x: x.batch_size, default=None)
 
 
-def _share(ms: float | None, total: float) -> str:
-    return "–" if ms is None else f"{ms:.3f} ({100 * ms / total if total else 0:.0f} %)"
-
-
 def parts_table(report: Report, target: TargetInfo) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
     """Where the time goes: one row per variant with a breakdown on `target` (its batch size, p50,
     and each part's ms and share of p50), parts in the order the rules name them; no rows when none."""
     found = [(v.name, lat) for v in report.variants if (lat := parts_latency(v, target.name))]
     names = list(dict.fromkeys(part for _, lat in found for part in lat.parts))
-    rows = [(name, str(lat.batch_size), _fmt(lat.p50_ms, 3), *(_share(lat.parts.get(p), lat.p50_ms) for p in names))
+    rows = [(name, str(lat.batch_size), _fmt(lat.p50_ms, 3), *(share(lat.parts.get(p), lat.p50_ms) for p in names))
             for name, lat in found]  # fmt: skip
     return ("variant", "batch", "p50 ms", *(f"{p} ms" for p in names)), rows
 

@@ -59,11 +59,9 @@ def _backend(stage: Any, fmt: str, names: str) -> Problems:
         if stage.method in ("ptq", "int4") and "backend" not in stage.model_fields_set:
             stage.backend = "openvino"
             try:
-                type(stage).model_validate(
-                    stage.model_dump(by_alias=True, exclude_unset=True)
-                )  # the backend's own option checks
+                stage._options_fit_backend()  # the stage's own checks, now for this backend
             except ValueError as exc:
-                return [(("for",), f"{names} {DESCRIBED[fmt]} (backend openvino), but {_reason(exc)}")]
+                return [(("for",), f"{names} {DESCRIBED[fmt]} (backend openvino), but {exc}")]
         return []
     if fmt == "symmetric" and "backend" not in stage.model_fields_set and stage.method == "ptq" and _modelopt():
         stage.backend = "modelopt"  # NVIDIA's own placement, preferred for TensorRT when installed
@@ -79,8 +77,3 @@ def _modelopt() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("modelopt") is not None
-
-
-def _reason(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    return errors()[0]["msg"].removeprefix("Value error, ") if callable(errors) else str(exc)
