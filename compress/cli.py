@@ -87,13 +87,14 @@ def run(
 ) -> None:
     """Run a recipe end to end and write report.json, report.md and plots."""
     from compress import distributed
-    from compress.pipeline import output_dir, run_recipe
+    from compress.pipeline import check_executor, output_dir, run_recipe
     from compress.recipe import load_recipe
     from compress.report.render import print_tables
 
     chosen = {"executor.type": executor, "executor.jobs": jobs, "executor.address": ray_address}
     overrides = (*(set_ or ()), *(f"{k}={v}" for k, v in chosen.items() if v is not None))
     loaded = load_recipe(recipe, overrides)  # a bad recipe fails here, once, before any process starts
+    check_executor(loaded, nproc or 1)  # before any process starts
     if nproc is not None and nproc > 1:
         args = [str(recipe), *(["--output", str(output)] if output else []), *(["--quiet"] if quiet else [])]
         raise typer.Exit(distributed.launch(nproc, ["run", *args, *(f"--set={s}" for s in overrides)]))

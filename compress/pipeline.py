@@ -113,11 +113,7 @@ class Pipeline:
         if self.recipe.executor.type != "local":
             from compress.graph import run_points_as_graph
 
-            if distributed.size() > 1:
-                raise UsageError(f"executor {self.recipe.executor.type} runs stages as tasks; data-parallel "
-                                 "training (--nproc, torchrun) runs in the local executor",
-                                 hint="use one of the two: drop --nproc, or --executor local")  # fmt: skip
-
+            check_executor(self.recipe, distributed.size())
             return run_points_as_graph(self, sources, data_key)
         per_point, failures = [], []
         points = self.recipe.points()
@@ -350,6 +346,14 @@ def remove_outputs(folder: Path) -> None:
     for name in ("report.json", "report.md", "report.html"):
         (folder / name).unlink(missing_ok=True)
     shutil.rmtree(folder / TRACES, ignore_errors=True)  # profiles of the last run's variants
+
+
+def check_executor(recipe: Recipe, processes: int) -> None:
+    """Data-parallel training runs in the local executor; the task executors run stages elsewhere."""
+    if processes > 1 and recipe.executor.type != "local":
+        raise UsageError(f"executor {recipe.executor.type} runs stages as tasks; data-parallel training "
+                         "(--nproc, torchrun) runs in the local executor",
+                         hint="use one of the two: drop --nproc, or --executor local")  # fmt: skip
 
 
 def run_recipe(

@@ -120,3 +120,10 @@ def test_resources_do_not_change_the_cache_key():
     sized = recipe_from_text(RECIPE.replace("{type: train,", "{type: train, resources: {cpus: 2},"), "r.yaml")
     keys = [Pipeline(r, Path("/nonexistent")).stage_key(r.stages[0], "p", {}, "d") for r in (plain, sized)]
     assert keys[0] == keys[1] and sized.stages[0].resources.cpus == 2
+
+
+def test_a_data_parallel_run_on_a_task_executor_is_refused_before_any_process_starts(recipe, tmp_path):
+    done = cli("run", str(recipe), "-o", str(tmp_path / "o"), "--nproc", "2", "--executor", "processes")
+    assert done.returncode == 2, done.stderr
+    assert "executor processes runs stages as tasks" in done.stderr and "drop --nproc" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()
