@@ -26,12 +26,12 @@ from compress.failures import stage_failure
 from compress.fingerprint import Fingerprints, code_fingerprint
 from compress.lock import run_lock
 from compress.measure import environment
+from compress.measure.fleet import measure_all
 from compress.measure.jobs import (
     TRACES,
     Deployable,
     companions,
     disturbance_warnings,
-    measure_all,
     target_warnings,
 )
 from compress.names import file_name

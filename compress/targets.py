@@ -6,6 +6,7 @@ them, points at its own YAML file, or writes one inline.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +43,12 @@ class HostSpec(Strict):
     """A remote device reached over SSH (OpenSSH's `ssh`, so ~/.ssh/config applies too)."""
 
     address: str = Field(min_length=1, description="host name or IP address (or an alias from ~/.ssh/config)")
+    name: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        description="the board's name in a fleet's report "
+        "[default: the address, with the port when two boards share an address]",
+    )
     user: str | None = Field(None, description="login user [default: ssh's choice]")
     port: int = Field(22, ge=1, le=65535)
     identity_file: str | None = Field(None, description="private key file [default: ssh's choice]")
@@ -69,6 +76,11 @@ class HostSpec(Strict):
     def label(self) -> str:
         return f"{self.user + '@' if self.user else ''}{self.address}:{self.port}"
 
+    @property
+    def device(self) -> str:
+        """Which machine this is, whoever logs in: two targets on one device take turns."""
+        return f"{self.address}:{self.port}"
+
 
 class TensorRTOptions(Strict):
     """How TensorRT engines are built and run; the precision comes from the target's `precision`."""
@@ -95,6 +107,15 @@ class TargetSpec(Strict):
         None, description="ONNX Runtime execution provider [default: cpu]", validate_default=True
     )
     host: HostSpec | None = Field(None, description="measure on this device over SSH instead of here")
+    hosts: list[HostSpec] | None = Field(
+        None, min_length=1, description="identical boards over SSH, measured in parallel (see `fleet`)"
+    )
+    fleet: Literal["spread", "merged", "apart"] = Field(
+        "spread",
+        description="with hosts: spread (each variant measured once, on whichever board is free), merged "
+        "(every board measures every variant; one distribution per variant across boards) or apart "
+        "(every board measures every variant; one target per board, named TARGET.BOARD)",
+    )
     threads: int = Field(1, ge=1, le=1024, description="intra-op threads used for latency")
     streams: int = Field(1, ge=1, le=256, description="OpenVINO inference streams")
     performance_hint: Literal["latency", "throughput"] = Field("latency", description="OpenVINO performance hint")
@@ -134,6 +155,7 @@ class TargetSpec(Strict):
 
         if any(b < 1 for b in self.batch_sizes):
             raise ValueError("batch_sizes must all be at least 1")
+        self._check_fleet()
         runtime = runtime_class(self.runtime)
         if self.device not in runtime.devices:
             raise ValueError(f"runtime {self.runtime} runs on device {' or '.join(runtime.devices)}, not {self.device}")
@@ -147,6 +169,39 @@ class TargetSpec(Strict):
             raise ValueError(f"precision {self.precision} is for runtime {' or '.join(others)}; "
                              f"{self.runtime} takes {', '.join(runtime.precisions)}")  # fmt: skip
         return self
+
+    def _check_fleet(self) -> None:
+        if self.host is not None and self.hosts is not None:
+            raise ValueError("give host (one device) or hosts (a fleet of identical boards), not both")
+        if self.hosts is None and "fleet" in self.model_fields_set:
+            raise ValueError("fleet applies to a target with hosts: [...]")
+        devices = [h.device for h in self.hosts or []]
+        twice = sorted({d for d in devices if devices.count(d) > 1})
+        if twice:
+            raise ValueError(f"hosts: {', '.join(twice)} listed twice; list each board once")
+        names = [b.name for b in self.boards()]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"hosts: two boards are named {', '.join(twice)}; give each its own name")
+
+    def boards(self) -> list[HostSpec]:
+        """A fleet's boards, each with its name (given, or the address; with the port where two share
+        an address)."""
+        hosts = self.hosts or []
+        addresses = [h.address for h in hosts]
+        return [h if h.name else h.model_copy(update={"name": board_name(h, addresses.count(h.address) > 1)})
+                for h in hosts]  # fmt: skip
+
+    def devices(self) -> set[str]:
+        """The machines measuring this target ("local" for this one): targets sharing one take turns."""
+        hosts = self.hosts or ([self.host] if self.host else [])
+        return {h.device for h in hosts} or {"local"}
+
+
+def board_name(host: HostSpec, with_port: bool) -> str:
+    """A name a report can use for a board: the address, characters a name cannot hold as '-'."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", host.address).lstrip("._-") or "board"
+    return f"{name}-{host.port}" if with_port else name
 
 
 RUNTIME_OPTIONS = {"tensorrt": TensorRTOptions}  # target sections of runtime-specific settings

@@ -31,7 +31,7 @@ from compress import registry
 from compress.agent import parts as model_parts
 from compress.agent import state as device_state
 from compress.agent import store
-from compress.agent.profiling import Monitor, judge, measure_interleaved, summarize
+from compress.agent.profiling import Monitor, block_medians, judge, measure_interleaved, summarize
 from compress.data.rows import RowFile
 from compress.errors import first_line
 from compress.runtimes.base import COMPUTED, Session
@@ -102,7 +102,7 @@ def run_job(folder: Path, log=print) -> dict:
             sessions[name] = session
     with device_state.PowerSampler() if getattr(target, "power", False) else contextlib.nullcontext() as power:
         for batch, feeds in batches.items():
-            _time_batch(sessions, feeds, batch, target, result["models"], log, folder)
+            _time_batch(sessions, feeds, batch, target, result["models"], log, folder, job.get("samples", False))
     result["power"] = power.summary() if power else None
     result["state_after"] = device_state.changing(target.device)
     for name, session in sessions.items():
@@ -168,9 +168,11 @@ def predict(session, feeds: dict[str, np.ndarray], batch_size: int = 64) -> np.n
     return np.concatenate(parts)
 
 
-def _time_batch(sessions: dict, feeds: dict, batch: int, target, entries: dict, log, folder: Path) -> None:
+def _time_batch(sessions: dict, feeds: dict, batch: int, target, entries: dict, log, folder: Path,
+                keep_samples: bool = False) -> None:  # fmt: skip
     """Latency at one batch size: runtimes that time themselves (trtexec) one by one, the others in
-    interleaved rounds under the shared protocol; each with the CPU record of its blocks."""
+    interleaved rounds under the shared protocol; each with the CPU record of its blocks. With
+    `keep_samples`, every call's time and each block's median come back too (a fleet pools them)."""
     runnable = {n: s for n, s in sessions.items() if s.fixed_batch in (None, batch)}
     if not runnable:
         return
@@ -189,6 +191,12 @@ def _time_batch(sessions: dict, feeds: dict, batch: int, target, entries: dict, 
         load = judge(blocks, monitor.cores, target.threads, cpu_bound=target.device == "cpu")
         stats = summarize(samples, batch, capped, p.ci_target, blocks, load).to_dict()
         timed = {"batch_size": batch, "stats": stats, "runtime_summary": summary}
+        if keep_samples:
+            (folder / "outputs").mkdir(exist_ok=True)
+            np.save(folder / "outputs" / f"{name}.b{batch}.latency.npy", np.asarray(samples, dtype=np.float64))
+            timed.update(
+                samples=f"outputs/{name}.b{batch}.latency.npy", block_medians_ms=block_medians(samples, blocks)
+            )
         mark(folder, "timing", name, batch)
         parallel = runnable[name].throughput(feeds, max(p.min_seconds, 0.5))
         if parallel is not None:  # the target asks for throughput: requests in parallel, not 1 / latency

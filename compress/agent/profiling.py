@@ -79,15 +79,17 @@ def summarize(
     ci_target: float = 0.0,
     blocks: list[Block] | None = None,
     load: dict | None = None,
+    medians: list[float] | None = None,
 ) -> LatencyStats:
     """Percentiles (linear interpolation), mean, spread and the p50 interval of per-call latencies;
-    `blocks` (from a Monitor) widen the interval by the spread between rounds, `load` is `judge`'s."""
-    if not samples_ms:
+    `blocks` (from a Monitor) widen the interval by the spread between rounds (or `medians`, the
+    blocks' medians where the samples were pooled from several devices), `load` is `judge`'s."""
+    if len(samples_ms) == 0:
         raise ValueError("no latency samples")
     a = np.asarray(samples_ms, dtype=np.float64)
     p50, p90, p99 = np.percentile(a, [50, 90, 99])
     mean = float(a.mean())
-    medians = block_medians(a, blocks or [])
+    medians = medians if medians is not None else block_medians(a, blocks or [])
     low, high = p50_interval(a, medians)
     return LatencyStats(
         p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99), mean_ms=mean,

@@ -74,18 +74,19 @@ class TargetResults:
     versions: dict[str, str] = field(default_factory=dict)
     state: dict = field(default_factory=dict)  # the device's state before / after, power
     error: str | None = None  # the whole target failed (e.g. its host was unreachable)
+    # {variant: {batch: (every call's ms, each block's median)}}, kept when asked (a fleet pools them)
+    samples: dict[str, dict[int, tuple[np.ndarray, list[float]]]] = field(default_factory=dict)
 
 
-def measure_target(
-    target: TargetSpec, models: dict[str, Deployable], inputs: Inputs, task: Task | None, log, out: Path | None = None
-) -> TargetResults:
+def measure_target(target: TargetSpec, models: dict[str, Deployable], inputs: Inputs, task: Task | None, log,
+                   out: Path | None = None, keep_samples: bool = False) -> TargetResults:  # fmt: skip
     """Accuracy, then interleaved latency, of every model this target's runtime can run: here (in a
     child process, so a crashing runtime costs only the model it crashed on), or on the target's host
     over SSH. A target that fails as a whole comes back with `error` set."""
     runnable = {n: m for n, m in models.items() if runs(runtime_class(target.runtime), m)}
     with tempfile.TemporaryDirectory(prefix="compress-job-") as tmp:
         folder = Path(tmp)
-        write_job(folder, target, runnable, inputs, copy_models=target.host is not None)
+        write_job(folder, target, runnable, inputs, copy_models=target.host is not None, keep_samples=keep_samples)
         try:
             raw = (remote if target.host else local).run_job(target, folder, log)
             results = collect(raw, folder, target, runnable, inputs, task, out)
@@ -104,9 +105,8 @@ def runs(runtime: type, model: Deployable) -> bool:
     return model.kind in runtime.formats and (model.precision not in COMPUTED or model.precision in runtime.precisions)
 
 
-def write_job(
-    folder: Path, target: TargetSpec, models: dict[str, Deployable], inputs: Inputs, copy_models: bool
-) -> None:
+def write_job(folder: Path, target: TargetSpec, models: dict[str, Deployable], inputs: Inputs, copy_models: bool,
+              keep_samples: bool = False) -> None:  # fmt: skip
     """The job folder the measuring program reads (see compress.agent.job)."""
     entries = {}
     for name, model in models.items():
@@ -122,7 +122,8 @@ def write_job(
         write_eval_inputs(folder / "eval", inputs.examples, inputs.feeds)
     for batch, feeds in inputs.batches.items():
         np.savez(folder / f"batch{batch}.npz", **feeds)
-    job = {"target": target.model_dump(exclude={"host"}), "models": entries, "eval": "eval" if inputs.examples is not None else None,
+    job = {"target": target.model_dump(exclude={"host", "hosts", "fleet"}), "models": entries, "samples": keep_samples,
+           "eval": "eval" if inputs.examples is not None else None,
            "batches": {str(b): f"batch{b}.npz" for b in inputs.batches}}  # fmt: skip
     (folder / "job.json").write_text(json.dumps(job), encoding="utf-8")
 
@@ -180,6 +181,10 @@ def collect(raw: dict, folder: Path, target: TargetSpec, models: dict[str, Deplo
                     profile_error=t.get("profile_error"), requests=t.get("requests"), **t["stats"])
             for t in entry["latency"]
         ]  # fmt: skip
+        kept = {t["batch_size"]: (np.load(folder / t["samples"]), t["block_medians_ms"])
+                for t in entry["latency"] if t.get("samples")}  # fmt: skip
+        if kept:
+            results.samples[name] = kept
         if entry.get("profile") and traces is not None:
             trace = write_trace(traces, name, target, entry["profile"])
             for lat in results.latency[name]:
@@ -256,29 +261,11 @@ def batch_of(x: np.ndarray, batch: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([x] * reps)[:batch]) if reps > 1 else np.ascontiguousarray(x[:batch])
 
 
-def measure_all(targets: list[TargetSpec], models: dict[str, Deployable], variants: list[Variant],
-                splits: Splits | None, task, log, out: Path | None = None, sequence_length: int = 128,
-                ) -> list[TargetInfo]:  # fmt: skip
-    """Measure every target in turn, attaching results to the variants; a target that fails as a
-    whole (an unreachable device) is recorded in its TargetInfo and the others go on. Whole
-    profiles go to `out`/profiles/."""
-    infos = []
-    for target in targets:
-        if splits is not None:
-            inputs = Inputs.from_splits(splits, task, target.batch_sizes)
-        else:
-            inputs = random_inputs(models, target, sequence_length)
-        results = measure_target(target, models, inputs, task if splits else None, log, out)
-        attach(variants, target, results)
-        infos.append(TargetInfo(name=target.name, runtime=target.runtime, device=target.device, threads=target.threads,
-                                batch_sizes=target.batch_sizes, protocol=target.protocol.model_dump(),
-                                versions=results.versions, host=target.host.label if target.host else None,
-                                state=results.state, error=results.error))  # fmt: skip
-    return infos
-
-
 def target_warnings(infos: list[TargetInfo]) -> list[str]:
-    return [f"target {t.name} could not be measured: {t.error}" for t in infos if t.error]
+    """A target that measured nothing, and each board of a fleet that dropped out while others went on."""
+    lines = [f"target {t.name} could not be measured: {t.error}" for t in infos if t.error]
+    return lines + [f"target {t.name}: board {b.name} ({b.host}) dropped out: {b.error}; the other boards measured "
+                    f"without it" for t in infos if not t.error for b in t.boards or [] if b.error]  # fmt: skip
 
 
 def disturbance_warnings(variants: list[Variant]) -> list[str]:

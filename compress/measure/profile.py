@@ -15,7 +15,8 @@ from compress.artifact import Kind
 from compress.errors import UsageError, check_output_folder, first_line
 from compress.lock import run_lock
 from compress.measure import environment
-from compress.measure.jobs import Deployable, disturbance_warnings, measure_all, target_warnings
+from compress.measure.fleet import measure_all
+from compress.measure.jobs import Deployable, disturbance_warnings, target_warnings
 from compress.report.outputs import render_all
 from compress.report.pareto import mark_fronts
 from compress.report.schema import RecipeInfo, Report, Variant

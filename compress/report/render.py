@@ -124,18 +124,33 @@ def _inner(value) -> str:
 def target_title(target: TargetInfo) -> str:
     threads = f"{target.threads} thread{'s' if target.threads != 1 else ''}"
     where = f" at {target.host}" if target.host else ""
+    where += f" x {len(target.boards)} boards" if target.boards else ""
     return f"{target.name} ({target.runtime} on {target.device}{where}, {threads})"
+
+
+FLEETS = {"spread": "each variant measured once, on whichever board was free",
+          "merged": "every board measured every variant; each variant's calls on all boards form one distribution"}  # fmt: skip
 
 
 def device_lines(target: TargetInfo) -> list[str]:
     """The device's recorded state, one fact per line: what makes its numbers comparable or not."""
     if target.error:
         return [f"Not measured: {target.error}"]
-    before, after = target.state.get("state_before") or {}, target.state.get("state_after") or {}
+    if not target.boards:
+        return state_lines(target.state, "Device")
+    lines = [f"Fleet of {len(target.boards)} boards: {FLEETS.get(target.fleet or '', target.fleet)}"]
+    for b in target.boards:
+        label = f"Board {b.name} ({b.host}, {len(b.variants)} variant(s)), device"
+        lines += [f"Board {b.name} ({b.host}) dropped out: {b.error}"] if b.error else state_lines(b.state, label)
+    return lines
+
+
+def state_lines(state: dict, label: str) -> list[str]:
+    before, after = state.get("state_before") or {}, state.get("state_after") or {}
     if not before:
         return []  # no state recorded (a report from before states were, or one built by hand)
     cpu = before.get("cpu", {})
-    lines = [f"Device {before.get('hostname')}: {cpu.get('model')} ({cpu.get('logical_cores')} cores), "
+    lines = [f"{label} {before.get('hostname')}: {cpu.get('model')} ({cpu.get('logical_cores')} cores), "
              f"{before.get('os')}, governor {cpu.get('governor') or 'unknown'}, "
              f"load {readable(cpu.get('load_average'))} before / {readable(after.get('load_average'))} after"]  # fmt: skip
     hottest = [max(s.get("temperatures_c", {}).values(), default=None) for s in (before, after)]
@@ -150,7 +165,7 @@ def device_lines(target: TargetInfo) -> list[str]:
     for gpu in before.get("gpu") or []:
         lines.append(f"GPU {gpu.get('name')}: driver {gpu.get('driver_version')}, {gpu.get('pstate')}, "
                      f"SM {gpu.get('clocks.sm')} MHz, {gpu.get('temperature.gpu')} °C, {gpu.get('power.draw')} W")  # fmt: skip
-    power = target.state.get("power")
+    power = state.get("power")
     if power:
         lines.append("Mean power while timing: " + ", ".join(f"{k} {v} mW" for k, v in power["mean_mw"].items()))
     return lines
@@ -177,9 +192,19 @@ def interval_lines(report: Report, target: TargetInfo) -> list[str]:
                 continue
             flag = " (time cap reached: unstable)" if lat.stable is False else ""
             flag += " (disturbed: other load on the machine)" if lat.disturbed else ""
+            flag += board_note(lat.boards)
             cells.append(f"{v.name}@{lat.batch_size} {lat.p50_ms:.4g} [{lat.p50_ci_low_ms:.4g}, "
                          f"{lat.p50_ci_high_ms:.4g}] ms{flag}")  # fmt: skip
     return ["p50 with 95 % interval: " + "; ".join(cells)] if cells else []
+
+
+def board_note(boards: dict[str, float] | None) -> str:
+    """Which board of a fleet measured an entry, or each board's own p50 in a merged one."""
+    if not boards:
+        return ""
+    if len(boards) == 1:
+        return f" on board {next(iter(boards))}"
+    return " (boards: " + ", ".join(f"{b} {p50:.4g}" for b, p50 in boards.items()) + ")"
 
 
 def _md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:

@@ -78,6 +78,9 @@ class Latency(Strict):
     parts_profiled_ms: float | None = None
     layers: LayerProfile | None = None  # at the smallest batch measured on the target
     profile_error: str | None = None  # why the runtime's profiler gave nothing
+    # A fleet target's boards (hosts:) this entry was measured on, each with its own p50 in ms: one
+    # board when the fleet spreads variants, all of them when it merges their distributions.
+    boards: dict[str, float] | None = None
 
 
 class Variant(Strict):
@@ -116,6 +119,17 @@ class Variant(Strict):
         return next((a for a in self.accuracy_per_target if a.target == target), None)
 
 
+class Board(Strict):
+    """One board of a fleet target (hosts:): where it is, what it measured, its state."""
+
+    name: str
+    host: str  # user@address:port
+    variants: list[str] = Field(default_factory=list)  # the variants it measured
+    versions: dict[str, str] = Field(default_factory=dict)
+    state: dict[str, Any] = Field(default_factory=dict)  # before its first job and after its last
+    error: str | None = None  # why it dropped out; the others went on without it
+
+
 class TargetInfo(Strict):
     name: str
     runtime: str
@@ -127,6 +141,8 @@ class TargetInfo(Strict):
     host: str | None = None  # user@address:port of a remote device
     state: dict[str, Any] = Field(default_factory=dict)  # the device's state before / after, power
     error: str | None = None  # set when the target could not be measured at all
+    boards: list[Board] | None = None  # a fleet target's boards
+    fleet: str | None = None  # how the fleet measured: spread or merged (apart makes one target per board)
 
 
 class Front(Strict):

@@ -28,7 +28,7 @@ def open_session(runtime: str, path: Path, threads: int = 1) -> Session:
 def check_available(targets: list[TargetSpec]) -> None:
     """Fail before any work when a target's runtime is missing, naming the extra to install."""
     for target in targets:
-        if target.host is not None:
+        if target.host is not None or target.hosts:
             continue  # the device checks its own runtime when it measures
         cls = runtime_class(target.runtime)
         if not cls.available():
