@@ -49,6 +49,7 @@ class Setting:
     seed: int
     augment: dict | None
     logs: str
+    workers: int = 0  # data.workers
 
 
 @dataclass
@@ -116,7 +117,7 @@ def run_task(task: StageTask, setting: Setting, folders: dict[str, str]) -> Outc
         refs = {name: Artifact.load(Path(folders[key])) for name, key in task.refs.items()}
         ctx = dict(splits=Splits.load(Path(setting.splits)), task=get_task(setting.task, text=setting.text),
                    seed=setting.seed, log=log, show_progress=False, shared_cache=cache, augment=setting.augment,
-                   refs=refs, checkpoints=cache / resume_name(task.name, task.key))  # fmt: skip
+                   workers=setting.workers, refs=refs, checkpoints=cache / resume_name(task.name, task.key))  # fmt: skip
         artifact, outcome.reused = make_cached(cache, task.name, task.key,
                                                lambda d: stage.run(parent, StageContext(workdir=d, **ctx)), log)  # fmt: skip
         outcome.folder = str(artifact.folder)

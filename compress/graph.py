@@ -46,7 +46,8 @@ def run_points_as_graph(pipeline: Pipeline, sources: dict[str, Artifact], data_k
     jobs = spec.jobs or os.cpu_count() or 1
     setting = Setting(cache=str(pipeline.cache), splits=str(pipeline.splits_folder), task=recipe.data.task,
                       text=data_source(recipe.data.source).text, seed=recipe.seed,
-                      augment=data_source(recipe.data.source).augment, logs=str(pipeline.out / "logs"))  # fmt: skip
+                      augment=data_source(recipe.data.source).augment, logs=str(pipeline.out / "logs"),
+                      workers=recipe.data.workers)  # fmt: skip
     folders = {a.key: str(a.folder) for a in sources.values()}
     pipeline.log(f"executor {spec.type}: {len(tasks)} stage task(s) for {len(points)} point(s), {jobs} at a time")
     outcomes = run_graph(tasks, setting, folders, spec.type, jobs, pipeline.log, spec.address)

@@ -133,7 +133,14 @@ class Pipeline:
         # Training text read from installed packages changes with their versions.
         extra = environment.module_versions(spec.train_packages) if spec.train_packages else {}
         files = self.fingerprints.of(data_inputs(spec, self.recipe.base_dir, self.recipe.seed, self.recipe.model.arch))
-        key = cache_key("data", spec.model_dump(), files, self.recipe.seed, self.versions, *([extra] if extra else []))
+        key = cache_key(
+            "data",
+            spec.model_dump(exclude={"workers"}),
+            files,
+            self.recipe.seed,
+            self.versions,
+            *([extra] if extra else []),
+        )
         splits = self.cached_splits(
             f"data-{key}",
             lambda: load_data(spec, self.recipe.base_dir, self.recipe.seed, self.recipe.model.arch, self.cache),
@@ -184,7 +191,7 @@ class Pipeline:
         failing stage is recorded and the stages that need its result are skipped; the rest run."""
         ctx_base = dict(splits=splits, task=self.task, seed=self.recipe.seed, log=self.log,
                         show_progress=self.show_progress, shared_cache=self.cache,
-                        augment=data_source(self.recipe.data.source).augment)  # fmt: skip
+                        augment=data_source(self.recipe.data.source).augment, workers=self.recipe.data.workers)  # fmt: skip
         failures, previous = [], "model"
         for stage in recipe.stages:
             needs, previous = [stage.input or previous, *stage.references()], stage.name

@@ -78,6 +78,14 @@ class DataSpec(Strict):
     samples: int | None = Field(
         None, ge=1, le=1_000_000, description="procedural sources (shapes): examples generated; default 1000"
     )
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="training: processes reading the next batches' rows "
+        "from a split on disk while the model trains (0: read in the training process); "
+        "results do not depend on it",
+    )
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
 

@@ -38,6 +38,7 @@ class StageContext:
     show_progress: bool = True
     checkpoints: Path | None = None  # where a training stage keeps its epoch checkpoint to resume from
     augment: dict | None = None  # the data source's training augmentation under `augment: auto`
+    workers: int = 0  # processes reading training batches ahead (data.workers)
 
 
 class Resources(Strict):

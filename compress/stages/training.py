@@ -19,6 +19,7 @@ from compress.stages import StageContext, checkpoint, parallel
 from compress.stages.augment import Augment, augment
 from compress.stages.augment import resolve as resolve_augment
 from compress.stages.device import autocast, grad_scaler, model_device, moved, resolve
+from compress.stages.loader import Reader
 from compress.stages.options import TrainingOptions
 
 # (model outputs, batch indices into the training split, labels, the augmented inputs the model saw
@@ -48,13 +49,16 @@ def fit(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str, l
     loop = (model, extra_params, optimizer, schedule, scaler, rng)
     start, best_acc, best_state, history = resume(ctx, label, cfg.epochs, loop)
     ranks = f" with {distributed.size()} processes" if distributed.size() > 1 else ""
+    read = Reader(splits.x_train, splits.y_train, ctx.workers)  # workers start with the first epoch
     ctx.log(f"{label}: training on {device}{ranks}" + (f" with {cfg.amp} autocast" if cfg.amp else "")
-            + (f", augmenting ({describe(augmentation)})" if augmentation else ""))  # fmt: skip
-    with progress_bar(label, cfg.epochs, ctx.show_progress, done=start) as advance, parallel.aborting():
+            + (f", augmenting ({describe(augmentation)})" if augmentation else "")
+            + (f", reading batches in {ctx.workers} worker processes" if read.loader is not None else ""))  # fmt: skip
+    with (progress_bar(label, cfg.epochs, ctx.show_progress, done=start) as advance, parallel.aborting(),
+          read):  # fmt: skip
         step = parallel.step_module(model, task, torch.device(device))
         for epoch in range(start, cfg.epochs):
-            loss = train_epoch(step, task, splits.x_train, splits.y_train, cfg, optimizer, schedule, loss_fn, rng,
-                               scaler, augmentation, extra_params)  # fmt: skip
+            loss = train_epoch(step, task, read, cfg, optimizer, schedule, loss_fn, rng, scaler, augmentation,
+                               extra_params)  # fmt: skip
             if not distributed.leader():
                 continue
             acc = evaluate(model, task, splits.x_val, splits.y_val)
@@ -126,17 +130,19 @@ def describe(augmentation: Augment) -> str:
     return ", ".join(f"{k} {v}" for k, v in augmentation.model_dump().items() if v)
 
 
-def train_epoch(step: nn.Module, task, x, y, cfg: TrainingOptions, optimizer, schedule, loss_fn: LossFn, rng, scaler,
-                augmentation: Augment | None = None, extra_params: list[nn.Parameter] = ()) -> float:  # fmt: skip
-    """One pass over the training split through `step` (compress.stages.parallel.step_module); the
-    mean loss over every rank's examples."""
+def train_epoch(step: nn.Module, task, read: Reader, cfg: TrainingOptions, optimizer, schedule, loss_fn: LossFn, rng,
+                scaler, augmentation: Augment | None = None, extra_params: list[nn.Parameter] = ()) -> float:  # fmt: skip
+    """One pass over the training split (read through `read`) with `step`
+    (compress.stages.parallel.step_module); the mean loss over every rank's examples."""
     step.train()
     device = model_device(step)
     total, count = 0.0, 0
-    drawn = batches(task.lengths(x), len(x), cfg.batch_size, rng)
-    for idx, rows in parallel.rank_shares(drawn, distributed.rank(), distributed.size()):
+    drawn = batches(task.lengths(read.x), len(read.x), cfg.batch_size, rng)
+    shares = list(parallel.rank_shares(drawn, distributed.rank(), distributed.size()))
+    rows_read = read([idx[rows] for idx, rows in shares])
+    for (idx, rows), (x, y) in zip(shares, rows_read, strict=True):
         mine = idx[rows]
-        inputs, labels = moved(task.inputs(task.trim(x[mine])), device), torch.from_numpy(y[mine]).to(device)
+        inputs, labels = moved(task.inputs(task.trim(x)), device), torch.from_numpy(y).to(device)
         seen = None
         if augmentation:
             inputs = seen = (augment(inputs[0], augmentation, rng, rows, len(idx)), *inputs[1:])
