@@ -21,7 +21,11 @@ class TrainingOptions(Strict):
     optimizer: Literal["adamw", "sgd"] = "adamw"
     weight_decay: float = Field(0.01, ge=0, le=1)
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "onecycle", "constant"] = Field(
+        "cosine",
+        description="cosine decay from lr; onecycle: warm up to lr over the first 30 % of steps, then "
+        "anneal (Smith's one-cycle, often the better recovery after pruning); constant",
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     device: str = Field("auto", pattern=DEVICE_PATTERN,
                         description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")  # fmt: skip

@@ -116,6 +116,9 @@ def make_optimizer(cfg: TrainingOptions, params: list[nn.Parameter]) -> torch.op
 def make_schedule(cfg: TrainingOptions, optimizer: torch.optim.Optimizer, steps: int):
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+    if cfg.schedule == "onecycle":  # momentum is left as the optimizer has it (AdamW's betas, SGD's momentum)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(steps, 1),
+                                                   pct_start=0.3, cycle_momentum=False)  # fmt: skip
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
 
 
