@@ -41,6 +41,7 @@ from compress.report.diagnose import budget_warnings, format_warnings, not_faste
 from compress.report.outputs import render_all
 from compress.report.pareto import mark_fronts
 from compress.report.schema import RecipeInfo, Report, StageFailure, Variant
+from compress.report.searched import flags as search_flags
 from compress.requirements import check_requirements
 from compress.stages import StageContext
 from compress.stages.device import check_recipe_devices
@@ -71,6 +72,7 @@ class Pipeline:
 
     def __init__(self, recipe: Recipe, out: Path, log=print, show_progress: bool = True) -> None:
         self.recipe, self.out, self.log, self.show_progress = recipe, out, log, show_progress
+        self.search_result = None  # set by a recipe's search (compress.search)
         self.cache = out / "cache"
         self.fingerprints = Fingerprints(self.cache / "fingerprints.json")
         self.versions = {**environment.package_versions(CACHE_PACKAGES),
@@ -110,6 +112,10 @@ class Pipeline:
 
     def run_points(self, sources, splits: Splits, data_key: str) -> tuple[list, list[StageFailure]]:
         """Run every sweep point's chain (or the recipe's one chain); failing stages are recorded."""
+        if self.recipe.search:
+            from compress.search import run_search
+
+            return run_search(self, sources, splits, data_key)
         if self.recipe.executor.type != "local":
             from compress.graph import run_points_as_graph
 
@@ -308,13 +314,14 @@ class Pipeline:
             preprocessing=preprocessing(self.recipe.data, data_source(self.recipe.data.source).text),
             memory=environment.peak_memory(),
         )  # fmt: skip
-        report.failures = failures
+        report.failures, report.search = failures, self.search_result
         first = {f.point: f for f in reversed(failures) if f.point}  # one entry per failed sweep point
         report.variants += [failed_variant(f.point, f.message) for f in reversed(first.values())]
         report.warnings += [f.line() for f in failures]
         report.warnings += target_warnings(target_infos) + disturbance_warnings(report.variants)
         mark_fronts(report)
         report.warnings += not_faster_warnings(report, self.out) + format_warnings(report) + budget_warnings(report)
+        report.warnings += search_flags(report) if report.search else []
         return report
 
     def publish(self, name: str, parent: str | None, artifact: Artifact, models_dir: Path) -> Variant:

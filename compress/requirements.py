@@ -22,6 +22,8 @@ def check_requirements(recipe: Recipe, targets: list[TargetSpec]) -> None:
     needs = {f"data source '{recipe.data.source}'": data_source(recipe.data.source).requires,
              f"task '{recipe.data.task}'": registry.resolve("tasks", recipe.data.task).requires}  # fmt: skip
     needs.update({f"stage '{s.name}'": s.requires() for s in recipe.stages})
+    if recipe.search:
+        needs["the recipe's search"] = {"optuna": "'compress-edge[search]'"}
     for who, packages in needs.items():
         for module, install in packages.items():
             if importlib.util.find_spec(module) is None:

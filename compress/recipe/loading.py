@@ -47,6 +47,9 @@ def recipe_from_data(data: Any, marks: Marks, filename: str, path: Path | None, 
     problems = check_recipe(recipe, loc)
     if not problems and recipe.sweep:
         recipe._points, problems = expand_sweep(data, recipe, loc, path)
+    if not problems and recipe.search:
+        problems = check_space(recipe, loc)
+        recipe._source = ({k: v for k, v in data.items() if k != "search"}, marks, filename, path)
     if problems:
         raise RecipeError(problems)
     return recipe
@@ -66,6 +69,38 @@ def point_label(point: dict[str, Any]) -> str:
     lasts = [str(parse_field_path(k)[-1]) if parse_field_path(k) else k for k in point]
     names = lasts if len(set(lasts)) == len(lasts) else list(point)
     return ",".join(f"{n}={v}" for n, v in zip(names, point.values(), strict=True))
+
+
+def check_space(recipe: Recipe, loc: Locator) -> list[Problem]:
+    """Search paths name stage fields (their values are checked when each trial's recipe is built)."""
+    problems = []
+    if recipe.sweep:
+        problems.append(loc.at(("search",), "a recipe has a sweep or a search, not both"))
+    spec = recipe.search
+    targets = [Path(t).stem if isinstance(t, str) else t.name for t in recipe.targets]
+    if spec.target and spec.target not in targets:
+        problems.append(loc.at(("search", "target"), f"target '{spec.target}' is not one of the recipe's targets: "
+                                                     f"{', '.join(targets)}"))  # fmt: skip
+    variants = [s.variant for s in recipe.stages if s.variant]
+    if spec.candidate and spec.candidate not in variants:
+        problems.append(loc.at(("search", "candidate"), f"no stage makes a variant '{spec.candidate}'; "
+                                                        f"variants: {', '.join(variants)}"))  # fmt: skip
+    for key in spec.space:
+        parts = parse_field_path(key)
+        if parts is None or parts[0] not in SWEEPABLE:
+            msg = f"search space key '{key}' must be a stage field path such as stages[prune].ratio"
+            problems.append(loc.at(("search", "space", key), msg))
+    return problems
+
+
+def trial_recipe(recipe: Recipe, params: dict[str, Any]) -> Recipe:
+    """The recipe with a search trial's settings in place of its own (a RecipeError names the field)."""
+    data, marks, filename, path = recipe._source
+    point = copy.deepcopy(data)
+    problems = [p for k, v in params.items() for p in set_field(point, parse_field_path(k), v, k, filename)]
+    if problems:
+        raise RecipeError(problems)
+    return recipe_from_data(point, marks, filename, path)
 
 
 def expand_sweep(data: dict, recipe: Recipe, loc: Locator, path: Path | None) -> tuple[list, list[Problem]]:

@@ -165,6 +165,48 @@ class Sweep(Strict):
 SWEEPABLE = ("stages",)
 
 
+class SearchRange(Strict):
+    """A numeric range to search: integers when low and high are both integers (unless step says
+    otherwise), else floats; `log` samples on a log scale."""
+
+    low: float
+    high: float
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if self.high <= self.low:
+            raise ValueError("high must be above low")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        whole = float(self.low).is_integer() and float(self.high).is_integer()
+        return whole and (self.step is None or float(self.step).is_integer())
+
+
+class Search(Strict):
+    """Search stage settings for the fastest (or smallest) variant on one target within accuracy,
+    size and latency limits: each trial runs the chain with sampled settings (sharing cached stage
+    results), and its candidate is measured on the target, beside the baseline, on the validation
+    split. Optuna proposes the settings (`pip install 'compress-edge[search]'`)."""
+
+    space: dict[str, SearchRange | list[Any]] = Field(
+        min_length=1, description="stages[NAME].field: {low, high[, step, log]} or [choices]"
+    )
+    target: str | None = Field(None, description="the target whose measurements decide [default: the first]")
+    batch_size: int = Field(1, ge=1, le=65_536, description="the batch size whose p50 is minimized")
+    candidate: str | None = Field(None, description="the variant each trial offers [default: the chain's last]")
+    minimize: Literal["p50", "size"] = Field("p50", description="p50 on the target, or file size")
+    max_accuracy_drop: float | None = Field(None, ge=0, le=100, description="points below the baseline, on validation")
+    max_size_mb: float | None = Field(None, gt=0)
+    max_latency_ms: float | None = Field(None, gt=0, description="p50 at batch_size on the target")
+    trials: int = Field(10, ge=1, le=10_000, description="trials at most, the recipe's own settings first")
+    max_minutes: float | None = Field(None, gt=0, description="no new trial starts after this long")
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPE (constrained) or random sampling")
+
+
 class ExecutorSpec(Strict):
     """Where stage results are made: here one after another (`local`), in a pool of local
     processes, or on a Ray cluster. Measurement always runs here, one target at a time."""
@@ -200,11 +242,13 @@ class Recipe(Strict):
     report: ReportSpec = Field(default_factory=ReportSpec)
     gates: Gates | None = Field(None, description="CI limits checked after the run; exit code 1 when one fails")
     sweep: Sweep | None = None
+    search: Search | None = Field(None, description="search stage settings against a target (below)")
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec, description="where stages run (--executor, --jobs)")
 
     _path: Path | None = PrivateAttr(None)
     _hash: str = PrivateAttr("")
     _points: list = PrivateAttr(default_factory=list)  # [(label, Recipe)] when sweeping
+    _source: tuple | None = PrivateAttr(None)  # (data, marks, filename, path) to build a search trial's recipe
 
     @model_validator(mode="after")
     def _default_names(self) -> Recipe:

@@ -21,6 +21,7 @@ from compress.report.render import (
     target_title,
 )
 from compress.report.schema import Report
+from compress.report.searched import search_note, search_table
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1200px}
@@ -143,6 +144,7 @@ def to_html(report: Report, plots: dict[str, bytes] | None = None) -> str:
             _plot(report, target, plots[target.name]),
         ]
     parts += _across(report)
+    parts += _section("Search", search_note(report), search_table(report)) if report.search else []
     parts += ["<h2>Variants</h2>", _lineage(report)]
     if report.warnings:
         parts += (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from compress.report.details import AccuracyControl, ControlStep
 from compress.report.layers import LAYERS_NOTE, op_table, share
 from compress.report.schema import Latency, Report, TargetInfo, Variant
+from compress.report.searched import search_lines
 
 MB = 1_000_000
 COLUMNS = ("variant", "parent", "size MB", "× smaller", "{metric} %", "Δ pts", "p50 ms", "p90 ms", "× faster",
@@ -242,7 +243,7 @@ def to_markdown(report: Report) -> str:
                 )
     if len(report.targets) > 1:
         lines += ["## Across targets", ""] + front_lines(report, "*") + [""]
-    lines += _details(report) + _environment(report)
+    lines += search_lines(report) + _details(report) + _environment(report)
     return "\n".join(lines) + "\n"
 
 

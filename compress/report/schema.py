@@ -173,6 +173,36 @@ class RecipeInfo(Strict):
     hash: str
 
 
+class Trial(Strict):
+    """One trial of a search: its settings and what its candidate measured on the search target,
+    beside the baseline measured in the same job, on the validation split."""
+
+    number: int
+    label: str  # the point label its variants carry (t0, t1, ...)
+    params: dict[str, Any]
+    candidate: str | None = None  # the candidate variant's name in this report
+    val_accuracy: float | None = None
+    baseline_val_accuracy: float | None = None
+    size_mb: float | None = None
+    p50_ms: float | None = None
+    baseline_p50_ms: float | None = None
+    feasible: bool = False
+    violations: list[str] = Field(default_factory=list)  # the limits it broke, in words
+    seconds: float = 0.0  # what the trial cost: its stages and its measurement
+    error: str | None = None
+
+
+class SearchResult(Strict):
+    target: str
+    batch_size: int
+    minimize: str  # p50 (as a ratio to the baseline's, measured together) or size
+    limits: dict[str, float]  # max_accuracy_drop (points, validation), max_size_mb, max_latency_ms
+    sampler: str
+    trials: list[Trial] = Field(default_factory=list)
+    best: int | None = None  # the winning trial's number
+    why: str = ""  # why the winner won, in words
+
+
 class Report(Strict):
     schema_version: int = SCHEMA_VERSION
     created: str
@@ -191,6 +221,7 @@ class Report(Strict):
     preprocessing: dict[str, Any] | None = None
     # peak resident memory (MB) of this run's process
     memory: dict[str, float] = Field(default_factory=dict)
+    search: SearchResult | None = None  # the recipe's search: every trial and the winner
 
     def front(self, target: str, latency: str = "p50", with_size: bool = False) -> Front | None:
         return next(

@@ -1,0 +1,89 @@
+"""The report's account of a search: every trial, what it cost, and why the winner won, with each
+candidate's accuracy drop on validation (where the search judged it) beside its drop on test (what
+the report measured afterwards), flagging a limit met on one and missed on the other."""
+
+from __future__ import annotations
+
+from compress.report.schema import Report, Trial
+
+
+def test_drop(report: Report, trial: Trial) -> float | None:
+    """Points the candidate lost against the baseline on the test split, on the search target."""
+    by_name = {v.name: v for v in report.variants}
+
+    def accuracy(name: str | None) -> float | None:
+        variant = by_name.get(name or "")
+        hits = [a.value for a in (variant.accuracy_per_target if variant else []) if a.target == report.search.target]
+        return hits[0] if hits else None
+
+    base, cand = accuracy(report.baseline), accuracy(trial.candidate)
+    return None if base is None or cand is None else round(base - cand, 4)
+
+
+HEADER = ("trial", "settings", "candidate", "val Δ pts", "test Δ pts", "p50 ms", "× faster", "MB", "verdict", "s")
+
+
+def search_note(report: Report) -> str:
+    """What was searched and how, then the winner and why (one paragraph)."""
+    search = report.search
+    limits = ", ".join(f"{k} {v}" for k, v in search.limits.items()) or "none"
+    aim = "p50 as a ratio to the baseline's, measured together" if search.minimize == "p50" else "file size"
+    winner = f"Winner: {search.why}." if search.best is not None else f"No winner: {search.why}."
+    return (f"Target {search.target} at batch {search.batch_size}; minimized: {aim}; limits: {limits}; sampler "
+            f"{search.sampler}. Trials are judged on the validation split; the test drop is from this report's "
+            f"measurements. {winner}")  # fmt: skip
+
+
+def search_table(report: Report) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    return HEADER, [row(report, t) for t in report.search.trials] if report.search else []
+
+
+def search_lines(report: Report) -> list[str]:
+    if report.search is None:
+        return []
+    header, rows = search_table(report)
+    lines = ["## Search", "", search_note(report), ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+    return lines + [f"- {w}" for w in flags(report)] + ([""] if flags(report) else [])
+
+
+def row(report: Report, t: Trial) -> tuple[str, ...]:
+    settings = ", ".join(f"{k.rpartition('.')[2]}={_short(v)}" for k, v in t.params.items())
+    if t.error:
+        return (
+            str(t.number),
+            settings,
+            t.candidate or "–",
+            "–",
+            "–",
+            "–",
+            "–",
+            "–",
+            f"failed: {t.error}",
+            f"{t.seconds:.0f}",
+        )
+    drop, tested = t.baseline_val_accuracy - t.val_accuracy, test_drop(report, t)
+    verdict = (
+        ("winner" if t.number == report.search.best else "meets limits") if t.feasible else "; ".join(t.violations)
+    )
+    return (str(t.number), settings, t.candidate or "–", f"{drop:+.2f}", "–" if tested is None else f"{tested:+.2f}",
+            f"{t.p50_ms:.4g}", f"{t.baseline_p50_ms / t.p50_ms:.2f}×", f"{t.size_mb:.3g}", verdict, f"{t.seconds:.0f}")  # fmt: skip
+
+
+def flags(report: Report) -> list[str]:
+    """Trials that met the accuracy limit on validation but not on test."""
+    limit = report.search.limits.get("max_accuracy_drop")
+    if limit is None:
+        return []
+    out = []
+    for t in report.search.trials:
+        tested = test_drop(report, t)
+        if t.feasible and tested is not None and tested > limit:
+            out.append(f"trial {t.number} ({t.candidate}) met the {limit}-point limit on validation but lost "
+                       f"{tested:.2f} points on test")  # fmt: skip
+    return out
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,253 @@
+"""A recipe's `search:`: the fastest (or smallest) variant on one target within the limits given.
+
+Each trial is the recipe's chain with settings Optuna proposes from `search.space` (the first trial
+is the recipe's own settings where they lie in the space). The trial's stages run like a sweep
+point's, so trials share every cached prefix; its candidate variant is then measured on the search
+target beside the baseline, in one job, on the validation split: the accuracy drop is judged there,
+and the objective is the candidate's p50 as a ratio to the baseline's, which cancels drift in the
+machine's speed between trials. Every trial is written to search.json as it ends, so an interrupted
+search resumes where it stopped; the final report measures every trial's variants on the test
+split on every target, so a limit met on validation is judged on test too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from compress.errors import RecipeError, UsageError
+from compress.measure.jobs import Deployable, Inputs, batch_of, companions, measure_target
+from compress.recipe.loading import trial_recipe
+from compress.recipe.overrides import parse_field_path
+from compress.recipe.schema import Search, SearchRange
+from compress.report.schema import SearchResult, Trial
+from compress.variants import merge_points
+
+STATE = "search.json"  # in the output folder: the trials so far, to resume from
+
+
+def run_search(pipeline, sources: dict, splits, data_key: str) -> tuple[list, list]:
+    """What Pipeline.run_points returns (the variants of every trial, and the stage failures); the
+    trials and the winner go to `pipeline.search_result`."""
+    import optuna
+
+    from compress.recipe.checks import target_search_dirs
+    from compress.targets import resolve_targets
+
+    recipe, spec = pipeline.recipe, pipeline.recipe.search
+    targets = resolve_targets(recipe.targets, target_search_dirs(recipe))
+    target = next(t for t in targets if t.name == (spec.target or targets[0].name))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", sampler=sampler(spec, recipe.seed))
+    spaces = {key: distribution(value) for key, value in spec.space.items()}
+    result = SearchResult(target=target.name, batch_size=spec.batch_size, minimize=spec.minimize, sampler=spec.sampler,
+                          limits={k: v for k in ("max_accuracy_drop", "max_size_mb", "max_latency_ms")
+                                  if (v := getattr(spec, k)) is not None})  # fmt: skip
+    pipeline.search_result = result
+    done = resumed(pipeline.out / STATE, recipe.content_hash)
+    start_values(study, recipe, spaces, skip=bool(done))
+    per_point, failures, keys, started = [], [], {}, time.monotonic()
+    for number in range(spec.trials):
+        if number >= len(done) and spec.max_minutes and time.monotonic() - started > spec.max_minutes * 60:
+            pipeline.log(f"search: {spec.max_minutes} minutes spent; no further trial starts")
+            break
+        trial, params = ask(study, spaces, done[number] if number < len(done) else None)
+        record, found, failed = run_trial(pipeline, sources, splits, data_key, target, number, params, done)
+        per_point.append((record.label, found))
+        keys[number] = next((a.key for n, _, a in found if n == record.candidate), None)
+        failures += failed
+        result.trials.append(record)
+        tell(study, trial, record, spec)
+        pick_best(result, spec)
+        save(pipeline.out / STATE, recipe.content_hash, result)
+        pipeline.log(f"search: trial {number} {summary(record)}")
+    merged = merge_points(per_point, len(per_point))
+    named = {artifact.key: name for name, _, artifact in merged}
+    for record in result.trials:  # as the report names them: pruned-int8[t3]
+        record.candidate = named.get(keys.get(record.number), record.candidate)
+    save(pipeline.out / STATE, recipe.content_hash, result)
+    return merged, failures
+
+
+def sampler(spec: Search, seed: int):
+    import optuna
+
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(1, spec.trials // 3)),
+                                      constraints_func=lambda t: t.user_attrs.get("constraints", [1.0]))  # fmt: skip
+
+
+def distribution(value: SearchRange | list):
+    import optuna.distributions as d
+
+    if isinstance(value, list):
+        return d.CategoricalDistribution(value)
+    if value.integer:
+        return d.IntDistribution(int(value.low), int(value.high), log=value.log, step=int(value.step or 1))
+    return d.FloatDistribution(value.low, value.high, log=value.log, step=value.step)
+
+
+def start_values(study, recipe, spaces: dict, skip: bool) -> None:
+    """The recipe's own settings as the first trial, where every one lies in the space."""
+    if skip:
+        return
+    values = {key: current_value(recipe, key) for key in spaces}
+    if all(spaces[k]._contains(spaces[k].to_internal_repr(v)) for k, v in values.items() if v is not None):
+        study.enqueue_trial({k: v for k, v in values.items() if v is not None})
+
+
+def current_value(recipe, key: str) -> Any:
+    _, stage, *fields = parse_field_path(key)
+    node = recipe.stages[stage] if isinstance(stage, int) else recipe.stage(stage)
+    for name in fields:
+        node = getattr(node, str(name), None)
+    return node
+
+
+def ask(study, spaces: dict, previous: Trial | None) -> tuple[Any, dict]:
+    """The next trial and its settings: a resumed trial's own, or Optuna's proposal."""
+    if previous is not None:
+        study.enqueue_trial(previous.params)
+    trial = study.ask(spaces)
+    return trial, dict(trial.params)
+
+
+def run_trial(pipeline, sources, splits, data_key, target, number: int, params: dict, done: list[Trial]):
+    """(record, variants found, stage failures) of one trial; a resumed trial is not measured again."""
+    label, began = f"t{number}", time.monotonic()
+    record = Trial(number=number, label=label, params=params)
+    try:
+        point = trial_recipe(pipeline.recipe, params)
+    except RecipeError as exc:
+        record.error = f"settings not valid: {exc.problems[0].message}"
+        return record, [], []
+    pipeline.log(f"search: trial {number}: " + ", ".join(f"{k}={v}" for k, v in params.items()))
+    outputs = dict(sources)
+    failures = pipeline.run_stages(point, outputs, splits, data_key, label)
+    found = pipeline.variants(point, outputs)
+    if number < len(done):
+        return done[number], found, failures
+    pair = candidates(found, pipeline.recipe)
+    if pair is None:
+        record.error = failures[0].message if failures else "the trial made no candidate variant"
+    else:
+        measure(record, pair, target, splits, pipeline)
+    record.seconds = round(time.monotonic() - began, 2)
+    return record, found, failures
+
+
+def candidates(found: list, recipe) -> tuple | None:
+    """(baseline, candidate) entries of a trial's variants, or None when it made no candidate."""
+    spec = recipe.search
+    names = {name: entry for entry in found for name in [entry[0]]}
+    baseline = names.get(recipe.report.baseline) if recipe.report.baseline else None
+    baseline = baseline or next((e for e in found if e[2].meta.get("precision", "fp32") == "fp32"), None)
+    candidate = names.get(spec.candidate) if spec.candidate else (found[-1] if found else None)
+    return (baseline, candidate) if baseline and candidate else None
+
+
+def measure(record: Trial, pair: tuple, target, splits, pipeline) -> None:
+    """The candidate and the baseline on the target, interleaved, on the validation split."""
+    spec = pipeline.recipe.search
+    task = pipeline.task
+    (base_name, _, base), (name, _, cand) = pair
+    models = {base_name: deployable(base), name: deployable(cand)}
+    one = target.model_copy(update={"batch_sizes": [spec.batch_size]})
+    inputs = Inputs({spec.batch_size: task.feeds(batch_of(splits.x_val, spec.batch_size))}, splits.x_val, task.feeds,
+                    splits.y_val)  # fmt: skip
+    results = measure_target(one, models, inputs, task, pipeline.log)
+    record.candidate = name
+    if results.error or name not in results.latency or base_name not in results.latency:
+        record.error = results.error or results.errors.get(name) or results.errors.get(base_name) or "not measured"
+        return
+    record.val_accuracy, record.baseline_val_accuracy = results.accuracy[name].value, results.accuracy[base_name].value
+    record.p50_ms, record.baseline_p50_ms = results.latency[name][0].p50_ms, results.latency[base_name][0].p50_ms
+    record.size_mb = round(sum(f.stat().st_size for f in [cand.path, *companions(cand.path, cand.kind)]) / 1e6, 4)
+    record.violations = violations(record, spec)
+    record.feasible = not record.violations
+
+
+def deployable(artifact) -> Deployable:
+    return Deployable(artifact.path, artifact.kind, artifact.meta.get("precision", "fp32"), artifact.meta.get("parts"))
+
+
+def violations(record: Trial, spec: Search) -> list[str]:
+    broken = []
+    drop = record.baseline_val_accuracy - record.val_accuracy
+    if spec.max_accuracy_drop is not None and drop > spec.max_accuracy_drop:
+        broken.append(f"accuracy drop {drop:.2f} > {spec.max_accuracy_drop} points (validation)")
+    if spec.max_size_mb is not None and record.size_mb > spec.max_size_mb:
+        broken.append(f"size {record.size_mb:.3g} > {spec.max_size_mb} MB")
+    if spec.max_latency_ms is not None and record.p50_ms > spec.max_latency_ms:
+        broken.append(f"p50 {record.p50_ms:.4g} > {spec.max_latency_ms} ms")
+    return broken
+
+
+def objective(record: Trial, spec: Search) -> float:
+    return record.size_mb if spec.minimize == "size" else record.p50_ms / record.baseline_p50_ms
+
+
+def tell(study, trial, record: Trial, spec: Search) -> None:
+    """Optuna learns the objective and, for the constrained sampler, how far each limit was missed."""
+    import optuna
+
+    if record.error or record.p50_ms is None:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return
+    trial.set_user_attr("constraints", constraint_values(record, spec))
+    study.tell(trial, objective(record, spec))
+
+
+def constraint_values(record: Trial, spec: Search) -> list[float]:
+    """One value per limit, positive by how much it was missed (Optuna's convention)."""
+    drop = record.baseline_val_accuracy - record.val_accuracy
+    limits = [(spec.max_accuracy_drop, drop), (spec.max_size_mb, record.size_mb), (spec.max_latency_ms, record.p50_ms)]
+    return [value - limit for limit, value in limits if limit is not None] or [0.0]
+
+
+def pick_best(result: SearchResult, spec: Search) -> None:
+    feasible = [t for t in result.trials if t.feasible]
+    if not feasible:
+        result.best, result.why = None, "no trial met every limit" if result.trials else "no trial ran"
+        return
+    best = min(feasible, key=lambda t: objective(t, spec))
+    result.best = best.number
+    measure_word = "size" if spec.minimize == "size" else "p50 relative to the baseline"
+    limits = ", ".join(f"{k} {v}" for k, v in result.limits.items()) or "no limits"
+    result.why = (f"trial {best.number} has the lowest {measure_word} ({objective(best, spec):.4g}) of the "
+                  f"{len(feasible)} of {len(result.trials)} trials that met {limits}")  # fmt: skip
+
+
+def summary(record: Trial) -> str:
+    if record.error:
+        return f"failed: {record.error}"
+    verdict = "meets the limits" if record.feasible else "misses: " + "; ".join(record.violations)
+    return (f"{record.candidate}: val {record.val_accuracy:.2f}% (baseline {record.baseline_val_accuracy:.2f}%), "
+            f"p50 {record.p50_ms:.4g} ms (baseline {record.baseline_p50_ms:.4g}), {record.size_mb:.3g} MB; {verdict}")  # fmt: skip
+
+
+def resumed(path: Path, recipe_hash: str) -> list[Trial]:
+    """The measured trials of an interrupted search of this same recipe, in order."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if state.get("recipe_hash") != recipe_hash:
+        return []
+    try:
+        return [Trial.model_validate(t) for t in state.get("trials", [])]
+    except ValueError as exc:
+        raise UsageError(
+            f"{path} is not a search state compress wrote: {exc}", hint="delete it to start over"
+        ) from None
+
+
+def save(path: Path, recipe_hash: str, result: SearchResult) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps({"recipe_hash": recipe_hash, **result.model_dump()}, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
