@@ -27,6 +27,7 @@ from compress.report.schema import SearchResult, Trial
 from compress.variants import merge_points
 
 STATE = "search.json"  # in the output folder: the trials so far, to resume from
+TRIAL_SECONDS = 10.0  # the longest a trial times one variant (the target's protocol otherwise applies)
 
 
 def run_search(pipeline, sources: dict, splits, data_key: str) -> tuple[list, list]:
@@ -47,29 +48,50 @@ def run_search(pipeline, sources: dict, splits, data_key: str) -> tuple[list, li
                           limits={k: v for k in ("max_accuracy_drop", "max_size_mb", "max_latency_ms")
                                   if (v := getattr(spec, k)) is not None})  # fmt: skip
     pipeline.search_result = result
-    done = resumed(pipeline.out / STATE, recipe.content_hash)
+    done, keys = resumed(pipeline.out / STATE, recipe.content_hash)
     start_values(study, recipe, spaces, skip=bool(done))
-    per_point, failures, keys, started = [], [], {}, time.monotonic()
+    per_point, failures, started = [], [], time.monotonic()
     for number in range(spec.trials):
         if number >= len(done) and spec.max_minutes and time.monotonic() - started > spec.max_minutes * 60:
             pipeline.log(f"search: {spec.max_minutes} minutes spent; no further trial starts")
             break
-        trial, params = ask(study, spaces, done[number] if number < len(done) else None)
+        proposal = ask(study, spaces, done[number] if number < len(done) else None, result.trials, spec)
+        if proposal is None:
+            pipeline.log("search: the sampler keeps proposing settings already tried; the search ends here")
+            break
+        trial, params = proposal
         record, found, failed = run_trial(pipeline, sources, splits, data_key, target, number, params, done)
         per_point.append((record.label, found))
-        keys[number] = next((a.key for n, _, a in found if n == record.candidate), None)
+        if number >= len(done):  # the chosen candidate's result in the cache, kept for a resumed run
+            keys[number] = next((a.key for n, _, a in found if n == record.candidate), None)
         failures += failed
         result.trials.append(record)
         tell(study, trial, record, spec)
         pick_best(result, spec)
-        save(pipeline.out / STATE, recipe.content_hash, result)
+        save(pipeline.out / STATE, recipe.content_hash, result, keys)
         pipeline.log(f"search: trial {number} {summary(record)}")
-    merged = merge_points(per_point, len(per_point))
+    merged = chosen(merge_points(per_point, len(per_point)), set(keys.values()))
     named = {artifact.key: name for name, _, artifact in merged}
     for record in result.trials:  # as the report names them: pruned-int8[t3]
         record.candidate = named.get(keys.get(record.number), record.candidate)
-    save(pipeline.out / STATE, recipe.content_hash, result)
+    save(pipeline.out / STATE, recipe.content_hash, result, keys)
     return merged, failures
+
+
+def chosen(merged: list, keys: set) -> list:
+    """The variants the report measures in full: each trial's chosen candidate and the variants that
+    are not a trial's own (the baseline and what every trial shares); a trial's other candidates stay
+    in its row of the search table. A parent left out is replaced by its nearest kept ancestor."""
+    made_by_trials = [entry for entry in merged if "[" in entry[0]]
+    dropped = {name: parent for name, parent, artifact in made_by_trials if artifact.key not in keys}
+    kept = []
+    for name, parent, artifact in merged:
+        if name in dropped:
+            continue
+        while parent in dropped:
+            parent = dropped[parent]
+        kept.append((name, parent, artifact))
+    return kept
 
 
 def sampler(spec: Search, seed: int):
@@ -108,12 +130,20 @@ def current_value(recipe, key: str) -> Any:
     return node
 
 
-def ask(study, spaces: dict, previous: Trial | None) -> tuple[Any, dict]:
-    """The next trial and its settings: a resumed trial's own, or Optuna's proposal."""
+def ask(study, spaces: dict, previous: Trial | None, tried: list[Trial], spec: Search,
+        attempts: int = 20) -> tuple[Any, dict] | None:  # fmt: skip
+    """The next trial and its settings: a resumed trial's own, or Optuna's proposal. Settings already
+    tried are not run again: the sampler is told their result and asked again (None when it keeps
+    proposing tried ones: a small space is exhausted)."""
     if previous is not None:
         study.enqueue_trial(previous.params)
-    trial = study.ask(spaces)
-    return trial, dict(trial.params)
+    for _ in range(attempts):
+        trial = study.ask(spaces)
+        twin = next((t for t in tried if t.params == trial.params), None)
+        if previous is not None or twin is None:
+            return trial, dict(trial.params)
+        tell(study, trial, twin, spec)
+    return None
 
 
 def run_trial(pipeline, sources, splits, data_key, target, number: int, params: dict, done: list[Trial]):
@@ -141,34 +171,61 @@ def run_trial(pipeline, sources, splits, data_key, target, number: int, params: 
 
 
 def candidates(found: list, recipe) -> tuple | None:
-    """(baseline, candidate) entries of a trial's variants, or None when it made no candidate."""
+    """(baseline, [candidates]) among a trial's variants, or None when it made no candidate: the
+    variant `search.candidate` names, or every variant but the baseline, so that the measurements
+    decide whether INT8 (or pruning alone) is the faster choice on this target."""
     spec = recipe.search
-    names = {name: entry for entry in found for name in [entry[0]]}
+    names = {entry[0]: entry for entry in found}
     baseline = names.get(recipe.report.baseline) if recipe.report.baseline else None
     baseline = baseline or next((e for e in found if e[2].meta.get("precision", "fp32") == "fp32"), None)
-    candidate = names.get(spec.candidate) if spec.candidate else (found[-1] if found else None)
-    return (baseline, candidate) if baseline and candidate else None
+    if baseline is None:
+        return None
+    offered = [names[spec.candidate]] if spec.candidate in names else []
+    offered = offered if spec.candidate else [e for e in found if e[2].key != baseline[2].key]
+    return (baseline, offered) if offered else None
 
 
 def measure(record: Trial, pair: tuple, target, splits, pipeline) -> None:
-    """The candidate and the baseline on the target, interleaved, on the validation split."""
-    spec = pipeline.recipe.search
-    task = pipeline.task
-    (base_name, _, base), (name, _, cand) = pair
-    models = {base_name: deployable(base), name: deployable(cand)}
-    one = target.model_copy(update={"batch_sizes": [spec.batch_size]})
+    """The candidates and the baseline on the target, interleaved, on the validation split; the
+    trial takes the best candidate that meets the limits (else the one that misses them least)."""
+    spec, task = pipeline.recipe.search, pipeline.task
+    (base_name, _, base), offered = pair
+    models = {base_name: deployable(base), **{name: deployable(artifact) for name, _, artifact in offered}}
+    p = target.protocol  # a trial ranks settings: at most TRIAL_SECONDS per variant (the report measures in full)
+    capped = p.model_copy(update={"max_seconds": max(p.min_seconds, min(p.max_seconds, TRIAL_SECONDS))})
+    one = target.model_copy(update={"batch_sizes": [spec.batch_size], "protocol": capped})
     inputs = Inputs({spec.batch_size: task.feeds(batch_of(splits.x_val, spec.batch_size))}, splits.x_val, task.feeds,
                     splits.y_val)  # fmt: skip
     results = measure_target(one, models, inputs, task, pipeline.log)
-    record.candidate = name
-    if results.error or name not in results.latency or base_name not in results.latency:
-        record.error = results.error or results.errors.get(name) or results.errors.get(base_name) or "not measured"
+    options = [option(record, results, base_name, name, artifact, spec) for name, _, artifact in offered
+               if name in results.latency and name in results.accuracy]  # fmt: skip
+    if results.error or base_name not in results.latency or not options:
+        record.candidate = offered[0][0]
+        record.error = (
+            results.error or results.errors.get(base_name) or next(iter(results.errors.values()), "not measured")
+        )
         return
-    record.val_accuracy, record.baseline_val_accuracy = results.accuracy[name].value, results.accuracy[base_name].value
-    record.p50_ms, record.baseline_p50_ms = results.latency[name][0].p50_ms, results.latency[base_name][0].p50_ms
-    record.size_mb = round(sum(f.stat().st_size for f in [cand.path, *companions(cand.path, cand.kind)]) / 1e6, 4)
-    record.violations = violations(record, spec)
-    record.feasible = not record.violations
+    best = min(
+        options, key=lambda o: (not o.feasible, objective(o, spec) if o.feasible else sum(constraint_values(o, spec)))
+    )
+    for key in ("candidate", "val_accuracy", "baseline_val_accuracy", "size_mb", "p50_ms", "baseline_p50_ms",
+                "feasible", "violations"):  # fmt: skip
+        setattr(record, key, getattr(best, key))
+    record.others = {o.candidate: {"val_accuracy": o.val_accuracy, "p50_ms": o.p50_ms, "size_mb": o.size_mb,
+                                   "feasible": o.feasible} for o in options if o is not best}  # fmt: skip
+
+
+def option(record: Trial, results, base_name: str, name: str, artifact, spec: Search) -> Trial:
+    """One candidate of a trial as measured."""
+    files = [artifact.path, *companions(artifact.path, artifact.kind)]
+    measured = record.model_copy(update={
+        "candidate": name, "val_accuracy": results.accuracy[name].value,
+        "baseline_val_accuracy": results.accuracy[base_name].value, "p50_ms": results.latency[name][0].p50_ms,
+        "baseline_p50_ms": results.latency[base_name][0].p50_ms,
+        "size_mb": round(sum(f.stat().st_size for f in files) / 1e6, 4)})  # fmt: skip
+    measured.violations = violations(measured, spec)
+    measured.feasible = not measured.violations
+    return measured
 
 
 def deployable(artifact) -> Deployable:
@@ -230,24 +287,27 @@ def summary(record: Trial) -> str:
             f"p50 {record.p50_ms:.4g} ms (baseline {record.baseline_p50_ms:.4g}), {record.size_mb:.3g} MB; {verdict}")  # fmt: skip
 
 
-def resumed(path: Path, recipe_hash: str) -> list[Trial]:
-    """The measured trials of an interrupted search of this same recipe, in order."""
+def resumed(path: Path, recipe_hash: str) -> tuple[list[Trial], dict[int, str]]:
+    """The measured trials of an interrupted search of this same recipe, in order, and the cache key
+    of each one's chosen candidate."""
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return []
+        return [], {}
     if state.get("recipe_hash") != recipe_hash:
-        return []
+        return [], {}
     try:
-        return [Trial.model_validate(t) for t in state.get("trials", [])]
+        trials = [Trial.model_validate(t) for t in state.get("trials", [])]
+        return trials, {int(k): v for k, v in state.get("candidate_keys", {}).items()}
     except ValueError as exc:
         raise UsageError(
             f"{path} is not a search state compress wrote: {exc}", hint="delete it to start over"
         ) from None
 
 
-def save(path: Path, recipe_hash: str, result: SearchResult) -> None:
+def save(path: Path, recipe_hash: str, result: SearchResult, keys: dict[int, str | None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps({"recipe_hash": recipe_hash, **result.model_dump()}, indent=1), encoding="utf-8")
+    state = {"recipe_hash": recipe_hash, "candidate_keys": keys, **result.model_dump()}
+    tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
     os.replace(tmp, path)

@@ -136,6 +136,18 @@ def test_accuracy_control_is_listed_and_an_unmet_budget_warned():
     ]
 
 
+def test_a_budget_met_on_validation_but_missed_on_test_is_warned_per_target():
+    from compress.report.diagnose import budget_warnings
+
+    report = sample_report()
+    met = {"fp32_val_accuracy": 98.5, "budget_points": 0.5, "met": True, "steps": [], "float_nodes": []}
+    report.variants[1].details["accuracy_control"] = met  # int8: 97.5 against fp32's 98.0 on test: within
+    report.variants[2].details["accuracy_control"] = met  # worse: 97.0, a whole point below
+    assert budget_warnings(report) == [
+        "worse met its 0.5-point accuracy budget on the validation split but lost 1.00 points on test on t"
+    ]
+
+
 def test_report_files_honour_the_umask(tmp_path):
     import os
     import stat

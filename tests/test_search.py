@@ -52,8 +52,11 @@ def test_a_search_measures_every_trial_picks_a_winner_within_the_limit_and_resum
         assert t["error"] is None and t["p50_ms"] > 0 and t["baseline_p50_ms"] > 0 and t["size_mb"] > 0
         drop = t["baseline_val_accuracy"] - t["val_accuracy"]
         assert t["feasible"] == (drop <= 5) and t["feasible"] == (not t["violations"])
-        # The candidate is in the report, measured on the test split like every variant.
-        assert t["candidate"].startswith("pruned-int8") and variants[t["candidate"]]["accuracy"]["split"] == "test"
+        # Each trial measured both variants it made and kept the better one; the other is beside it.
+        (other,) = t["others"]
+        assert {t["candidate"].partition("[")[0], other} == {"pruned", "pruned-int8"}
+        assert variants[t["candidate"]]["accuracy"]["split"] == "test"  # measured in full, like every variant
+        assert f"{other}[{t['label']}]" not in variants  # the other stays in the trial's row
     feasible = [t for t in trials if t["feasible"]]
     assert feasible, "a 5-point budget is met by some trial of this model"
     best = min(feasible, key=lambda t: t["p50_ms"] / t["baseline_p50_ms"])
@@ -87,3 +90,14 @@ def test_search_mistakes_are_located(old, new, expected):
     with pytest.raises(RecipeError) as info:
         recipe_from_text(text, "r.yaml")
     assert any(expected in p.message and p.line for p in info.value.problems), info.value.problems
+
+
+def test_a_search_does_not_run_settings_twice_and_ends_when_the_space_is_exhausted(write, tmp_path):
+    write("tiny-ort.yaml", TINY_TARGET)
+    small = RECIPE.replace("    stages[prune].ratio: {low: 0.2, high: 0.7}\n", "").replace("trials: 3", "trials: 5")
+    out = tmp_path / "out"
+    result = compress("run", str(write("r.yaml", small)), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    trials = json.loads((out / "report.json").read_text())["search"]["trials"]
+    assert sorted(t["params"]["stages[finetune].epochs"] for t in trials) == [1, 2]
+    assert "keeps proposing settings already tried" in result.stderr

@@ -64,15 +64,27 @@ def format_warnings(report: Report) -> list[str]:
 
 
 def budget_warnings(report: Report) -> list[str]:
-    """One warning per variant whose accuracy-aware quantization did not meet its budget."""
+    """One warning per variant whose accuracy-aware quantization did not meet its budget, and one per
+    target where a budget met on the validation split was missed on test (against its parent)."""
     warnings = []
+    by_name = {v.name: v for v in report.variants}
     for v in report.variants:
         control = v.accuracy_control()
         if control and not control.met:
             warnings.append(f"{v.name} did not meet its {control.budget_points}-point accuracy budget on the "
                             f"validation split; it is the most accurate model found ({len(control.float_nodes)} "
                             "layer(s) in float)")  # fmt: skip
+        elif control and v.parent in by_name:
+            warnings += [f"{v.name} met its {control.budget_points}-point accuracy budget on the validation split "
+                         f"but lost {drop:.2f} points on test on {target}" for target, drop in
+                         drops_on_test(by_name[v.parent], v).items() if drop > control.budget_points]  # fmt: skip
     return warnings
+
+
+def drops_on_test(parent: Variant, variant: Variant) -> dict[str, float]:
+    """Points `variant` lost against `parent` on the test split, per target both were scored on."""
+    before = {a.target: a.value for a in parent.accuracy_per_target}
+    return {a.target: before[a.target] - a.value for a in variant.accuracy_per_target if a.target in before}
 
 
 def _compressed(v: Variant, parent: Variant) -> bool:

@@ -188,6 +188,9 @@ class Trial(Strict):
     baseline_p50_ms: float | None = None
     feasible: bool = False
     violations: list[str] = Field(default_factory=list)  # the limits it broke, in words
+    # the trial's other candidates as measured beside it (by their names in the trial): val_accuracy,
+    # p50_ms, size_mb, feasible
+    others: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seconds: float = 0.0  # what the trial cost: its stages and its measurement
     error: str | None = None
 
