@@ -67,7 +67,8 @@ def row(report: Report, t: Trial) -> tuple[str, ...]:
     verdict = (
         ("winner" if t.number == report.search.best else "meets limits") if t.feasible else "; ".join(t.violations)
     )
-    return (str(t.number), settings, t.candidate or "–", f"{drop:+.2f}", "–" if tested is None else f"{tested:+.2f}",
+    # Signed as in the variant tables: negative is points lost against the baseline.
+    return (str(t.number), settings, t.candidate or "–", f"{-drop:+.2f}", "–" if tested is None else f"{-tested:+.2f}",
             f"{t.p50_ms:.4g}", f"{t.baseline_p50_ms / t.p50_ms:.2f}×", f"{t.size_mb:.3g}", verdict, f"{t.seconds:.0f}")  # fmt: skip
 
 
