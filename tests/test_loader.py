@@ -4,31 +4,43 @@ them in the training process, and leave nothing running."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-import numpy as np
-
-from compress.data.rows import RowFile
-from compress.stages.loader import Reader
-from tests.conftest import TINY_TARGET
+from tests.conftest import ROOT, TINY_TARGET
 from tests.test_cli import compress
 from tests.test_data import image_folder
 
+WORKERS_PROGRAM = """
+import sys
+import numpy as np
+from compress.data.rows import RowFile
+from compress.stages.loader import Reader
+
+folder = sys.argv[1]
+x = np.arange(200 * 12, dtype=np.float32).reshape(200, 3, 2, 2)
+np.save(folder + "/x.npy", x)
+y = np.arange(200)
+batches = [np.random.default_rng(e).permutation(200)[:48] for e in range(5)]
+with Reader(RowFile(folder + "/x.npy"), y, workers=2) as read:
+    for epoch in range(2):  # the same workers serve each epoch's new order
+        order = batches[epoch * 2 : epoch * 2 + 3]
+        got = list(read(order))
+        assert len(got) == len(order)
+        for idx, (xb, yb) in zip(order, got, strict=True):
+            assert np.array_equal(xb, x[idx]) and np.array_equal(yb, idx)
+    workers = read.loader._iterator._workers
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+assert not any(w.is_alive() for w in workers)
+print("ok")
+"""
+
 
 def test_workers_read_the_batches_asked_for_in_order_and_stop_when_closed(tmp_path):
-    x = np.arange(200 * 12, dtype=np.float32).reshape(200, 3, 2, 2)
-    np.save(tmp_path / "x.npy", x)
-    y = np.arange(200)
-    batches = [np.random.default_rng(e).permutation(200)[:48] for e in range(5)]
-    with Reader(RowFile(tmp_path / "x.npy"), y, workers=2) as read:
-        for epoch in range(2):  # the same workers serve each epoch's new order
-            order = batches[epoch * 2 : epoch * 2 + 3]
-            got = list(read(order))
-            assert len(got) == len(order)
-            for idx, (xb, yb) in zip(order, got, strict=True):
-                assert np.array_equal(xb, x[idx]) and np.array_equal(yb, idx)
-        workers = read.loader._iterator._workers
-        assert len(workers) == 2 and all(w.is_alive() for w in workers)
-    assert not any(w.is_alive() for w in workers)
+    # In a process of its own, as training runs: worker processes must not outlive the test's reader.
+    done = subprocess.run([sys.executable, "-c", WORKERS_PROGRAM, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
 def test_training_with_workers_gives_the_same_variants_and_measures_after(write, tmp_path):
