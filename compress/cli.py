@@ -115,6 +115,36 @@ def run(
 
 @app.command()
 @handled
+def auto(
+    model: Annotated[str, typer.Option(help="the model: a zoo name or prefix:name, e.g. torchvision:resnet18")],
+    data: Annotated[str, typer.Option(help="digits, imagefolder:DIR, npz:FILE, ...")] = "digits",
+    target: Annotated[str, typer.Option(help="a target's name or YAML file")] = "cpu-onnxruntime",
+    max_accuracy_drop: Annotated[float, typer.Option(help="points below the model, on validation")] = 0.5,
+    checkpoint: Annotated[
+        Optional[Path], typer.Option(help="the model's weights; without, it is trained first")
+    ] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="model input side [default: the data source's]")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="1 or 3 [default: the data source's]")] = None,
+    trials: Annotated[int, typer.Option(min=1, help="search trials at most")] = 12,
+    epochs: Annotated[int, typer.Option(min=1, help="training epochs (fine-tuning searches around half of it)")] = 10,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="output folder [default: reports/auto-<model>]")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only print the final table")] = False,
+) -> None:
+    """Search prune, distil and INT8 settings for a model within an accuracy budget on a target; the
+    recipe it used is written to OUTPUT/recipe.yaml."""
+    from compress.auto import auto_recipe, recipe_name, write_recipe
+
+    recipe = auto_recipe(model, data, target, max_accuracy_drop, trials, epochs, checkpoint, image_size, channels)
+    folder = output or Path("reports") / recipe_name(model)
+    path = write_recipe(recipe, folder)
+    _say(f"recipe written to {path}")
+    run(path, folder, None, quiet)
+
+
+@app.command()
+@handled
 def profile(
     models: Annotated[list[Path], typer.Argument(help="ONNX or OpenVINO .xml files", show_default=False)],
     target: Annotated[

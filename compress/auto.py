@@ -1,0 +1,64 @@
+"""`compress auto`: for a model and data without a recipe, write one that searches how hard to
+prune, how long to fine-tune with distillation and whether INT8 pays on the target, within an
+accuracy budget (see compress.search), and save it beside the report so the result can be rerun
+and edited. Torch-free: it only writes YAML."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from compress.errors import UsageError
+
+
+def auto_recipe(model: str, data: str, target: str, max_accuracy_drop: float, trials: int, epochs: int,
+                checkpoint: Path | None = None, image_size: int | None = None, channels: int | None = None,
+                ) -> dict:  # fmt: skip
+    """The recipe as data. `data` is a source name with its path after a colon (imagefolder:DIR,
+    npz:FILE, digits); `target` a target's name or YAML file. Without a checkpoint the model is
+    trained first."""
+    target_ref = str(Path(target).resolve()) if target.endswith((".yaml", ".yml")) else target
+    source, _, path = data.partition(":")
+    spec = {"source": source, **({"path": str(Path(path).resolve())} if path else {})}
+    spec.update({k: v for k, v in (("image_size", image_size), ("channels", channels)) if v is not None})
+    arch = {"arch": model, **({"checkpoint": str(checkpoint.resolve())} if checkpoint else {})}
+    stages = [] if checkpoint else [{"type": "train", "epochs": epochs}]
+    tuned = max(2, epochs // 2)
+    stages += [
+        {"type": "export", "variant": "fp32"},
+        {"type": "prune", "input": "train" if stages else "model", "ratio": 0.5},
+        {"type": "finetune", "epochs": tuned, "distill": {"alpha": 0.7}},
+        {"type": "export", "name": "export-pruned", "variant": "pruned"},
+        {"type": "quantize", "variant": "pruned-int8", "for": [target_ref]},
+    ]  # fmt: skip
+    search = {"target": target_name(target), "max_accuracy_drop": max_accuracy_drop, "trials": trials,
+              "space": {"stages[prune].ratio": {"low": 0.2, "high": 0.85, "step": 0.05},
+                        "stages[finetune].epochs": sorted({tuned, epochs, 2 * epochs}),
+                        "stages[finetune].schedule": ["cosine", "onecycle"]}}  # fmt: skip
+    return {"name": recipe_name(model), "seed": 0, "model": arch, "data": spec, "stages": stages, "search": search,
+            "targets": [target_ref]}  # fmt: skip
+
+
+def target_name(target: str) -> str:
+    return Path(target).stem if target.endswith((".yaml", ".yml")) else target
+
+
+def recipe_name(model: str) -> str:
+    return "auto-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-._") or "model")
+
+
+def write_recipe(recipe: dict, folder: Path) -> Path:
+    """recipe.yaml in `folder`; an existing one is kept only when it is this same recipe (a rerun
+    resumes), never overwritten with another."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "recipe.yaml"
+    text = "# written by `compress auto`; rerun with `compress run recipe.yaml -o .` from this folder\n"
+    text += yaml.safe_dump(recipe, sort_keys=False)
+    if path.exists() and path.read_text(encoding="utf-8") != text:
+        raise UsageError(
+            f"{path} holds another recipe", hint="give another --output, or run that recipe with compress run"
+        )
+    path.write_text(text, encoding="utf-8")
+    return path

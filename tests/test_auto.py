@@ -1,0 +1,38 @@
+"""`compress auto`: a model, data and a target in; a search recipe written beside its report, which
+reruns as an ordinary recipe."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from tests.conftest import TINY_TARGET
+from tests.test_cli import compress
+
+
+def test_auto_searches_writes_its_recipe_and_the_recipe_reruns(write, tmp_path):
+    target = write("tiny-ort.yaml", TINY_TARGET)
+    out = tmp_path / "out"
+    result = compress("auto", "--model", "resnet", "--data", "digits", "--image-size", "16", "--target", str(target),
+                      "--trials", "2", "--epochs", "2", "--max-accuracy-drop", "3", "-o", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert [s["type"] for s in recipe["stages"]] == ["train", "export", "prune", "finetune", "export", "quantize"]
+    assert recipe["search"]["target"] == "tiny-ort" and recipe["search"]["max_accuracy_drop"] == 3
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["search"]["trials"]) == 2 and report["recipe"]["path"] == str(out / "recipe.yaml")
+    assert all(t["p50_ms"] and t["candidate"] for t in report["search"]["trials"])
+
+    again = compress("run", str(out / "recipe.yaml"), "-o", str(out))  # reproducible: the same trials, from cache
+    assert again.returncode == 0, again.stderr
+    assert "0 computed" in again.stderr
+    assert json.loads((out / "report.json").read_text())["search"]["trials"] == report["search"]["trials"]
+
+
+def test_auto_refuses_to_overwrite_another_recipe(write, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "recipe.yaml").write_text("name: mine\n")
+    result = compress("auto", "--model", "resnet", "-o", str(tmp_path / "out"))
+    assert result.returncode == 2 and "holds another recipe" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "out" / "recipe.yaml").read_text() == "name: mine\n"
