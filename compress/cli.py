@@ -140,7 +140,7 @@ def auto(
     folder = output or Path("reports") / recipe_name(model)
     path = write_recipe(recipe, folder)
     _say(f"recipe written to {path}")
-    run(path, folder, None, quiet)
+    run(path, output=folder, quiet=quiet)
 
 
 @app.command()

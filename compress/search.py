@@ -2,12 +2,12 @@
 
 Each trial is the recipe's chain with settings Optuna proposes from `search.space` (the first trial
 is the recipe's own settings where they lie in the space). The trial's stages run like a sweep
-point's, so trials share every cached prefix; its candidate variant is then measured on the search
-target beside the baseline, in one job, on the validation split: the accuracy drop is judged there,
-and the objective is the candidate's p50 as a ratio to the baseline's, which cancels drift in the
-machine's speed between trials. Every trial is written to search.json as it ends, so an interrupted
-search resumes where it stopped; the final report measures every trial's variants on the test
-split on every target, so a limit met on validation is judged on test too.
+point's, so trials share every cached prefix; its candidate variants are then measured on the
+search target beside the baseline, in one job, on the validation split: the accuracy drop is judged
+there, and the objective is a candidate's p50 as a ratio to the baseline's, which cancels drift in
+the machine's speed between trials. Every trial is written to search.json as it ends, so an
+interrupted search resumes where it stopped; the final report measures each trial's chosen
+candidate on the test split on every target, so a limit met on validation is judged on test too.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def run_trial(pipeline, sources, splits, data_key, target, number: int, params: 
     if pair is None:
         record.error = failures[0].message if failures else "the trial made no candidate variant"
     else:
-        measure(record, pair, target, splits, pipeline)
+        record = measure(record, pair, target, splits, pipeline)
     record.seconds = round(time.monotonic() - began, 2)
     return record, found, failures
 
@@ -180,14 +180,17 @@ def candidates(found: list, recipe) -> tuple | None:
     baseline = baseline or next((e for e in found if e[2].meta.get("precision", "fp32") == "fp32"), None)
     if baseline is None:
         return None
-    offered = [names[spec.candidate]] if spec.candidate in names else []
-    offered = offered if spec.candidate else [e for e in found if e[2].key != baseline[2].key]
+    if spec.candidate:
+        offered = [names[spec.candidate]] if spec.candidate in names else []
+    else:
+        offered = [e for e in found if e[2].key != baseline[2].key]
     return (baseline, offered) if offered else None
 
 
-def measure(record: Trial, pair: tuple, target, splits, pipeline) -> None:
-    """The candidates and the baseline on the target, interleaved, on the validation split; the
-    trial takes the best candidate that meets the limits (else the one that misses them least)."""
+def measure(record: Trial, pair: tuple, target, splits, pipeline) -> Trial:
+    """The candidates and the baseline on the target, interleaved, on the validation split: the
+    trial as its best candidate that meets the limits (else the one that misses them least), with
+    the others beside it."""
     spec, task = pipeline.recipe.search, pipeline.task
     (base_name, _, base), offered = pair
     models = {base_name: deployable(base), **{name: deployable(artifact) for name, _, artifact in offered}}
@@ -204,15 +207,13 @@ def measure(record: Trial, pair: tuple, target, splits, pipeline) -> None:
         record.error = (
             results.error or results.errors.get(base_name) or next(iter(results.errors.values()), "not measured")
         )
-        return
+        return record
     best = min(
         options, key=lambda o: (not o.feasible, objective(o, spec) if o.feasible else sum(constraint_values(o, spec)))
     )
-    for key in ("candidate", "val_accuracy", "baseline_val_accuracy", "size_mb", "p50_ms", "baseline_p50_ms",
-                "feasible", "violations"):  # fmt: skip
-        setattr(record, key, getattr(best, key))
-    record.others = {o.candidate: {"val_accuracy": o.val_accuracy, "p50_ms": o.p50_ms, "size_mb": o.size_mb,
-                                   "feasible": o.feasible} for o in options if o is not best}  # fmt: skip
+    return best.model_copy(update={"others": {o.candidate: {"val_accuracy": o.val_accuracy, "p50_ms": o.p50_ms,
+                                              "size_mb": o.size_mb, "feasible": o.feasible}
+                                              for o in options if o is not best}})  # fmt: skip
 
 
 def option(record: Trial, results, base_name: str, name: str, artifact, spec: Search) -> Trial:
@@ -232,16 +233,17 @@ def deployable(artifact) -> Deployable:
     return Deployable(artifact.path, artifact.kind, artifact.meta.get("precision", "fp32"), artifact.meta.get("parts"))
 
 
-def violations(record: Trial, spec: Search) -> list[str]:
-    broken = []
+def limits(record: Trial, spec: Search) -> list[tuple[float, float, str]]:
+    """(measured value, limit, the miss in words) for each limit the search sets."""
     drop = record.baseline_val_accuracy - record.val_accuracy
-    if spec.max_accuracy_drop is not None and drop > spec.max_accuracy_drop:
-        broken.append(f"accuracy drop {drop:.2f} > {spec.max_accuracy_drop} points (validation)")
-    if spec.max_size_mb is not None and record.size_mb > spec.max_size_mb:
-        broken.append(f"size {record.size_mb:.3g} > {spec.max_size_mb} MB")
-    if spec.max_latency_ms is not None and record.p50_ms > spec.max_latency_ms:
-        broken.append(f"p50 {record.p50_ms:.4g} > {spec.max_latency_ms} ms")
-    return broken
+    every = [(drop, spec.max_accuracy_drop, f"accuracy drop {drop:.2f} > {spec.max_accuracy_drop} points (validation)"),
+             (record.size_mb, spec.max_size_mb, f"size {record.size_mb:.3g} > {spec.max_size_mb} MB"),
+             (record.p50_ms, spec.max_latency_ms, f"p50 {record.p50_ms:.4g} > {spec.max_latency_ms} ms")]  # fmt: skip
+    return [entry for entry in every if entry[1] is not None]
+
+
+def violations(record: Trial, spec: Search) -> list[str]:
+    return [words for value, limit, words in limits(record, spec) if value > limit]
 
 
 def objective(record: Trial, spec: Search) -> float:
@@ -261,9 +263,7 @@ def tell(study, trial, record: Trial, spec: Search) -> None:
 
 def constraint_values(record: Trial, spec: Search) -> list[float]:
     """One value per limit, positive by how much it was missed (Optuna's convention)."""
-    drop = record.baseline_val_accuracy - record.val_accuracy
-    limits = [(spec.max_accuracy_drop, drop), (spec.max_size_mb, record.size_mb), (spec.max_latency_ms, record.p50_ms)]
-    return [value - limit for limit, value in limits if limit is not None] or [0.0]
+    return [value - limit for value, limit, _ in limits(record, spec)] or [0.0]
 
 
 def pick_best(result: SearchResult, spec: Search) -> None:

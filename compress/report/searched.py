@@ -4,20 +4,16 @@ the report measured afterwards), flagging a limit met on one and missed on the o
 
 from __future__ import annotations
 
+from compress.report.diagnose import drops_on_test
 from compress.report.schema import Report, Trial
 
 
-def test_drop(report: Report, trial: Trial) -> float | None:
+def drop_on_test(report: Report, trial: Trial) -> float | None:
     """Points the candidate lost against the baseline on the test split, on the search target."""
     by_name = {v.name: v for v in report.variants}
-
-    def accuracy(name: str | None) -> float | None:
-        variant = by_name.get(name or "")
-        hits = [a.value for a in (variant.accuracy_per_target if variant else []) if a.target == report.search.target]
-        return hits[0] if hits else None
-
-    base, cand = accuracy(report.baseline), accuracy(trial.candidate)
-    return None if base is None or cand is None else round(base - cand, 4)
+    base, cand = by_name.get(report.baseline), by_name.get(trial.candidate or "")
+    drop = drops_on_test(base, cand).get(report.search.target) if base and cand else None
+    return None if drop is None else round(drop, 4)
 
 
 HEADER = ("trial", "settings", "candidate", "val Δ pts", "test Δ pts", "p50 ms", "× faster", "MB", "verdict", "s")
@@ -63,7 +59,7 @@ def row(report: Report, t: Trial) -> tuple[str, ...]:
             f"failed: {t.error}",
             f"{t.seconds:.0f}",
         )
-    drop, tested = t.baseline_val_accuracy - t.val_accuracy, test_drop(report, t)
+    drop, tested = t.baseline_val_accuracy - t.val_accuracy, drop_on_test(report, t)
     verdict = (
         ("winner" if t.number == report.search.best else "meets limits") if t.feasible else "; ".join(t.violations)
     )
@@ -79,7 +75,7 @@ def flags(report: Report) -> list[str]:
         return []
     out = []
     for t in report.search.trials:
-        tested = test_drop(report, t)
+        tested = drop_on_test(report, t)
         if t.feasible and tested is not None and tested > limit:
             out.append(f"trial {t.number} ({t.candidate}) met the {limit}-point limit on validation but lost "
                        f"{tested:.2f} points on test")  # fmt: skip
