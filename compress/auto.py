@@ -36,7 +36,8 @@ def auto_recipe(model: str, data: str, target: str, max_accuracy_drop: float, tr
     search = {"target": target_name(target), "max_accuracy_drop": max_accuracy_drop, "trials": trials,
               "space": {"stages[prune].ratio": {"low": 0.2, "high": 0.85, "step": 0.05},
                         "stages[finetune].epochs": sorted({tuned, epochs, 2 * epochs}),
-                        "stages[finetune].schedule": ["cosine", "onecycle"]}}  # fmt: skip
+                        "stages[finetune].schedule": ["cosine", "onecycle"],
+                        "stages[prune].scope": ["uniform", "sensitivity"]}}  # fmt: skip
     return {"name": recipe_name(model), "seed": 0, "model": arch, "data": spec, "stages": stages, "search": search,
             "targets": [target_ref]}  # fmt: skip
 

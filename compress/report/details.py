@@ -24,6 +24,8 @@ class Pruning(Details):
     steps: int
     heads: list[list[int]] | None = None  # [before, after] per attention layer
     attention: list[dict] | None = None  # per attention class: layout, layers, outcome (pruned by head or why not)
+    ratios: dict[str, float] | None = None  # per group (its first layer), under scope: sensitivity
+    sensitivity: dict[str, list[list[float]]] | None = None  # per group: [ratio, loss increase, MACs removed]
     params_before: int
     params_after: int
     macs_before: int

@@ -267,6 +267,8 @@ def _details(report: Report) -> list[str]:
         pruning = v.pruning()
         lines += [f"  - attention {a['module']} ({a['layout']}) x{a['layers']}: {a['outcome']}"
                   for a in (pruning.attention or [] if pruning else [])]  # fmt: skip
+        if pruning and pruning.ratios:
+            lines.append("  - ratios by sensitivity: " + ", ".join(f"`{g}` {r:.2f}" for g, r in pruning.ratios.items()))
         lines += _precision_map(v)
         lines += _accuracy_control(v.accuracy_control())
         lines += [f"  - error: {e}" for e in v.errors]

@@ -45,7 +45,12 @@ class PruneStage(Stage):
     params_reduction: float | None = Field(
         None, gt=1, le=1000, description="prune until parameters shrink this many times"
     )
-    scope: Literal["uniform", "global"] = "uniform"
+    scope: Literal["uniform", "global", "sensitivity"] = Field(
+        "uniform",
+        description="uniform: the ratio per group; global: ranked across groups; sensitivity: per-group "
+        "ratios from each group's measured loss sensitivity, removing as many MACs as uniform",
+    )
+    sensitivity_batches: int = Field(4, ge=1, le=1000, description="batches of 64 examples measuring sensitivity")
     steps: int = Field(1, ge=1, le=100, description="iterative steps to reach a ratio")
     max_steps: int = Field(40, ge=2, le=1000, description="resolution when pruning to a target reduction")
     ignore: list[str] = Field(default_factory=list, description="module names, class names or re: patterns left whole")
@@ -65,6 +70,8 @@ class PruneStage(Stage):
             raise ValueError(f"give one of ratio, macs_reduction or params_reduction, not {' and '.join(goals)}")
         if not goals:
             self.ratio = 0.5
+        if self.scope == "sensitivity" and self.ratio is None:
+            raise ValueError("scope: sensitivity sets per-group ratios around `ratio`; give ratio, not a reduction")
         return self
 
     reshapes: ClassVar[bool] = True

@@ -40,7 +40,20 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     if attention and not cfg.embedding and scope is None:  # a scope names the layers it keeps itself
         ignored += residual_layers(target, attention)
     prunable = [f for f in attention if f.prunable]
-    pruner = make_pruner(tp, target, target_example, cfg, ignored, prunable, scope.output_transform if scope else None)
+    if cfg.scope == "sensitivity" and scope:
+        raise StageError(
+            f"stage '{cfg.name}': scope: sensitivity measures a classifier's or encoder's loss; "
+            "a detector's backbone prunes with scope uniform or global",
+            hint="set scope: uniform",
+        )
+    ratios, table = (
+        group_ratios(tp, target, target_example, cfg, ignored, prunable, ctx)
+        if cfg.scope == "sensitivity"
+        else (None, None)
+    )
+    by_module = {dict(target.named_modules())[n]: r for n, r in ratios.items()} if ratios is not None else None
+    pruner = make_pruner(tp, target, target_example, cfg, ignored, prunable,
+                         scope.output_transform if scope else None, ratios=by_module)  # fmt: skip
     steps = prune_steps(cfg, pruner, model, example, base_macs, base_params, ctx)
     heads = update_heads(pruner, prunable)
     summary = attention_summary(attention, heads, cfg)
@@ -53,6 +66,7 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     file = save_torch(model, ctx.workdir)
     pruning = Pruning(importance=cfg.importance, scope=cfg.scope, round_to=cfg.round_to, steps=steps,
                       **({"heads": heads} if heads else {}), **({"attention": summary} if summary else {}),
+                      **({"ratios": ratios, "sensitivity": table} if ratios is not None else {}),
                       params_before=int(base_params),
                       params_after=int(params), macs_before=int(base_macs), macs_after=int(macs))  # fmt: skip
     meta = {**artifact.meta, "params": int(params), "macs": int(macs), "pruning": pruning.dump()}
@@ -163,13 +177,37 @@ def residual_layers(model: nn.Module, attention: list[Found]) -> list[nn.Module]
             and any(isinstance(m, t) and getattr(m, w) == d_model for t, w in widths.items())]  # fmt: skip
 
 
-def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], attention: list, output_transform=None):
+def group_ratios(tp, model, example, cfg: PruneStage, ignored, attention, ctx: StageContext) -> tuple[dict, dict]:
+    """`scope: sensitivity`: a ratio per group from each group's measured loss sensitivity, and
+    the measurements ({group: [[ratio, loss increase, MACs removed], ...]})."""
+    from compress.stages.sensitivity import Prober, choose, describe
+
+    prober = Prober(tp, model, example, cfg, ignored, attention, ctx, training_batches(cfg.sensitivity_batches, ctx))
+    ratios, table = choose(prober, cfg.ratio)
+    for line in describe(table, ratios):
+        ctx.log(f"{cfg.name}: {line}")
+    return ratios, {g: [[p.ratio, round(p.loss, 5), int(p.macs)] for p in probes] for g, probes in table.items()}
+
+
+def make_pruner(
+    tp,
+    model,
+    example,
+    cfg: PruneStage,
+    ignored: list[nn.Module],
+    attention: list,
+    output_transform=None,
+    ratios: dict[nn.Module, float] | None = None,
+):
+    """The pruner for `cfg`; with `ratios`, only those groups (keyed by a module of each) are pruned,
+    each to its own ratio."""
     by_ratio = cfg.ratio is not None
     heads = {p: f.adapter.heads(f.module) for f in attention for p in f.adapter.projections(f.module)}
     importance = make_importance(tp, cfg, heads)
     pruner = rounded_pruner_class(tp)(
         model, example, importance,
-        pruning_ratio=cfg.ratio if by_ratio else 0.95,
+        pruning_ratio=0.0 if ratios is not None else cfg.ratio if by_ratio else 0.95,
+        pruning_ratio_dict={m: r for m, r in ratios.items() if r > 0} if ratios is not None else None,
         iterative_steps=cfg.steps if by_ratio else cfg.max_steps,
         global_pruning=cfg.scope == "global", ignored_layers=ignored,
         round_to=cfg.round_to if cfg.round_to and cfg.round_to > 1 else None,

@@ -1,0 +1,144 @@
+"""Sensitivity-aware ratios for `prune` with `scope: sensitivity`.
+
+Each dependency group is pruned alone, on a copy of the model, at a few ratios around the recipe's:
+half of it, the ratio itself, and halfway to 1. The loss increase on fixed training batches and the
+MACs removed make one table per group. Ratios are then chosen per group at the least summed loss
+increase, so that the pruned model has no more MACs than uniform pruning at the recipe's ratio
+leaves (checked on copies): insensitive groups are pruned harder, sensitive ones less or not at all.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.stages import StageContext
+from compress.stages.prune import PruneStage
+
+
+@dataclass(frozen=True)
+class Probe:
+    ratio: float
+    loss: float  # loss increase over the unpruned model on the probe batches
+    macs: float  # MACs removed
+
+
+def levels(ratio: float) -> tuple[float, ...]:
+    return tuple(sorted({round(ratio / 2, 4), round(ratio, 4), round(min(0.95, (1 + ratio) / 2), 4)}))
+
+
+def group_roots(pruner, model: nn.Module) -> list[str]:
+    """Names of the modules that lead each prunable channel group (attention groups lose heads, not
+    width, so they are left to heads_ratio)."""
+    names = {m: n for n, m in model.named_modules()}
+    roots = []
+    for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
+                                          root_module_types=pruner.root_module_types):  # fmt: skip
+        root = group[0].dep.target.module
+        if root in names and not pruner._is_atten_group(group)[0] and names[root] not in roots:
+            roots.append(names[root])
+    return roots
+
+
+def mean_loss(model: nn.Module, ctx: StageContext, batches: list[np.ndarray]) -> float:
+    task, x, y = ctx.task, ctx.splits.x_train, ctx.splits.y_train
+    total = 0.0
+    with torch.no_grad():
+        for idx in batches:
+            labels = torch.from_numpy(y[idx])
+            total += float(task.loss(task.train_outputs(model, task.inputs(task.trim(x[idx])), labels), labels))
+    return total / len(batches)
+
+
+class Prober:
+    """Prunes copies of one model, with given per-group ratios or uniformly at the recipe's ratio,
+    and says what each copy lost (loss on fixed training batches) and what it saved (MACs)."""
+
+    def __init__(self, tp, model, example, cfg: PruneStage, ignored, attention, ctx: StageContext, batches):
+        from compress.stages.pruning import make_pruner
+
+        self.tp, self.model, self.example, self.ignored, self.attention = tp, model.eval(), example, ignored, attention
+        self.cfg = cfg.model_copy(update={"heads_ratio": None, "steps": 1, "scope": "uniform"})
+        self.ctx, self.batches = ctx, batches
+        self.base_loss = mean_loss(model, ctx, batches)
+        self.base_macs, self.base_params = tp.utils.count_ops_and_params(model, example)
+        self.roots = group_roots(make_pruner(tp, model, example, self.cfg, ignored, attention, ratios={}), model)
+
+    def prune(self, ratios: dict[str, float] | None) -> tuple[float, float]:
+        """(loss increase, MACs removed) of a copy pruned to `ratios` (uniformly where None)."""
+        from compress.stages.pruning import make_pruner, prune_steps
+
+        work, ignored, attention = copy.deepcopy((self.model, self.ignored, self.attention))
+        modules = dict(work.named_modules())
+        by_module = {modules[n]: r for n, r in ratios.items()} if ratios is not None else None
+        pruner = make_pruner(self.tp, work, self.example, self.cfg, ignored, attention, ratios=by_module)
+        prune_steps(self.cfg, pruner, work, self.example, self.base_macs, self.base_params, self.ctx)
+        macs = self.tp.utils.count_ops_and_params(work, self.example)[0]
+        return mean_loss(work, self.ctx, self.batches) - self.base_loss, self.base_macs - macs
+
+    def table(self, ratio: float) -> dict[str, list[Probe]]:
+        """{group: [Probe per level]}, each group pruned alone."""
+        return {name: [Probe(level, *self.prune({name: level})) for level in levels(ratio)] for name in self.roots}
+
+
+def choose(prober: Prober, ratio: float) -> tuple[dict[str, float], dict[str, list[Probe]]]:
+    """Per-group ratios removing as many MACs as uniform pruning at `ratio` does, measured on copies:
+    the per-group table predicts removals additively, which overestimates what neighbouring groups
+    pruned together remove, so the allocation's budget is scaled until the real removal matches."""
+    table = prober.table(ratio)
+    target = prober.prune(None)[1]
+    low, high = 0.1, 1.0
+    if prober.prune(allocate(table, ratio, high))[1] < target:
+        high = 1.5
+    for _ in range(6):
+        mid = (low + high) / 2
+        low, high = (mid, high) if prober.prune(allocate(table, ratio, mid))[1] < target else (low, mid)
+    return allocate(table, ratio, high), table
+
+
+def allocate(table: dict[str, list[Probe]], ratio: float, scale: float = 1.0) -> dict[str, float]:
+    """A ratio per group (0 = left whole) removing at least `scale` x the MACs that `ratio` removes
+    from every group alone, at the least summed loss increase: the Lagrangian choice per group, then
+    steps back from any group whose lower ratio still meets the budget."""
+    budget = scale * sum(p.macs for probes in table.values() for p in probes if p.ratio == round(ratio, 4))
+    options = {g: [Probe(0.0, 0.0, 0.0), *probes] for g, probes in table.items()}
+
+    def pick(weight: float) -> dict[str, Probe]:
+        return {g: min(opts, key=lambda p: (p.loss - weight * p.macs, p.ratio)) for g, opts in options.items()}
+
+    def removed(choice: dict[str, Probe]) -> float:
+        return sum(p.macs for p in choice.values())
+
+    high = 1e-12
+    while removed(pick(high)) < budget and high < 1e12:
+        high *= 4
+    low = 0.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if removed(pick(mid)) < budget else (low, mid)
+    choice = step_back(pick(high), options, budget)
+    return {g: p.ratio for g, p in choice.items()}
+
+
+def step_back(choice: dict[str, Probe], options: dict[str, list[Probe]], budget: float) -> dict[str, Probe]:
+    """Lower one group's ratio at a time, the largest loss saving first, while the budget still holds."""
+    while True:
+        total = sum(p.macs for p in choice.values())
+        moves = [(choice[g].loss - lower.loss, g, lower) for g, opts in options.items()
+                 for lower in opts if lower.ratio < choice[g].ratio
+                 and total - choice[g].macs + lower.macs >= budget]  # fmt: skip
+        best = max(moves, default=None, key=lambda m: m[0])
+        if best is None or best[0] <= 0:
+            return choice
+        choice = {**choice, best[1]: best[2]}
+
+
+def describe(table: dict[str, list[Probe]], ratios: dict[str, float]) -> list[str]:
+    """One log line per group: its chosen ratio and the loss increase at each probed ratio."""
+    return [f"{name}: ratio {ratios[name]:.2f} (loss +" +
+            ", +".join(f"{p.loss:.3f} at {p.ratio:.2f}" for p in probes) + ")"
+            for name, probes in table.items()]  # fmt: skip

@@ -1,0 +1,77 @@
+"""`scope: sensitivity`: per-group pruning ratios from each group's measured loss sensitivity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from compress.artifact import Artifact
+from compress.data import load_data
+from compress.errors import RecipeError
+from compress.models import build_model
+from compress.recipe import DataSpec, ModelSpec, recipe_from_text
+from compress.stages.prune import PruneStage
+from compress.stages.sensitivity import Probe, allocate
+from compress.stages.train import TrainStage
+from tests.test_finetune import artifact
+from tests.test_prune import stage_ctx
+
+
+def test_allocation_prunes_insensitive_groups_harder_and_removes_as_much_as_uniform():
+    table = {  # equal MACs per group; "flat" barely notices pruning, "steep" does
+        "flat": [Probe(0.25, 0.001, 25), Probe(0.5, 0.002, 50), Probe(0.75, 0.004, 75)],
+        "steep": [Probe(0.25, 0.1, 25), Probe(0.5, 1.0, 50), Probe(0.75, 5.0, 75)],
+        "mid": [Probe(0.25, 0.01, 25), Probe(0.5, 0.05, 50), Probe(0.75, 0.5, 75)],
+    }
+    ratios = allocate(table, 0.5)
+    assert ratios["flat"] == 0.75 and ratios["steep"] < 0.5, ratios
+    removed = sum(p.macs for g, probes in table.items() for p in probes if p.ratio == ratios[g])
+    assert removed >= 150, "the groups together remove at least what 0.5 removes from each"
+
+
+def test_allocation_leaves_a_group_whole_when_others_can_carry_the_budget():
+    table = {
+        "big": [Probe(0.25, 0.0, 100), Probe(0.5, 0.01, 200), Probe(0.75, 0.02, 300)],
+        "small": [Probe(0.25, 2.0, 10), Probe(0.5, 4.0, 20), Probe(0.75, 8.0, 30)],
+    }
+    assert allocate(table, 0.5) == {"big": 0.75, "small": 0.0}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, object, Artifact]:
+    tmp = tmp_path_factory.mktemp("sens")
+    splits = load_data(DataSpec(source="digits", image_size=16, channels=1), tmp, 0)
+    model = build_model(ModelSpec(arch="resnet", options={"width": 16, "blocks": [1, 1]}), tmp, 1, 10, 16)
+    ctx = stage_ctx(tmp, splits, "train")
+    out = TrainStage(type="train", name="train", epochs=6, batch_size=64, lr=0.003).run(
+        artifact(tmp, model, "init"), ctx
+    )
+    out.folder = ctx.workdir
+    return tmp, splits, out
+
+
+def test_measured_ratios_cost_less_loss_and_remove_as_many_macs_as_uniform(trained):
+    tmp, splits, model = trained
+    pruned = {}
+    for scope in ("uniform", "sensitivity"):
+        ctx = stage_ctx(tmp, splits, f"prune-{scope}")
+        pruned[scope] = PruneStage(type="prune", name="p", ratio=0.5, round_to=4, scope=scope).run(model, ctx).meta
+    info = pruned["sensitivity"]["pruning"]
+    ratios, table = info["ratios"], info["sensitivity"]
+    assert len(set(ratios.values())) > 1, "the groups got different ratios"
+    assert set(ratios) == set(table) and all(len(rows) == 3 for rows in table.values())
+    chosen = sum(loss for g, rows in table.items() for r, loss, _ in rows if r == ratios[g])
+    uniform = sum(loss for rows in table.values() for r, loss, _ in rows if r == 0.5)
+    assert chosen < uniform, "the chosen ratios cost less loss, group by group, than the uniform ones"
+    macs, uniform_macs = info["macs_after"], pruned["uniform"]["pruning"]["macs_after"]
+    assert 0.85 * uniform_macs <= macs <= uniform_macs, "no fewer MACs removed than uniform, and not far more"
+
+
+def test_sensitivity_needs_a_ratio(write):
+    path = write("r.yaml", "name: r\nmodel: {arch: resnet}\nstages:\n  - type: train\n"
+                 "  - {type: prune, scope: sensitivity, macs_reduction: 2}\n")  # fmt: skip
+    with pytest.raises(RecipeError) as info:
+        recipe_from_text(path.read_text(), str(path))
+    text = "\n".join(info.value.lines())
+    assert "give ratio" in text and "r.yaml:5" in text, text
