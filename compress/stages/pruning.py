@@ -40,20 +40,9 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     if attention and not cfg.embedding and scope is None:  # a scope names the layers it keeps itself
         ignored += residual_layers(target, attention)
     prunable = [f for f in attention if f.prunable]
-    if cfg.scope == "sensitivity" and scope:
-        raise StageError(
-            f"stage '{cfg.name}': scope: sensitivity measures a classifier's or encoder's loss; "
-            "a detector's backbone prunes with scope uniform or global",
-            hint="set scope: uniform",
-        )
-    ratios, table = (
-        group_ratios(tp, target, target_example, cfg, ignored, prunable, ctx)
-        if cfg.scope == "sensitivity"
-        else (None, None)
-    )
-    by_module = {dict(target.named_modules())[n]: r for n, r in ratios.items()} if ratios is not None else None
+    ratios, table = group_ratios(tp, target, target_example, cfg, ignored, prunable, ctx, detector=scope is not None)
     pruner = make_pruner(tp, target, target_example, cfg, ignored, prunable,
-                         scope.output_transform if scope else None, ratios=by_module)  # fmt: skip
+                         scope.output_transform if scope else None, ratios=ratios)  # fmt: skip
     steps = prune_steps(cfg, pruner, model, example, base_macs, base_params, ctx)
     heads = update_heads(pruner, prunable)
     summary = attention_summary(attention, heads, cfg)
@@ -177,11 +166,17 @@ def residual_layers(model: nn.Module, attention: list[Found]) -> list[nn.Module]
             and any(isinstance(m, t) and getattr(m, w) == d_model for t, w in widths.items())]  # fmt: skip
 
 
-def group_ratios(tp, model, example, cfg: PruneStage, ignored, attention, ctx: StageContext) -> tuple[dict, dict]:
-    """`scope: sensitivity`: a ratio per group from each group's measured loss sensitivity, and
-    the measurements ({group: [[ratio, loss increase, MACs removed], ...]})."""
+def group_ratios(tp, model, example, cfg: PruneStage, ignored, attention, ctx: StageContext,
+                 detector: bool = False) -> tuple[dict | None, dict | None]:  # fmt: skip
+    """`scope: sensitivity`: a ratio per group from each group's measured loss sensitivity, and the
+    measurements ({group: [[ratio, loss increase, MACs removed], ...]}); (None, None) otherwise."""
     from compress.stages.sensitivity import Prober, choose, describe
 
+    if cfg.scope != "sensitivity":
+        return None, None
+    if detector:
+        raise StageError(f"stage '{cfg.name}': scope: sensitivity measures a classifier's or encoder's loss; "
+                         "a detector's backbone prunes with scope uniform or global", hint="set scope: uniform")  # fmt: skip
     prober = Prober(tp, model, example, cfg, ignored, attention, ctx, training_batches(cfg.sensitivity_batches, ctx))
     ratios, table = choose(prober, cfg.ratio)
     for line in describe(table, ratios):
@@ -189,25 +184,17 @@ def group_ratios(tp, model, example, cfg: PruneStage, ignored, attention, ctx: S
     return ratios, {g: [[p.ratio, round(p.loss, 5), int(p.macs)] for p in probes] for g, probes in table.items()}
 
 
-def make_pruner(
-    tp,
-    model,
-    example,
-    cfg: PruneStage,
-    ignored: list[nn.Module],
-    attention: list,
-    output_transform=None,
-    ratios: dict[nn.Module, float] | None = None,
-):
-    """The pruner for `cfg`; with `ratios`, only those groups (keyed by a module of each) are pruned,
-    each to its own ratio."""
+def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], attention: list,
+                output_transform=None, ratios: dict[str, float] | None = None):  # fmt: skip
+    """The pruner for `cfg`; with `ratios` ({module name: ratio}), only those groups (each named by
+    its first module) are pruned, each to its own ratio."""
     by_ratio = cfg.ratio is not None
     heads = {p: f.adapter.heads(f.module) for f in attention for p in f.adapter.projections(f.module)}
     importance = make_importance(tp, cfg, heads)
     pruner = rounded_pruner_class(tp)(
         model, example, importance,
         pruning_ratio=0.0 if ratios is not None else cfg.ratio if by_ratio else 0.95,
-        pruning_ratio_dict={m: r for m, r in ratios.items() if r > 0} if ratios is not None else None,
+        pruning_ratio_dict=by_name(model, ratios) if ratios is not None else None,
         iterative_steps=cfg.steps if by_ratio else cfg.max_steps,
         global_pruning=cfg.scope == "global", ignored_layers=ignored,
         round_to=cfg.round_to if cfg.round_to and cfg.round_to > 1 else None,
@@ -220,6 +207,11 @@ def make_pruner(
 
         importance.moments.full = head_readers(pruner, tp, heads)
     return pruner
+
+
+def by_name(model: nn.Module, ratios: dict[str, float]) -> dict[nn.Module, float]:
+    modules = dict(model.named_modules())
+    return {modules[n]: r for n, r in ratios.items() if r > 0}
 
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)

@@ -73,9 +73,7 @@ class Prober:
         from compress.stages.pruning import make_pruner, prune_steps
 
         work, ignored, attention = copy.deepcopy((self.model, self.ignored, self.attention))
-        modules = dict(work.named_modules())
-        by_module = {modules[n]: r for n, r in ratios.items()} if ratios is not None else None
-        pruner = make_pruner(self.tp, work, self.example, self.cfg, ignored, attention, ratios=by_module)
+        pruner = make_pruner(self.tp, work, self.example, self.cfg, ignored, attention, ratios=ratios)
         prune_steps(self.cfg, pruner, work, self.example, self.base_macs, self.base_params, self.ctx)
         macs = self.tp.utils.count_ops_and_params(work, self.example)[0]
         return mean_loss(work, self.ctx, self.batches) - self.base_loss, self.base_macs - macs
