@@ -25,7 +25,8 @@ class Pruning(Details):
     heads: list[list[int]] | None = None  # [before, after] per attention layer
     attention: list[dict] | None = None  # per attention class: layout, layers, outcome (pruned by head or why not)
     ratios: dict[str, float] | None = None  # per group (its first layer), under scope: sensitivity
-    sensitivity: dict[str, list[list[float]]] | None = None  # per group: [ratio, loss increase, MACs removed]
+    sensitivity: dict[str, list[list[float]]] | None = None  # per group: [ratio, loss increase, saving]
+    sensitivity_cost: str | None = None  # the saving's unit: macs, or latency (ms from a per-layer profile)
     params_before: int
     params_after: int
     macs_before: int

@@ -51,6 +51,11 @@ class PruneStage(Stage):
         "ratios from each group's measured loss sensitivity, removing as many MACs as uniform",
     )
     sensitivity_batches: int = Field(4, ge=1, le=1000, description="batches of 64 examples measuring sensitivity")
+    sensitivity_cost: Literal["macs", "latency"] = Field(
+        "macs",
+        description="what the sensitivity ratios must save as uniform does: MACs, or time per layer "
+        "measured in ONNX Runtime on this machine",
+    )
     steps: int = Field(1, ge=1, le=100, description="iterative steps to reach a ratio")
     max_steps: int = Field(40, ge=2, le=1000, description="resolution when pruning to a target reduction")
     ignore: list[str] = Field(default_factory=list, description="module names, class names or re: patterns left whole")

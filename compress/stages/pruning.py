@@ -55,7 +55,8 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     file = save_torch(model, ctx.workdir)
     pruning = Pruning(importance=cfg.importance, scope=cfg.scope, round_to=cfg.round_to, steps=steps,
                       **({"heads": heads} if heads else {}), **({"attention": summary} if summary else {}),
-                      **({"ratios": ratios, "sensitivity": table} if ratios is not None else {}),
+                      **({"ratios": ratios, "sensitivity": table, "sensitivity_cost": cfg.sensitivity_cost}
+                         if ratios is not None else {}),
                       params_before=int(base_params),
                       params_after=int(params), macs_before=int(base_macs), macs_after=int(macs))  # fmt: skip
     meta = {**artifact.meta, "params": int(params), "macs": int(macs), "pruning": pruning.dump()}
@@ -169,7 +170,7 @@ def residual_layers(model: nn.Module, attention: list[Found]) -> list[nn.Module]
 def group_ratios(tp, model, example, cfg: PruneStage, ignored, attention, ctx: StageContext,
                  detector: bool = False) -> tuple[dict | None, dict | None]:  # fmt: skip
     """`scope: sensitivity`: a ratio per group from each group's measured loss sensitivity, and the
-    measurements ({group: [[ratio, loss increase, MACs removed], ...]}); (None, None) otherwise."""
+    measurements ({group: [[ratio, loss increase, MACs or ms saved], ...]}); (None, None) otherwise."""
     from compress.stages.sensitivity import Prober, choose, describe
 
     if cfg.scope != "sensitivity":
@@ -181,7 +182,7 @@ def group_ratios(tp, model, example, cfg: PruneStage, ignored, attention, ctx: S
     ratios, table = choose(prober, cfg.ratio)
     for line in describe(table, ratios):
         ctx.log(f"{cfg.name}: {line}")
-    return ratios, {g: [[p.ratio, round(p.loss, 5), int(p.macs)] for p in probes] for g, probes in table.items()}
+    return ratios, {g: [[p.ratio, round(p.loss, 5), round(p.saved, 5)] for p in probes] for g, probes in table.items()}
 
 
 def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], attention: list,

@@ -2,9 +2,11 @@
 
 Each dependency group is pruned alone, on a copy of the model, at a few ratios around the recipe's:
 half of it, the ratio itself, and halfway to 1. The loss increase on fixed training batches and the
-MACs removed make one table per group. Ratios are then chosen per group at the least summed loss
-increase, so that the pruned model has no more MACs than uniform pruning at the recipe's ratio
-leaves (checked on copies): insensitive groups are pruned harder, sensitive ones less or not at all.
+MACs removed (or, with `sensitivity_cost: latency`, the time saved by the layers it shrinks, from
+a per-layer profile) make one table per group. Ratios are then chosen per group at the least summed
+loss increase, so that the pruned model saves at least what uniform pruning at the recipe's ratio
+saves (checked on copies): insensitive and cheap-to-cut groups are pruned harder, sensitive ones
+less or not at all.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from compress.stages.prune import PruneStage
 class Probe:
     ratio: float
     loss: float  # loss increase over the unpruned model on the probe batches
-    macs: float  # MACs removed
+    saved: float  # MACs removed, or ms under sensitivity_cost: latency
 
 
 def levels(ratio: float) -> tuple[float, ...]:
@@ -67,16 +69,37 @@ class Prober:
         self.base_loss = mean_loss(model, ctx, batches)
         self.base_macs, self.base_params = tp.utils.count_ops_and_params(model, example)
         self.roots = group_roots(make_pruner(tp, model, example, self.cfg, ignored, attention, ratios={}), model)
+        self.times = self.measure_times() if cfg.sensitivity_cost == "latency" else None
+
+    def measure_times(self) -> dict[str, float] | None:
+        from compress.stages.layer_times import layer_times
+
+        times = layer_times(self.model, self.ctx)
+        if not times:
+            self.ctx.log(f"{self.cfg.name}: no layer of the profile matched a module; weighing by MACs instead")
+            return None
+        self.weights = {n: m.weight.numel() for n, m in self.model.named_modules() if n in times}
+        slowest = sorted(times, key=times.get, reverse=True)[:3]
+        self.ctx.log(f"{self.cfg.name}: {sum(times.values()):.3f} ms in {len(times)} weighted layers (ONNX Runtime, "
+                     f"1 thread); slowest: " + ", ".join(f"{n} {times[n]:.3f}" for n in slowest))  # fmt: skip
+        return times
+
+    def saved(self, work: nn.Module) -> float:
+        """MACs removed, or under `latency` the ms saved: each layer's measured time times the share
+        of its weights (so of its MACs) pruned away."""
+        if self.times is None:
+            return self.base_macs - self.tp.utils.count_ops_and_params(work, self.example)[0]
+        modules = dict(work.named_modules())
+        return sum(ms * (1 - modules[n].weight.numel() / self.weights[n]) for n, ms in self.times.items())
 
     def prune(self, ratios: dict[str, float] | None) -> tuple[float, float]:
-        """(loss increase, MACs removed) of a copy pruned to `ratios` (uniformly where None)."""
+        """(loss increase, saving) of a copy pruned to `ratios` (uniformly where None)."""
         from compress.stages.pruning import make_pruner, prune_steps
 
         work, ignored, attention = copy.deepcopy((self.model, self.ignored, self.attention))
         pruner = make_pruner(self.tp, work, self.example, self.cfg, ignored, attention, ratios=ratios)
         prune_steps(self.cfg, pruner, work, self.example, self.base_macs, self.base_params, self.ctx)
-        macs = self.tp.utils.count_ops_and_params(work, self.example)[0]
-        return mean_loss(work, self.ctx, self.batches) - self.base_loss, self.base_macs - macs
+        return mean_loss(work, self.ctx, self.batches) - self.base_loss, self.saved(work)
 
     def table(self, ratio: float) -> dict[str, list[Probe]]:
         """{group: [Probe per level]}, each group pruned alone."""
@@ -84,7 +107,7 @@ class Prober:
 
 
 def choose(prober: Prober, ratio: float) -> tuple[dict[str, float], dict[str, list[Probe]]]:
-    """Per-group ratios removing as many MACs as uniform pruning at `ratio` does, measured on copies:
+    """Per-group ratios saving as much as uniform pruning at `ratio` does, measured on copies:
     the per-group table predicts removals additively, which overestimates what neighbouring groups
     pruned together remove, so the allocation's budget is scaled until the real removal matches."""
     table = prober.table(ratio)
@@ -99,17 +122,17 @@ def choose(prober: Prober, ratio: float) -> tuple[dict[str, float], dict[str, li
 
 
 def allocate(table: dict[str, list[Probe]], ratio: float, scale: float = 1.0) -> dict[str, float]:
-    """A ratio per group (0 = left whole) removing at least `scale` x the MACs that `ratio` removes
+    """A ratio per group (0 = left whole) saving at least `scale` x what `ratio` saves
     from every group alone, at the least summed loss increase: the Lagrangian choice per group, then
     steps back from any group whose lower ratio still meets the budget."""
-    budget = scale * sum(p.macs for probes in table.values() for p in probes if p.ratio == round(ratio, 4))
+    budget = scale * sum(p.saved for probes in table.values() for p in probes if p.ratio == round(ratio, 4))
     options = {g: [Probe(0.0, 0.0, 0.0), *probes] for g, probes in table.items()}
 
     def pick(weight: float) -> dict[str, Probe]:
-        return {g: min(opts, key=lambda p: (p.loss - weight * p.macs, p.ratio)) for g, opts in options.items()}
+        return {g: min(opts, key=lambda p: (p.loss - weight * p.saved, p.ratio)) for g, opts in options.items()}
 
     def removed(choice: dict[str, Probe]) -> float:
-        return sum(p.macs for p in choice.values())
+        return sum(p.saved for p in choice.values())
 
     high = 1e-12
     while removed(pick(high)) < budget and high < 1e12:
@@ -125,10 +148,10 @@ def allocate(table: dict[str, list[Probe]], ratio: float, scale: float = 1.0) ->
 def step_back(choice: dict[str, Probe], options: dict[str, list[Probe]], budget: float) -> dict[str, Probe]:
     """Lower one group's ratio at a time, the largest loss saving first, while the budget still holds."""
     while True:
-        total = sum(p.macs for p in choice.values())
+        total = sum(p.saved for p in choice.values())
         moves = [(choice[g].loss - lower.loss, g, lower) for g, opts in options.items()
                  for lower in opts if lower.ratio < choice[g].ratio
-                 and total - choice[g].macs + lower.macs >= budget]  # fmt: skip
+                 and total - choice[g].saved + lower.saved >= budget]  # fmt: skip
         best = max(moves, default=None, key=lambda m: m[0])
         if best is None or best[0] <= 0:
             return choice
