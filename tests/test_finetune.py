@@ -82,3 +82,28 @@ def test_named_teacher_must_exist():
     assert "needs a top-level 'teacher:'" in str(info.value.problems[0])
     ok = recipe_from_text("teacher: {arch: resnet, options: {width: 64}}\n" + text, "r.yaml")
     assert ok.stage("finetune").references() == ["teacher"]
+
+
+def test_features_auto_matches_the_last_block_at_each_resolution_of_a_pruned_student(tmp_path):
+    from compress.stages.prune import PruneStage
+
+    splits = make_splits(16)
+    teacher = build_model(ModelSpec(arch="resnet", options={"width": 16, "blocks": [1, 1, 1]}), tmp_path, 1, 10, 16)
+    refs = {"train": artifact(tmp_path, teacher.eval(), "teacher")}
+    pruned = PruneStage(type="prune", name="p", ratio=0.5).run(refs["train"], stage_ctx(tmp_path, splits, "p"))
+    pruned.folder = tmp_path / "p"
+    logs: list[str] = []
+    ctx = stage_ctx(tmp_path, splits, "ft")
+    ctx.refs, ctx.log = refs, logs.append
+    cfg = FinetuneStage(
+        type="finetune", name="ft", epochs=1, batch_size=8, distill=Distill(teacher="train", features="auto")
+    )
+    cfg.run(pruned, ctx)
+    assert "distill: matching features of layers.0, layers.1, layers.2" in logs
+
+    other = build_model(ModelSpec(arch="mobilenetv2", options={"width": 8, "blocks": [1, 1]}), tmp_path, 1, 10, 16)
+    logs.clear()
+    other_ctx = stage_ctx(tmp_path, splits, "ft-other")
+    other_ctx.refs, other_ctx.log = refs, logs.append
+    cfg.run(artifact(tmp_path, other, "other"), other_ctx)
+    assert any("structure differs from the student's; logits only" in line for line in logs)

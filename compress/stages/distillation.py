@@ -33,7 +33,7 @@ def distillation(cfg: Distill, smoothing: float, student: nn.Module, ctx: StageC
     teacher = load_torch(teacher_artifact).eval().to(device)
     student.to(device)
     logits = teacher_logits(teacher, teacher_artifact, ctx) if ctx.task.logit_distillation else None
-    pairs = [(p.student, p.teacher) for p in cfg.features] or default_pairs(student, teacher, ctx)
+    pairs = chosen_pairs(cfg, student, teacher, ctx)
     student_taps = FeatureTaps(student, [s for s, _ in pairs])
     teacher_taps = FeatureTaps(teacher, [t for _, t in pairs])
     try:
@@ -43,6 +43,17 @@ def distillation(cfg: Distill, smoothing: float, student: nn.Module, ctx: StageC
     finally:
         student_taps.remove()
         teacher_taps.remove()
+
+
+def chosen_pairs(cfg: Distill, student: nn.Module, teacher: nn.Module, ctx: StageContext) -> list[tuple[str, str]]:
+    if cfg.features == "auto":
+        from compress.stages.feature_pairs import auto_pairs
+
+        pairs = auto_pairs(student, teacher, ctx)
+        ctx.log(f"distill: matching features of {', '.join(n for n, _ in pairs)}" if pairs else
+                "distill: features auto: the teacher's structure differs from the student's; logits only")  # fmt: skip
+        return pairs
+    return [(p.student, p.teacher) for p in cfg.features] or default_pairs(student, teacher, ctx)
 
 
 def default_pairs(student: nn.Module, teacher: nn.Module, ctx: StageContext) -> list[tuple[str, str]]:

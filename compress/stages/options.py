@@ -63,5 +63,9 @@ class Distill(Strict):
     teacher: str | None = Field(None, description="stage name, 'teacher' or 'model'; default: the model before pruning")
     temperature: float = Field(4.0, gt=0, le=100)
     alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation loss; 1 - alpha for cross-entropy")
-    features: list[FeaturePair] = Field(default_factory=list)
+    features: list[FeaturePair] | Literal["auto"] = Field(
+        default_factory=list,
+        description="layer pairs whose outputs the student matches, or auto: a student shaped like its teacher "
+        "(pruned from it) matches its blocks at each resolution",
+    )
     feature_weight: float = Field(1.0, ge=0)
