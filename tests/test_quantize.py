@@ -425,3 +425,46 @@ def test_preprocessing_works_from_relative_folders_and_leaves_the_working_direct
     out = preprocess(Path("run/model.onnx"), ctx)
     assert out.name == "preprocessed.onnx" and out.is_file() and not logged
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_qat_fallback_replaces_ptq_that_needs_float_layers(digits, tmp_path):
+    """A dead unit ruins per-tensor PTQ of one layer: accuracy-aware PTQ meets the budget by keeping
+    it in float; the fallback's QAT (MSE weight ranges) meets it with every layer in INT8."""
+    model = dead_unit_mlp(digits)
+    src = source(tmp_path, model)
+    exported = stage(ExportStage(type="export", name="export"), src, tmp_path, digits)
+    common = dict(type="quantize", per_channel=False, calibration={"samples": 128}, max_accuracy_drop=1.0)
+    ptq = stage(QuantizeStage(name="ptq", **common), exported, tmp_path, digits)
+    assert ptq.meta["float_nodes"], "PTQ alone keeps the ruined layer in float"
+    cfg = QuantizeStage(name="fb", fallback={"epochs": 1, "lr": 1e-4, "weight_range": "mse"}, fallback_from="src",
+                        **common)  # fmt: skip
+    c = ctx(tmp_path, digits, "fb")
+    c.refs = {"src": src}
+    out = cfg.run(exported, c)
+    out.folder = c.workdir
+    record = out.meta["fallback"]
+    assert record["reason"] == "PTQ kept 1 layer(s) in float" and record["used"] == "qat", record
+    assert out.meta["method"] == "qat" and not out.meta.get("float_nodes")
+
+    def float_weights(path) -> int:
+        graph = onnx.load(str(path)).graph
+        dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+        return sum(n.input[1] not in dequantized for n in graph.node if n.op_type == "Gemm")
+
+    assert float_weights(ptq.path) == 1 and float_weights(out.path) == 0, "every layer's weights in INT8"
+    assert sorted(p.name for p in c.workdir.iterdir()) == ["model.onnx"], "nothing of the QAT run is left behind"
+
+
+def test_fallback_starts_from_the_model_exported_for_the_stage(write):
+    path = write("r.yaml", "name: r\nmodel: {arch: resnet}\nstages:\n  - {type: train}\n  - {type: prune}\n"
+                 "  - {type: finetune, name: ft}\n  - {type: export}\n"
+                 "  - {type: quantize, max_accuracy_drop: 0.5, fallback: {epochs: 1}}\n"
+                 "  - {type: quantize, name: q2, input: export, variant: q2, max_accuracy_drop: 0.5, "
+                 "fallback: {epochs: 1}, fallback_from: export}\n")  # fmt: skip
+    with pytest.raises(RecipeError) as info:
+        recipe_from_text(path.read_text(), str(path))
+    text = "\n".join(info.value.lines())
+    assert "r.yaml:9" in text and "'export' is not an earlier PyTorch stage" in text, text
+    fixed = path.read_text().replace(", fallback_from: export", ", fallback_from: train")
+    recipe = recipe_from_text(fixed, str(path))
+    assert [s.fallback_from for s in recipe.stages if s.type == "quantize"] == ["ft", "train"]

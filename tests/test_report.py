@@ -214,3 +214,19 @@ def test_report_load_says_why_a_file_is_not_a_report(tmp_path, text, expected):
     assert info.value.message.startswith(f"{path} is not a compress report: ") and expected in info.value.message
     result = cli("report", str(tmp_path))
     assert result.returncode == 2 and "Traceback" not in result.stderr and expected in result.stderr, result.stderr
+
+
+def test_a_budget_within_a_few_validation_examples_is_warned_and_a_fallback_is_rendered():
+    from compress.report.diagnose import budget_warnings
+
+    report = sample_report()
+    met = {"fp32_val_accuracy": 98.5, "budget_points": 0.5, "met": True, "steps": [], "float_nodes": []}
+    report.variants[1].details["accuracy_control"] = {**met, "val_examples": 270}  # one example: 0.37 points
+    report.variants[2].details["accuracy_control"] = {**met, "val_examples": 1000, "budget_points": 1.5}
+    report.variants[1].details["fallback"] = {"method": "qat", "reason": "PTQ kept 8 layer(s) in float",
+                                              "ptq_val_accuracy": 98.1, "qat_val_accuracy": 98.3, "used": "qat"}  # fmt: skip
+    warnings = budget_warnings(report)
+    assert [w.split(":")[0] for w in warnings] == ["int8"], warnings
+    assert "worth fewer than 3 of the 270 validation examples (one is 0.37 points)" in warnings[0]
+    assert ("  - fallback: PTQ kept 8 layer(s) in float; QAT 98.3 on val against PTQ's 98.1: **qat** kept"
+            in to_markdown(report))  # fmt: skip

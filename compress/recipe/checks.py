@@ -50,6 +50,7 @@ def _check_stages(recipe: Recipe, loc: Locator) -> list[Problem]:
         if found:
             distill, field = found
             problems += _check_teacher(recipe, distill, chain, produced, (*here, *field, "teacher"), loc)
+        problems += _check_fallback(stage, chain, produced, here, loc)
         if stage.variant and stage.variant in variants:
             msg = f"variant name '{stage.variant}' is also produced by stage '{variants[stage.variant]}'; set a distinct 'variant'"
             problems.append(loc.at((*here, "variant"), msg))
@@ -79,6 +80,20 @@ def _check_teacher(recipe: Recipe, distill: Any, chain: list[str], produced: dic
         if distill.teacher == "teacher" and not recipe.teacher:
             msg = "teacher 'teacher' needs a top-level 'teacher:' model section"
         return [loc.at(path, msg)]
+    return []
+
+
+def _check_fallback(stage: Any, chain: list[str], produced: dict, here: tuple, loc: Locator) -> list[Problem]:
+    """A quantize stage's fallback QAT starts from the PyTorch model exported for it, unless named."""
+    if getattr(stage, "fallback", None) is None:
+        return []
+    if stage.fallback_from is None:
+        stage.fallback_from = next((n for n in reversed(chain) if produced.get(n) == Kind.TORCH), "model")
+        return []
+    if produced.get(stage.fallback_from) != Kind.TORCH:
+        known = [n for n, k in produced.items() if k == Kind.TORCH]
+        return [loc.at((*here, "fallback_from"), f"'{stage.fallback_from}' is not an earlier PyTorch stage"
+                       f"{suggest(stage.fallback_from, known)}; choose one of: {', '.join(known)}")]  # fmt: skip
     return []
 
 

@@ -96,6 +96,7 @@ class AccuracyControl(Details):
     steps: list[ControlStep]
     float_nodes: list[str]
     ranked_by: str | None = None
+    val_examples: int | None = None  # the validation split the budget was judged on
 
     @classmethod
     def of(cls, details: dict[str, Any]) -> AccuracyControl | None:

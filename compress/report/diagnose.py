@@ -63,6 +63,9 @@ def format_warnings(report: Report) -> list[str]:
     return warnings
 
 
+MIN_EXAMPLES = 3  # a budget under this many validation examples is within that split's noise
+
+
 def budget_warnings(report: Report) -> list[str]:
     """One warning per variant whose accuracy-aware quantization did not meet its budget, and one per
     target where a budget met on the validation split was missed on test (against its parent)."""
@@ -74,7 +77,12 @@ def budget_warnings(report: Report) -> list[str]:
             warnings.append(f"{v.name} did not meet its {control.budget_points}-point accuracy budget on the "
                             f"validation split; it is the most accurate model found ({len(control.float_nodes)} "
                             "layer(s) in float)")  # fmt: skip
-        elif control and v.parent in by_name:
+        if control and control.val_examples and control.budget_points < MIN_EXAMPLES * 100 / control.val_examples:
+            warnings.append(f"{v.name}: its {control.budget_points}-point budget is worth fewer than {MIN_EXAMPLES} "
+                            f"of the {control.val_examples} validation examples (one is "
+                            f"{100 / control.val_examples:.2f} points), so layers chosen against it can fit that "
+                            "split's noise and miss on test; a larger data.val_fraction makes the choice hold")  # fmt: skip
+        if control and control.met and v.parent in by_name:
             warnings += [f"{v.name} met its {control.budget_points}-point accuracy budget on the validation split "
                          f"but lost {drop:.2f} points on test on {target}" for target, drop in
                          drops_on_test(by_name[v.parent], v).items() if drop > control.budget_points]  # fmt: skip

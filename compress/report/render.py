@@ -271,6 +271,9 @@ def _details(report: Report) -> list[str]:
             lines.append("  - ratios by sensitivity: " + ", ".join(f"`{g}` {r:.2f}" for g, r in pruning.ratios.items()))
         lines += _precision_map(v)
         lines += _accuracy_control(v.accuracy_control())
+        if fallback := v.details.get("fallback"):
+            lines.append(f"  - fallback: {fallback['reason']}; QAT {fallback['qat_val_accuracy']} on val against "
+                         f"PTQ's {fallback['ptq_val_accuracy']}: **{fallback['used']}** kept")  # fmt: skip
         lines += [f"  - error: {e}" for e in v.errors]
     if report.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]

@@ -71,6 +71,14 @@ class QuantizeStage(Stage):
     max_accuracy_drop: float | None = Field(None, gt=0, description="accuracy-aware PTQ budget, in points or relative")
     drop_type: Literal["absolute", "relative"] = "absolute"
     qat: QatOptions | None = Field(None, description="training settings for method: qat")
+    fallback: QatOptions | None = Field(
+        None,
+        description="QAT settings, run when accuracy-aware PTQ misses max_accuracy_drop or keeps layers in "
+        "float; its model replaces PTQ's when it meets the budget on validation with every layer in INT8",
+    )
+    fallback_from: str | None = Field(
+        None, description="the PyTorch stage the fallback QAT starts from; default: the one exported for this stage"
+    )
     default_variant: ClassVar[str | None] = "int8"
 
     @model_validator(mode="after")
@@ -93,6 +101,10 @@ class QuantizeStage(Stage):
             raise ValueError("'qat' settings need method: qat")
         if self.method != "ptq" and self.max_accuracy_drop is not None:
             raise ValueError("max_accuracy_drop applies to method: ptq")
+        if (self.fallback or self.fallback_from) and (self.max_accuracy_drop is None or self.backend != "onnxruntime"):
+            raise ValueError(
+                "fallback (QAT when PTQ misses its budget) needs max_accuracy_drop with backend onnxruntime"
+            )
         if self.method == "dynamic" and self.backend != "onnxruntime":
             raise ValueError("method 'dynamic' is ONNX Runtime's dynamic quantization; use backend onnxruntime")
         if "group_size" in self.model_fields_set and self.method != "int4":
@@ -117,10 +129,14 @@ class QuantizeStage(Stage):
         return Kind.OPENVINO if self.backend == "openvino" else Kind.ONNX
 
     def distillation(self) -> tuple[Distill, tuple[str, ...]] | None:
-        return (self.qat.distill, ("qat", "distill")) if self.qat and self.qat.distill else None
+        found = self.training()
+        return (found[0].distill, (*found[1], "distill")) if found and found[0].distill else None
 
     def training(self) -> tuple[QatOptions, tuple[str, ...]] | None:
-        return (self.qat, ("qat",)) if self.qat else None
+        return (self.qat, ("qat",)) if self.qat else (self.fallback, ("fallback",)) if self.fallback else None
+
+    def references(self) -> list[str]:
+        return [*super().references(), *([self.fallback_from] if self.fallback and self.fallback_from else [])]
 
     def targets_named(self) -> list[str]:
         return self.for_

@@ -52,7 +52,7 @@ def control_accuracy(cfg: QuantizeStage, fp32: Path, source: Path, excluded: lis
         }
     ]
     if fp32_acc - acc <= budget:
-        return summary(fp32_acc, budget, steps, excluded, met=True)
+        return summary(fp32_acc, budget, steps, excluded, met=True, val_examples=len(ctx.splits.y_val))
     ranking, ranked_by = sensitivity(source, excluded, fp32_acc, acc, budget, quantize, ctx)
     best_acc, best_excluded = acc, list(excluded)
     shutil.copyfile(out, ctx.workdir / "best.onnx")
@@ -78,12 +78,16 @@ def control_accuracy(cfg: QuantizeStage, fp32: Path, source: Path, excluded: lis
                 cfg, current[len(excluded) : -1], current, fp32_acc - budget, quantize, out, steps, ctx
             )
             (ctx.workdir / "best.onnx").unlink()
-            return summary(fp32_acc, budget, steps, current, met=True, ranked_by=ranked_by)
+            return summary(
+                fp32_acc, budget, steps, current, met=True, ranked_by=ranked_by, val_examples=len(ctx.splits.y_val)
+            )
     ctx.log(
         f"warning: {cfg.name}: the {budget:.2f}-point budget cannot be met; keeping the most accurate model ({best_acc:.2f}% on val)"
     )
     (ctx.workdir / "best.onnx").replace(out)
-    return summary(fp32_acc, budget, steps, best_excluded, met=False, ranked_by=ranked_by)
+    return summary(
+        fp32_acc, budget, steps, best_excluded, met=False, ranked_by=ranked_by, val_examples=len(ctx.splits.y_val)
+    )
 
 
 def requantize(cfg: QuantizeStage, candidates: list[str], current: list[str], floor: float,
@@ -141,9 +145,10 @@ def sensitivity(source: Path, excluded: list[str], fp32_acc: float, base_acc: fl
 
 
 def summary(fp32_acc: float, budget: float, steps: list[dict], float_nodes: list[str], met: bool,
-            ranked_by: str | None = None) -> dict:  # fmt: skip
+            ranked_by: str | None = None, val_examples: int | None = None) -> dict:  # fmt: skip
     """The search as report details (AccuracyControl)."""
     control = AccuracyControl(fp32_val_accuracy=round(fp32_acc, 3), budget_points=round(budget, 3), met=met,
+                              val_examples=val_examples,
                               steps=[ControlStep(**s) for s in steps], float_nodes=float_nodes,
                               **({"ranked_by": ranked_by} if ranked_by else {}))  # fmt: skip
     return control.dump()

@@ -69,7 +69,9 @@ def run_onnxruntime(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -
     if kept_float(artifact):
         meta["float_ops"] = float_op_counts(out, kept_float(artifact))
     if control:
-        meta["accuracy_control"] = control
+        from compress.stages.quantize.fallback import run_fallback
+
+        meta = run_fallback(cfg, control, out, {**meta, "accuracy_control": control}, ctx)
     ctx.log(f"{cfg.name}: {meta['quantized_ops']} ops quantized ({cfg.activations} activations, {cfg.weights} weights)")
     return Artifact(Kind.ONNX, out.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta})
 

@@ -186,6 +186,7 @@ def control_summary(cfg: QuantizeStage, original, quantized, meta: dict, ctx: St
         [{"float_layer": None, "val_accuracy": round(acc, 3), "label": "NNCF's result"}],
         meta["float_layers"],
         met,
+        val_examples=len(ctx.splits.y_val),
     )
 
 
