@@ -45,6 +45,7 @@ def run_search(pipeline, sources: dict, splits, data_key: str) -> tuple[list, li
     study = optuna.create_study(direction="minimize", sampler=sampler(spec, recipe.seed))
     spaces = {key: distribution(value) for key, value in spec.space.items()}
     result = SearchResult(target=target.name, batch_size=spec.batch_size, minimize=spec.minimize, sampler=spec.sampler,
+                          val_examples=len(splits.y_val),
                           limits={k: v for k in ("max_accuracy_drop", "max_size_mb", "max_latency_ms")
                                   if (v := getattr(spec, k)) is not None})  # fmt: skip
     pipeline.search_result = result

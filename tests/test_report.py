@@ -230,3 +230,12 @@ def test_a_budget_within_a_few_validation_examples_is_warned_and_a_fallback_is_r
     assert "worth fewer than 3 of the 270 validation examples (one is 0.37 points)" in warnings[0]
     assert ("  - fallback: PTQ kept 8 layer(s) in float; QAT 98.3 on val against PTQ's 98.1: **qat** kept"
             in to_markdown(report))  # fmt: skip
+
+    from compress.report.schema import SearchResult
+    from compress.report.searched import flags
+
+    report.search = SearchResult(target="t", batch_size=1, minimize="p50", limits={"max_accuracy_drop": 0.5},
+                                 sampler="tpe", val_examples=270)  # fmt: skip
+    assert flags(report)[0].startswith("max_accuracy_drop: its 0.5-point budget is worth fewer than 3 of the 270")
+    report.search.val_examples = 1000
+    assert flags(report) == []

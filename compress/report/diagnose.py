@@ -77,16 +77,24 @@ def budget_warnings(report: Report) -> list[str]:
             warnings.append(f"{v.name} did not meet its {control.budget_points}-point accuracy budget on the "
                             f"validation split; it is the most accurate model found ({len(control.float_nodes)} "
                             "layer(s) in float)")  # fmt: skip
-        if control and control.val_examples and control.budget_points < MIN_EXAMPLES * 100 / control.val_examples:
-            warnings.append(f"{v.name}: its {control.budget_points}-point budget is worth fewer than {MIN_EXAMPLES} "
-                            f"of the {control.val_examples} validation examples (one is "
-                            f"{100 / control.val_examples:.2f} points), so layers chosen against it can fit that "
-                            "split's noise and miss on test; a larger data.val_fraction makes the choice hold")  # fmt: skip
+        if control and (coarse := coarse_budget(control.budget_points, control.val_examples)):
+            warnings.append(f"{v.name}: {coarse}")
         if control and control.met and v.parent in by_name:
             warnings += [f"{v.name} met its {control.budget_points}-point accuracy budget on the validation split "
                          f"but lost {drop:.2f} points on test on {target}" for target, drop in
                          drops_on_test(by_name[v.parent], v).items() if drop > control.budget_points]  # fmt: skip
     return warnings
+
+
+def coarse_budget(points: float, examples: int | None) -> str | None:
+    """Why an accuracy budget judged on `examples` validation examples may not hold on test, if it may not."""
+    if not examples or points >= MIN_EXAMPLES * 100 / examples:
+        return None
+    return (
+        f"its {points}-point budget is worth fewer than {MIN_EXAMPLES} of the {examples} validation examples "
+        f"(one is {100 / examples:.2f} points), so choices made against it can fit that split's noise and miss "
+        "on test; a larger data.val_fraction makes them hold"
+    )
 
 
 def drops_on_test(parent: Variant, variant: Variant) -> dict[str, float]:

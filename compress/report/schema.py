@@ -201,6 +201,7 @@ class SearchResult(Strict):
     minimize: str  # p50 (as a ratio to the baseline's, measured together) or size
     limits: dict[str, float]  # max_accuracy_drop (points, validation), max_size_mb, max_latency_ms
     sampler: str
+    val_examples: int | None = None  # the validation split the limits were judged on
     trials: list[Trial] = Field(default_factory=list)
     best: int | None = None  # the winning trial's number
     why: str = ""  # why the winner won, in words

@@ -4,7 +4,7 @@ the report measured afterwards), flagging a limit met on one and missed on the o
 
 from __future__ import annotations
 
-from compress.report.diagnose import drops_on_test
+from compress.report.diagnose import coarse_budget, drops_on_test
 from compress.report.schema import Report, Trial
 
 
@@ -69,11 +69,13 @@ def row(report: Report, t: Trial) -> tuple[str, ...]:
 
 
 def flags(report: Report) -> list[str]:
-    """Trials that met the accuracy limit on validation but not on test."""
+    """An accuracy limit finer than the validation split can judge, and trials that met it on validation
+    but not on test."""
     limit = report.search.limits.get("max_accuracy_drop")
     if limit is None:
         return []
-    out = []
+    coarse = coarse_budget(limit, report.search.val_examples)
+    out = [f"max_accuracy_drop: {coarse}"] if coarse else []
     for t in report.search.trials:
         tested = drop_on_test(report, t)
         if t.feasible and tested is not None and tested > limit:
