@@ -80,10 +80,13 @@ def test_sensitivity_needs_a_ratio(write):
 
 
 def test_exported_node_names_map_back_to_modules():
-    assert module_of("/layers/layers.1/shortcut/shortcut.0/Conv") == "layers.1.shortcut.0"
-    assert module_of("/stem/stem.0/Conv") == "stem.0"
-    assert module_of("/blocks/blocks.0/mlp/fc1/MatMul") == "blocks.0.mlp.fc1"
-    assert module_of("/fc/Gemm") == "fc"
+    known = {"layers.1.shortcut.0", "stem.0", "blocks.0.mlp.fc1", "blocks.0.attn.k", "fc"}
+    assert module_of("/layers/layers.1/shortcut/shortcut.0/Conv", known) == "layers.1.shortcut.0"
+    assert module_of("/stem/stem.0/Conv", known) == "stem.0"
+    assert module_of("/blocks/blocks.0/mlp/fc1/MatMul", known) == "blocks.0.mlp.fc1"
+    assert module_of("/blocks/blocks.0/attn/k/MatMul/MatMulAddFusion", known) == "blocks.0.attn.k"
+    assert module_of("/blocks/blocks.0/attn/MatMul/MatMulScaleFusion/", known) is None
+    assert module_of("/fc/Gemm", known) == "fc"
 
 
 def test_latency_cost_weighs_groups_by_each_layers_measured_time(trained):
@@ -97,3 +100,22 @@ def test_latency_cost_weighs_groups_by_each_layers_measured_time(trained):
     assert info["sensitivity_cost"] == "latency"
     saved = [s for rows in info["sensitivity"].values() for _, _, s in rows]
     assert 0 < max(saved) < sum(times.values()) * 1.5, "savings are in ms, bounded by the measured layers' time"
+
+
+def test_groups_that_cost_nothing_are_pruned_no_further_than_the_budget_needs():
+    table = {g: [Probe(0.25, 0.0, 25), Probe(0.5, 0.0, 50), Probe(0.75, 0.0, 75)] for g in ("a", "b", "c")}
+    ratios = allocate(table, 0.5)
+    removed = sum(p.saved for g, probes in table.items() for p in probes if p.ratio == ratios[g])
+    assert 150 <= removed < 175, ratios
+
+
+def test_a_transformer_still_loses_heads_under_sensitivity_ratios(tmp_path):
+    from tests.test_prune import make_splits
+
+    splits = make_splits(16)
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(arch="vit"), tmp_path, 1, 10, 16).eval()
+    out = PruneStage(type="prune", name="p", ratio=0.5, heads_ratio=0.25, scope="sensitivity").run(
+        artifact(tmp_path, model, "vit"), stage_ctx(tmp_path, splits, "p"))  # fmt: skip
+    heads = out.meta["pruning"]["heads"]
+    assert heads and all(after < before for before, after in heads), heads

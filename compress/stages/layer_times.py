@@ -20,12 +20,18 @@ WEIGHTED_OPS = ("Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul", "ConvTrans
 RUNS = 50
 
 
-def module_of(node: str) -> str:
-    """The module path in an exported node name: '/layers/layers.1/shortcut/shortcut.0/Conv' ->
-    'layers.1.shortcut.0' (a container's segment is dropped when its child's segment repeats it)."""
-    parts = node.strip("/").split("/")[:-1]
-    kept = [p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].startswith(p + "."))]
-    return ".".join(kept)
+def module_of(node: str, known: set[str]) -> str | None:
+    """The module in `known` that an exported node belongs to, from the scope path in its name:
+    '/layers/layers.1/shortcut/shortcut.0/Conv' -> 'layers.1.shortcut.0' (a container's segment is
+    dropped when its child's repeats it); fused nodes add segments after the op
+    ('/blocks/blocks.0/attn/k/MatMul/MatMulAddFusion'), so the longest known prefix is taken."""
+    parts = node.strip("/").split("/")
+    for end in range(len(parts), 0, -1):
+        head = parts[:end]
+        kept = [p for i, p in enumerate(head) if not (i + 1 < len(head) and head[i + 1].startswith(p + "."))]
+        if ".".join(kept) in known:
+            return ".".join(kept)
+    return None
 
 
 def layer_times(model: nn.Module, ctx: StageContext) -> dict[str, float]:
@@ -54,7 +60,7 @@ def layer_times(model: nn.Module, ctx: StageContext) -> dict[str, float]:
         del session
     times: dict[str, float] = {}
     for node in kernel_times(events):
-        name = module_of(node["name"])
-        if node["op"] in WEIGHTED_OPS and name in weighted:
+        name = module_of(node["name"], weighted)
+        if node["op"] in WEIGHTED_OPS and name:
             times[name] = times.get(name, 0.0) + node["ms"]
     return times

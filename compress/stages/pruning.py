@@ -195,7 +195,7 @@ def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], a
     pruner = rounded_pruner_class(tp)(
         model, example, importance,
         pruning_ratio=0.0 if ratios is not None else cfg.ratio if by_ratio else 0.95,
-        pruning_ratio_dict=by_name(model, ratios) if ratios is not None else None,
+        pruning_ratio_dict=by_name(model, ratios, attention, cfg.ratio) if ratios is not None else None,
         iterative_steps=cfg.steps if by_ratio else cfg.max_steps,
         global_pruning=cfg.scope == "global", ignored_layers=ignored,
         round_to=cfg.round_to if cfg.round_to and cfg.round_to > 1 else None,
@@ -210,9 +210,12 @@ def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], a
     return pruner
 
 
-def by_name(model: nn.Module, ratios: dict[str, float]) -> dict[nn.Module, float]:
+def by_name(model: nn.Module, ratios: dict[str, float], attention: list[Found], ratio: float) -> dict:
+    """torch-pruning's per-module ratios; attention groups keep the stage's ratio, which lets them
+    lose heads (heads_ratio) while their width stays."""
     modules = dict(model.named_modules())
-    return {modules[n]: r for n, r in ratios.items() if r > 0}
+    heads = {p: ratio for f in attention for p in f.adapter.projections(f.module)}
+    return {**heads, **{modules[n]: r for n, r in ratios.items() if r > 0}}
 
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)

@@ -146,16 +146,17 @@ def allocate(table: dict[str, list[Probe]], ratio: float, scale: float = 1.0) ->
 
 
 def step_back(choice: dict[str, Probe], options: dict[str, list[Probe]], budget: float) -> dict[str, Probe]:
-    """Lower one group's ratio at a time, the largest loss saving first, while the budget still holds."""
+    """Lower one group's ratio at a time while the budget still holds: the largest loss saving first,
+    and among equal ones the smallest give-back (groups that cost nothing are not pruned past it)."""
     while True:
         total = sum(p.saved for p in choice.values())
-        moves = [(choice[g].loss - lower.loss, g, lower) for g, opts in options.items()
+        moves = [(choice[g].loss - lower.loss, lower.saved - choice[g].saved, g, lower) for g, opts in options.items()
                  for lower in opts if lower.ratio < choice[g].ratio
                  and total - choice[g].saved + lower.saved >= budget]  # fmt: skip
-        best = max(moves, default=None, key=lambda m: m[0])
-        if best is None or best[0] <= 0:
+        best = max(moves, default=None, key=lambda m: m[:2])
+        if best is None or best[0] < 0:
             return choice
-        choice = {**choice, best[1]: best[2]}
+        choice = {**choice, best[2]: best[3]}
 
 
 def describe(table: dict[str, list[Probe]], ratios: dict[str, float]) -> list[str]:
