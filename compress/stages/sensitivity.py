@@ -58,7 +58,8 @@ def mean_loss(model: nn.Module, ctx: StageContext, batches: list[np.ndarray]) ->
 
 class Prober:
     """Prunes copies of one model, with given per-group ratios or uniformly at the recipe's ratio,
-    and says what each copy lost (loss on fixed training batches) and what it saved (MACs)."""
+    and says what each copy lost (loss on fixed training batches) and what it saved (MACs, or ms
+    with `sensitivity_cost: latency`)."""
 
     def __init__(self, tp, model, example, cfg: PruneStage, ignored, attention, ctx: StageContext, batches):
         from compress.stages.pruning import make_pruner
