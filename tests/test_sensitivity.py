@@ -51,7 +51,7 @@ def trained(tmp_path_factory) -> tuple[Path, object, Artifact]:
     out = TrainStage(type="train", name="train", epochs=6, batch_size=64, lr=0.003).run(
         artifact(tmp, model, "init"), ctx
     )
-    out.folder = ctx.workdir
+    out.folder, out.key = ctx.workdir, "trained"  # as the pipeline keys a stage's result
     return tmp, splits, out
 
 
@@ -119,3 +119,19 @@ def test_a_transformer_still_loses_heads_under_sensitivity_ratios(tmp_path):
         artifact(tmp_path, model, "vit"), stage_ctx(tmp_path, splits, "p"))  # fmt: skip
     heads = out.meta["pruning"]["heads"]
     assert heads and all(after < before for before, after in heads), heads
+
+
+def test_a_second_stage_pruning_the_same_model_reuses_the_measured_copies(trained):
+    tmp, splits, model = trained
+    logs = []
+    results = []
+    for name in ("first", "second"):
+        ctx = stage_ctx(tmp, splits, f"memo-{name}")
+        ctx.log = logs.append
+        results.append(PruneStage(type="prune", name=name, ratio=0.55, round_to=4, scope="sensitivity")
+                       .run(model, ctx).meta["pruning"])  # fmt: skip
+    assert results[0]["ratios"] == results[1]["ratios"]
+    # Within one stage, the search for uniform's saving may meet an allocation twice; the second
+    # stage finds every probe of the first.
+    reused = {line.split(":")[0]: int(line.split()[1]) for line in logs if "measured before were reused" in line}
+    assert reused["second"] >= reused.get("first", 0) + 3 * len(results[0]["ratios"]), reused

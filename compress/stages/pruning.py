@@ -40,7 +40,8 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     if attention and not cfg.embedding and scope is None:  # a scope names the layers it keeps itself
         ignored += residual_layers(target, attention)
     prunable = [f for f in attention if f.prunable]
-    ratios, table = group_ratios(tp, target, target_example, cfg, ignored, prunable, ctx, detector=scope is not None)
+    ratios, table = group_ratios(tp, target, target_example, cfg, ignored, prunable, ctx, detector=scope is not None,
+                                 source=artifact.key)  # fmt: skip
     pruner = make_pruner(tp, target, target_example, cfg, ignored, prunable,
                          scope.output_transform if scope else None, ratios=ratios)  # fmt: skip
     steps = prune_steps(cfg, pruner, model, example, base_macs, base_params, ctx)
@@ -168,7 +169,7 @@ def residual_layers(model: nn.Module, attention: list[Found]) -> list[nn.Module]
 
 
 def group_ratios(tp, model, example, cfg: PruneStage, ignored, attention, ctx: StageContext,
-                 detector: bool = False) -> tuple[dict | None, dict | None]:  # fmt: skip
+                 detector: bool = False, source: str = "") -> tuple[dict | None, dict | None]:  # fmt: skip
     """`scope: sensitivity`: a ratio per group from each group's measured loss sensitivity, and the
     measurements ({group: [[ratio, loss increase, MACs or ms saved], ...]}); (None, None) otherwise."""
     from compress.stages.sensitivity import Prober, choose, describe
@@ -178,11 +179,28 @@ def group_ratios(tp, model, example, cfg: PruneStage, ignored, attention, ctx: S
     if detector:
         raise StageError(f"stage '{cfg.name}': scope: sensitivity measures a classifier's or encoder's loss; "
                          "a detector's backbone prunes with scope uniform or global", hint="set scope: uniform")  # fmt: skip
-    prober = Prober(tp, model, example, cfg, ignored, attention, ctx, training_batches(cfg.sensitivity_batches, ctx))
+    prober = Prober(tp, model, example, cfg, ignored, attention, ctx, training_batches(cfg.sensitivity_batches, ctx),
+                    memo=memo_file(cfg, ctx, source))  # fmt: skip
     ratios, table = choose(prober, cfg.ratio)
+    prober.save()
     for line in describe(table, ratios):
         ctx.log(f"{cfg.name}: {line}")
     return ratios, {g: [[p.ratio, round(p.loss, 5), round(p.saved, 5)] for p in probes] for g, probes in table.items()}
+
+
+def memo_file(cfg: PruneStage, ctx: StageContext, source: str):
+    """Where measurements of pruned copies of one model are kept, so that stages pruning it at other
+    ratios (a search's trials) reuse them; None without a cache or a source key."""
+    if not (ctx.shared_cache and source):
+        return None
+    import hashlib
+    import json
+
+    settings = cfg.model_dump(mode="json", include={"importance", "sensitivity_batches", "sensitivity_cost", "round_to",
+                                                    "ignore", "embedding", "attention", "taylor_batches",
+                                                    "activation_batches"})  # fmt: skip
+    digest = hashlib.sha256(json.dumps([source, ctx.seed, settings], sort_keys=True).encode()).hexdigest()[:16]
+    return ctx.shared_cache / f"sensitivity-{digest}.json"
 
 
 def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], attention: list,

@@ -12,7 +12,10 @@ less or not at all.
 from __future__ import annotations
 
 import copy
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,8 +32,16 @@ class Probe:
     saved: float  # MACs removed, or ms under sensitivity_cost: latency
 
 
+GRID = 0.05  # the outer probe ratios lie on this grid, so stages at nearby ratios share probes
+
+
 def levels(ratio: float) -> tuple[float, ...]:
-    return tuple(sorted({round(ratio / 2, 4), round(ratio, 4), round(min(0.95, (1 + ratio) / 2), 4)}))
+    """Half the ratio and halfway to 1 (on the grid), and the ratio itself."""
+
+    def snap(r: float) -> float:
+        return round(round(r / GRID) * GRID, 4)
+
+    return tuple(sorted({snap(ratio / 2), round(ratio, 4), snap(min(0.95, (1 + ratio) / 2))}))
 
 
 def group_roots(pruner, model: nn.Module) -> list[str]:
@@ -61,9 +72,13 @@ class Prober:
     and says what each copy lost (loss on fixed training batches) and what it saved (MACs, or ms
     with `sensitivity_cost: latency`)."""
 
-    def __init__(self, tp, model, example, cfg: PruneStage, ignored, attention, ctx: StageContext, batches):
+    def __init__(self, tp, model, example, cfg: PruneStage, ignored, attention, ctx: StageContext, batches,
+                 memo: Path | None = None):  # fmt: skip
         from compress.stages.pruning import make_pruner
 
+        self.memo_path = memo
+        self.memo: dict = json.loads(memo.read_text(encoding="utf-8")) if memo and memo.is_file() else {}
+        self.reused = 0
         self.tp, self.model, self.example, self.ignored, self.attention = tp, model.eval(), example, ignored, attention
         self.cfg = cfg.model_copy(update={"heads_ratio": None, "steps": 1, "scope": "uniform"})
         self.ctx, self.batches = ctx, batches
@@ -75,7 +90,9 @@ class Prober:
     def measure_times(self) -> dict[str, float] | None:
         from compress.stages.layer_times import layer_times
 
-        times = layer_times(self.model, self.ctx)
+        # One profile per model, kept with the probes: every stage pruning it weighs the same times.
+        times = self.memo.setdefault("layer_ms", None) or layer_times(self.model, self.ctx)
+        self.memo["layer_ms"] = times
         if not times:
             self.ctx.log(f"{self.cfg.name}: no layer of the profile matched a module; weighing by MACs instead")
             return None
@@ -94,13 +111,35 @@ class Prober:
         return sum(ms * (1 - modules[n].weight.numel() / self.weights[n]) for n, ms in self.times.items())
 
     def prune(self, ratios: dict[str, float] | None) -> tuple[float, float]:
-        """(loss increase, saving) of a copy pruned to `ratios` (uniformly where None)."""
+        """(loss increase, saving) of a copy pruned to `ratios` (uniformly where None), measured
+        once per model and kept in the memo."""
+        key = (
+            f"uniform {self.cfg.ratio}"
+            if ratios is None
+            else json.dumps(sorted((n, r) for n, r in ratios.items() if r))
+        )
+        probes = self.memo.setdefault("probes", {})
+        if key in probes:
+            self.reused += 1
+            return tuple(probes[key])
+        probes[key] = self.measure(ratios)
+        return tuple(probes[key])
+
+    def save(self) -> None:
+        if self.reused:
+            self.ctx.log(f"{self.cfg.name}: {self.reused} pruned copies measured before were reused")
+        if self.memo_path:
+            tmp = self.memo_path.with_name(f".{self.memo_path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(self.memo), encoding="utf-8")
+            os.replace(tmp, self.memo_path)
+
+    def measure(self, ratios: dict[str, float] | None) -> list[float]:
         from compress.stages.pruning import make_pruner, prune_steps
 
         work, ignored, attention = copy.deepcopy((self.model, self.ignored, self.attention))
         pruner = make_pruner(self.tp, work, self.example, self.cfg, ignored, attention, ratios=ratios)
         prune_steps(self.cfg, pruner, work, self.example, self.base_macs, self.base_params, self.ctx)
-        return mean_loss(work, self.ctx, self.batches) - self.base_loss, self.saved(work)
+        return [mean_loss(work, self.ctx, self.batches) - self.base_loss, self.saved(work)]
 
     def table(self, ratio: float) -> dict[str, list[Probe]]:
         """{group: [Probe per level]}, each group pruned alone."""
