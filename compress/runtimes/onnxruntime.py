@@ -34,14 +34,18 @@ class ProviderError(RuntimeError):
     pass
 
 
-def session_options(threads: int):
+def session_options(threads: int, optimization: str = "all"):
+    """`optimization`: "all" (every graph transform, as deployed) or "extended" (activations fused
+    into their layers, but without the layout pass that renames nodes, so profiles keep the
+    exporter's node names)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                                        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}[optimization]  # fmt: skip
     options.log_severity_level = 3
     return options
 
@@ -78,9 +82,10 @@ def create_session(path: str, options, providers: list[str]):
 
 
 class OnnxSession(Session):
-    def __init__(self, path: Path, threads: int, provider: str = "cpu") -> None:
+    def __init__(self, path: Path, threads: int, provider: str = "cpu", optimization: str = "all") -> None:
         self._path, self._threads, self._providers = str(path), threads, provider_list(provider)
-        self._session = create_session(self._path, session_options(threads), self._providers)
+        self._optimization = optimization
+        self._session = create_session(self._path, session_options(threads, optimization), self._providers)
         self.provider = check_provider(self._session, provider)
         inputs = self._session.get_inputs()
         self.input_names = [i.name for i in inputs]
@@ -93,7 +98,7 @@ class OnnxSession(Session):
     def profile(self, feeds: dict[str, np.ndarray], runs: int) -> list[dict]:
         """A second session with ONNX Runtime's profiler on (same threads), its JSON read and deleted."""
         with tempfile.TemporaryDirectory(prefix="compress-profile-") as tmp:
-            options = session_options(self._threads)
+            options = session_options(self._threads, self._optimization)
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(tmp, "profile")
             session = create_session(self._path, options, self._providers)

@@ -8,7 +8,6 @@ left out), so each Conv / Gemm / MatMul node maps back to the module it came fro
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -37,9 +36,7 @@ def module_of(node: str, known: set[str]) -> str | None:
 def layer_times(model: nn.Module, ctx: StageContext) -> dict[str, float]:
     """{module name: ms per call at batch 1} for the model's Conv and Linear modules that the
     profile names; empty when none could be matched."""
-    import onnxruntime as ort
-
-    from compress.runtimes.onnxruntime import kernel_times
+    from compress.runtimes.onnxruntime import OnnxSession
     from compress.stages.export import ExportStage, export_onnx
 
     sample = ctx.splits.x_train[:1]
@@ -47,19 +44,9 @@ def layer_times(model: nn.Module, ctx: StageContext) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="compress-layers-") as tmp:
         path = Path(tmp) / "model.onnx"
         export_onnx(model, sample, path, ExportStage(type="export", name="layer-times"), ctx.task)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        options.enable_profiling, options.profile_file_prefix = True, str(Path(tmp) / "profile")
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feeds = ctx.task.feeds(sample)
-        for _ in range(RUNS + 1):
-            session.run(None, feeds)
-        events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
-        del session
+        profile = OnnxSession(path, threads=1, optimization="extended").profile(ctx.task.feeds(sample), RUNS)
     times: dict[str, float] = {}
-    for node in kernel_times(events):
+    for node in profile:
         name = module_of(node["name"], weighted)
         if node["op"] in WEIGHTED_OPS and name:
             times[name] = times.get(name, 0.0) + node["ms"]
