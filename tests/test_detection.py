@@ -153,6 +153,26 @@ def test_pruning_scope_shrinks_backbone_pyramid_and_heads_together_but_not_outpu
         assert model(x).shape == (1, 100, 6)
 
 
+def test_sensitivity_ratios_are_refused_for_a_detector_with_a_hint(frcnn, tmp_path):
+    from compress.artifact import Artifact, save_torch
+    from compress.data import Splits
+    from compress.errors import StageError
+    from compress.stages import StageContext
+    from compress.stages.prune import PruneStage
+
+    x = np.zeros((2, 3, 96, 96), np.float32)
+    y = np.zeros((2, 1, 5), np.float32)
+    splits = Splits(x, y, x, y, x, y, ["a", "b", "c"])
+    source = Artifact("torch", save_torch(frcnn, tmp_path), folder=tmp_path)
+    work = tmp_path / "p"
+    work.mkdir()
+    ctx = StageContext(splits=splits, task=Detection(), seed=0, workdir=work, log=lambda m: None)
+    with pytest.raises(StageError) as info:
+        PruneStage(type="prune", name="p", scope="sensitivity").run(source, ctx)
+    assert "scope: sensitivity" in info.value.message and info.value.hint == "set scope: uniform"
+    assert not any(work.iterdir()), "nothing written"
+
+
 RECIPE = """\
 name: coco-frcnn
 seed: 0

@@ -78,6 +78,7 @@ def test_reduce_range_is_chosen_from_the_isa():
      ("backend: openvino\n    calibration: {method: entropy}", "'entropy' is ONNX Runtime's"),
      ("method: qat\n    backend: openvino", "method 'qat' exports a QDQ ONNX file"),
      ("qat: {epochs: 1}", "'qat' settings need method: qat"),
+     ("fallback: {epochs: 1}", "fallback (QAT when PTQ misses its budget) needs max_accuracy_drop"),
      ("method: qat\n    qat: {weight_range: median}",
       "r.yaml:6:11: stages[0].qat.weight_range: unknown value 'median'; expected one of: minmax, mse")],
 )  # fmt: skip
