@@ -37,7 +37,7 @@ from compress.measure.jobs import (
 from compress.names import file_name
 from compress.recipe import Recipe
 from compress.recipe.checks import target_search_dirs
-from compress.report.diagnose import budget_warnings, format_warnings, not_faster_warnings
+from compress.report.diagnose import budget_warnings, format_warnings, held_out_warnings, not_faster_warnings
 from compress.report.outputs import render_all
 from compress.report.pareto import mark_fronts
 from compress.report.schema import RecipeInfo, Report, StageFailure, Variant
@@ -151,7 +151,9 @@ class Pipeline:
             f"data-{key}",
             lambda: load_data(spec, self.recipe.base_dir, self.recipe.seed, self.recipe.model.arch, self.cache),
         )
-        sizes = f"{len(splits.x_train)}/{len(splits.x_val)}/{len(splits.x_test)}"
+        sizes = f"{len(splits.x_train)}/{len(splits.x_val)}/{len(splits.x_test)}" + "".join(
+            f", held-out {name} {len(x)}" for name, (x, _) in splits.held_out.items()
+        )
         self.log(
             f"data: {spec.source}, {splits.num_classes} classes, train/val/test {sizes}, input {splits.input_shape}"
         )
@@ -320,7 +322,12 @@ class Pipeline:
         report.warnings += [f.line() for f in failures]
         report.warnings += target_warnings(target_infos) + disturbance_warnings(report.variants)
         mark_fronts(report)
-        report.warnings += not_faster_warnings(report, self.out) + format_warnings(report) + budget_warnings(report)
+        report.warnings += (
+            not_faster_warnings(report, self.out)
+            + format_warnings(report)
+            + budget_warnings(report)
+            + held_out_warnings(report)
+        )
         report.warnings += search_flags(report) if report.search else []
         return report
 

@@ -239,3 +239,19 @@ def test_a_budget_within_a_few_validation_examples_is_warned_and_a_fallback_is_r
     assert flags(report)[0].startswith("max_accuracy_drop: its 0.5-point budget is worth fewer than 3 of the 270")
     report.search.val_examples = 1000
     assert flags(report) == []
+
+
+def test_held_out_sets_are_tabled_and_a_drop_that_does_not_carry_over_is_flagged():
+    from compress.report.diagnose import held_out_warnings
+
+    report = sample_report()
+    scores = {"fp32": (98.0, 97.0), "int8": (97.5, 96.5), "worse": (97.0, 90.0)}  # (test, other text)
+    for v in report.variants:
+        v.accuracy.held_out = {"other": scores[v.name][1]}
+    md = to_markdown(report)
+    assert "| variant | accuracy | accuracy on other |" in md
+    assert "| worse | 97.00 (-1.00) | 90.00 (-7.00) |" in md
+    assert held_out_warnings(report) == [
+        "worse on t: accuracy fell 7.00 points on held-out other but 1.00 on test: it fits the data's text and "
+        "may not carry over to other text; train on broader text (data.train_text)"
+    ]

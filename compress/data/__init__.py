@@ -37,6 +37,8 @@ class Splits:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str] = field(default_factory=list)
+    # Further test sets from other sources (data.held_out): name -> (x, y), scored beside the test split
+    held_out: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -56,14 +58,20 @@ class Splits:
     def with_labels(self, label) -> Splits:
         """The same examples with labels computed by `label(x)` (e.g. a reference model's outputs)."""
         return Splits(self.x_train, label(self.x_train), self.x_val, label(self.x_val), self.x_test,
-                      label(self.x_test), self.class_names)  # fmt: skip
+                      label(self.x_test), self.class_names,
+                      {name: (x, label(x)) for name, (x, _) in self.held_out.items()})  # fmt: skip
 
     def save(self, path: Path) -> None:
-        """Into the folder `path`: one .npy file per array, then class_names.json (written last, so
-        its presence means the folder is complete)."""
+        """Into the folder `path`: one .npy file per array (held-out sets as x_held<i>, y_held<i>, named
+        in held_out.json), then class_names.json (written last, so its presence means the folder is
+        complete)."""
         path.mkdir(parents=True, exist_ok=True)
         for name in ARRAYS:
             save_array(path / f"{name}.npy", getattr(self, name))
+        for i, (x, y) in enumerate(self.held_out.values()):
+            save_array(path / f"x_held{i}.npy", x)
+            save_array(path / f"y_held{i}.npy", y)
+        (path / "held_out.json").write_text(json.dumps(list(self.held_out)), encoding="utf-8")
         (path / "class_names.json").write_text(json.dumps(self.class_names), encoding="utf-8")
 
     @classmethod
@@ -72,7 +80,10 @@ class Splits:
         memory-mapped."""
         arrays = {name: open_split_array(path / f"{name}.npy") for name in ARRAYS}
         names = json.loads((path / "class_names.json").read_text(encoding="utf-8"))
-        return cls(**arrays, class_names=[str(c) for c in names])
+        held = path / "held_out.json"
+        held_out = {name: (open_split_array(path / f"x_held{i}.npy"), open_split_array(path / f"y_held{i}.npy"))
+                    for i, name in enumerate(json.loads(held.read_text(encoding="utf-8")) if held.is_file() else [])}  # fmt: skip
+        return cls(**arrays, class_names=[str(c) for c in names], held_out=held_out)
 
     @staticmethod
     def saved(path: Path) -> bool:

@@ -92,5 +92,14 @@ def prose(texts, min_words: int, max_words: int) -> set[str]:
     return found
 
 
+def corpus(name: str) -> list[str]:
+    """A built-in corpus by its recipe name (schema.CORPORA), in hash order."""
+    from compress.data import wordnet
+
+    if name == "stdlib-docs":
+        return sentences()
+    return by_hash(wordnet.definitions() if name == "wordnet-definitions" else wordnet.examples())
+
+
 def by_hash(found: set[str]) -> list[str]:
     return sorted(found, key=lambda s: hashlib.sha256(s.encode()).hexdigest())

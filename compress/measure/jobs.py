@@ -59,11 +59,33 @@ class Inputs:
     examples: Any = None  # the evaluation examples (a split's x, whose rows are read as needed)
     feeds: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None  # examples -> the runtime's named inputs
     labels: np.ndarray | None = None
+    held_out: dict[str, np.ndarray] = field(default_factory=dict)  # name -> labels of its examples, after the test's
 
     @classmethod
     def from_splits(cls, splits: Splits, task: Task, batch_sizes: list[int]) -> Inputs:
         batches = {b: task.feeds(batch_of(splits.x_test, b)) for b in batch_sizes}
-        return cls(batches, splits.x_test, task.feeds, splits.y_test)
+        examples = Rows([splits.x_test, *(x for x, _ in splits.held_out.values())])
+        return cls(batches, examples, task.feeds, splits.y_test, {n: y for n, (_, y) in splits.held_out.items()})
+
+
+class Rows:
+    """Arrays read as one: the test split's rows, then each held-out set's."""
+
+    def __init__(self, parts: list) -> None:
+        self.parts = parts
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(len(self))
+        pieces, offset = [], 0
+        for part in self.parts:
+            low, high = max(start - offset, 0), min(stop - offset, len(part))
+            if low < high:
+                pieces.append(np.asarray(part[low:high]))
+            offset += len(part)
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
 @dataclass
@@ -169,7 +191,7 @@ def collect(raw: dict, folder: Path, target: TargetSpec, models: dict[str, Deplo
             continue
         if entry.get("outputs") and task is not None:
             try:
-                results.accuracy[name] = score(np.load(folder / entry["outputs"]), inputs.labels, task, target)
+                results.accuracy[name] = scored(np.load(folder / entry["outputs"]), inputs, task, target)
             except CompressError as exc:
                 results.errors[name] = exc.message
                 continue
@@ -205,6 +227,17 @@ def write_trace(out: Path, name: str, target: TargetSpec, profile: dict) -> str:
                                "threads": target.threads, **profile}), encoding="utf-8")  # fmt: skip
     os.replace(tmp, out / path)
     return path.as_posix()
+
+
+def scored(outputs: np.ndarray, inputs: Inputs, task: Task, target: TargetSpec) -> Accuracy:
+    """The test split's score, with each held-out set's (their outputs follow the test split's)."""
+    accuracy, start = score(outputs[: len(inputs.labels)], inputs.labels, task, target), len(inputs.labels)
+    if inputs.held_out:
+        accuracy.held_out = {}
+    for name, labels in inputs.held_out.items():
+        accuracy.held_out[name] = score(outputs[start : start + len(labels)], labels, task, target).value
+        start += len(labels)
+    return accuracy
 
 
 def score(outputs: np.ndarray, labels: np.ndarray, task: Task, target: TargetSpec) -> Accuracy:

@@ -53,6 +53,15 @@ class Normalize(Strict):
 
 
 NORMALIZE_PRESETS = ("default", "imagenet", "clip", "none")
+CORPORA = ("stdlib-docs", "wordnet-definitions", "wordnet-examples")  # compress.data.corpus.corpus
+
+
+class HeldOut(Strict):
+    """A further test set from another source, scored beside the test split and never trained on."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="how the report names it")
+    text: str = Field(description=f"a built-in corpus ({', '.join(CORPORA)}) or a text file in data.path's format")
+    samples: int = Field(1000, ge=20, le=100_000, description="at most this many (a fixed subset, in hash order)")
 
 
 class DataSpec(Strict):
@@ -66,7 +75,16 @@ class DataSpec(Strict):
     train_packages: list[str] = Field(
         default_factory=list, description="embedding: installed packages whose docstrings add training sentences"
     )
-    train_sentences: int | None = Field(None, ge=1, description="embedding: at most this many from train_packages")
+    train_text: list[str] = Field(
+        default_factory=list,
+        description=f"embedding: more training-only sentences: built-in corpora ({', '.join(CORPORA)}) or text files",
+    )
+    train_sentences: int | None = Field(
+        None, ge=1, description="embedding: at most this many from train_packages and train_text together"
+    )
+    held_out: list[HeldOut] = Field(
+        default_factory=list, description="text: further test sets from other sources, each scored on every target"
+    )
     image_size: int = Field(32, ge=4, le=1024, description="model input side; with resize, the centre crop's")
     resize: int | None = Field(
         None, ge=4, le=4096, description="images: shorter side resized to this, then centre-cropped to image_size"
@@ -108,8 +126,14 @@ class DataSpec(Strict):
         problems = _preprocessing_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
-        if self.train_packages and self.task != "embedding":
-            raise ValueError("train_packages adds unlabelled sentences, so it needs task 'embedding'")
+        if (self.train_packages or self.train_text) and self.task != "embedding":
+            field = "train_packages" if self.train_packages else "train_text"
+            raise ValueError(f"{field} adds unlabelled sentences, so it needs task 'embedding'")
+        if self.held_out and not source.text:
+            raise ValueError(f"held_out takes text sets; data source '{self.source}' is not text")
+        names = [h.name for h in self.held_out]
+        if len(set(names)) < len(names):
+            raise ValueError(f"held_out: each set needs its own name (given {', '.join(names)})")
         return self
 
 

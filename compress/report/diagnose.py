@@ -86,6 +86,26 @@ def budget_warnings(report: Report) -> list[str]:
     return warnings
 
 
+def held_out_warnings(report: Report) -> list[str]:
+    """One warning per variant and target whose metric fell on a held-out set by more than a point and
+    more than twice as much as on the test split (both against the baseline): it fits its data's text
+    and may not carry over to users' text."""
+    base = report.variant(report.baseline)
+    warnings = []
+    for v in report.variants if base else []:
+        for acc in v.accuracy_per_target:
+            ref = base.accuracy_on(acc.target)
+            if v is base or not ref or not acc.held_out or not ref.held_out:
+                continue
+            test_drop = ref.value - acc.value
+            warnings += [f"{v.name} on {acc.target}: {acc.metric} fell {ref.held_out[n] - value:.2f} points on "
+                         f"held-out {n} but {test_drop:.2f} on test: it fits the data's text and may not carry over "
+                         "to other text; train on broader text (data.train_text)"
+                         for n, value in acc.held_out.items()
+                         if n in ref.held_out and ref.held_out[n] - value > max(1.0, 2 * test_drop)]  # fmt: skip
+    return warnings
+
+
 def coarse_budget(points: float, examples: int | None) -> str | None:
     """Why an accuracy budget judged on `examples` validation examples may not hold on test, if it may not."""
     if not examples or points >= MIN_EXAMPLES * 100 / examples:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from compress.report.details import AccuracyControl, ControlStep
 from compress.report.layers import LAYERS_NOTE, op_table, share
-from compress.report.schema import Latency, Report, TargetInfo, Variant
+from compress.report.schema import Accuracy, Latency, Report, TargetInfo, Variant
 from compress.report.searched import search_lines
 
 MB = 1_000_000
@@ -82,14 +82,14 @@ def parts_table(report: Report, target: TargetInfo) -> tuple[tuple[str, ...], li
 
 
 def metrics_table(report: Report, target: TargetInfo) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    """The task's further figures on `target` (detection: mAP@.5 and mAP@.75), each with its change
-    from the baseline; no rows when the task has none."""
-    found = [(v.name, acc) for v in report.variants if (acc := v.accuracy_on(target.name)) and acc.details]
+    """The task's further figures on `target` (detection: mAP@.5 and mAP@.75) and the metric on each
+    held-out set, each with its change from the baseline; no rows when there are none."""
+    found = [(v.name, acc) for v in report.variants if (acc := v.accuracy_on(target.name)) and further(acc)]
     if not found:
         return (), []
     base = report.variant(report.baseline)
     base_acc = base.accuracy_on(target.name) if base else None
-    names = list(dict.fromkeys(key for _, acc in found for key in acc.details))
+    names = list(dict.fromkeys(key for _, acc in found for key in further(acc)))
     metric = found[0][1].metric
 
     def cell(value: float | None, reference: float | None) -> str:
@@ -97,14 +97,18 @@ def metrics_table(report: Report, target: TargetInfo) -> tuple[tuple[str, ...], 
         return _fmt(value) + change
 
     rows = [(name, cell(acc.value, base_acc.value if base_acc else None),
-             *(cell(acc.details.get(k), (base_acc.details or {}).get(k) if base_acc else None) for k in names))
+             *(cell(further(acc).get(k), further(base_acc).get(k) if base_acc else None) for k in names))
             for name, acc in found]  # fmt: skip
     return ("variant", metric, *names), rows
 
 
-METRICS_NOTE = (
-    "Each figure on the test split in this target's runtime, in points; in brackets, the change from the baseline."
-)
+def further(acc: Accuracy) -> dict[str, float]:
+    """An accuracy's further figures, held-out sets named '<metric> on <set>'."""
+    return {**(acc.details or {}), **{f"{acc.metric} on {n}": v for n, v in (acc.held_out or {}).items()}}
+
+
+METRICS_NOTE = ("Each figure on the test split in this target's runtime, in points, or on the held-out set it "
+                "names (data.held_out: other text, never trained on); in brackets, the change from the baseline.")  # fmt: skip
 PARTS_NOTE = ("Time per part of the model, from the runtime's own profiler: each part's share of the profiled "
               "time, applied to the p50 measured without the profiler (which slows every call down).")  # fmt: skip
 

@@ -25,6 +25,7 @@ class Accuracy(Strict):
     target: str
     samples: int
     details: dict[str, float] | None = None  # further figures in points (detection: mAP@.5, mAP@.75)
+    held_out: dict[str, float] | None = None  # the metric on each of data.held_out's sets, by name
 
 
 class LayerProfile(Strict):
