@@ -271,6 +271,10 @@ def _details(report: Report) -> list[str]:
         pruning = v.pruning()
         lines += [f"  - attention {a['module']} ({a['layout']}) x{a['layers']}: {a['outcome']}"
                   for a in (pruning.attention or [] if pruning else [])]  # fmt: skip
+        if pruning and pruning.blocks:
+            b = pruning.blocks
+            lines.append(f"  - blocks removed from `{b['stack']}`: {', '.join(map(str, b['removed']))} of {b['blocks']} "
+                         f"(training loss {b['loss'][0]} -> {b['loss'][-1]})")  # fmt: skip
         if pruning and pruning.ratios:
             lines.append("  - ratios by sensitivity: " + ", ".join(f"`{g}` {r:.2f}" for g, r in pruning.ratios.items()))
         lines += _precision_map(v)

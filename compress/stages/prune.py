@@ -61,6 +61,10 @@ class PruneStage(Stage):
     ignore: list[str] = Field(default_factory=list, description="module names, class names or re: patterns left whole")
     heads_ratio: float | None = Field(None, ge=0, lt=1, description="share of attention heads removed (Transformers)")
     embedding: bool = Field(False, description="also prune a Transformer's embedding (residual) width")
+    blocks_ratio: float | None = Field(
+        None, gt=0, lt=1, description="share of a Transformer's blocks removed whole, the least needed first"
+    )
+    blocks_batches: int = Field(4, ge=1, le=1000, description="batches of 64 examples measuring each block's need")
     attention: list[AttentionSpec] = Field(
         default_factory=list, description="attention layers of the model's own classes, for head pruning"
     )

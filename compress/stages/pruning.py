@@ -20,6 +20,7 @@ from compress.models.mha import split_multihead
 from compress.report.details import Pruning
 from compress.selection import matches
 from compress.stages import StageContext
+from compress.stages.depth import drop_blocks
 from compress.stages.prune import PruneStage
 
 
@@ -36,6 +37,13 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     if cfg.heads_ratio:  # nn.MultiheadAttention can lose heads only once its projections are separate
         split_multihead(target)
     attention = find_attention(target, cfg)
+    if cfg.blocks_ratio and scope is not None:
+        raise StageError(f"stage '{cfg.name}': blocks_ratio measures each block's need by the task's loss, "
+                         "which a detector computes only while training", hint="leave blocks_ratio unset")  # fmt: skip
+    depth = drop_blocks(target, attention, cfg.blocks_ratio, ctx, training_batches(cfg.blocks_batches, ctx),
+                        cfg.name) if cfg.blocks_ratio else None  # fmt: skip
+    if depth:  # the removed blocks' attention layers are gone
+        attention = find_attention(target, cfg)
     ignored += [p for f in attention if not f.prunable for p in f.adapter.projections(f.module)]
     if attention and not cfg.embedding and scope is None:  # a scope names the layers it keeps itself
         ignored += residual_layers(target, attention)
@@ -57,7 +65,7 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
     pruning = Pruning(importance=cfg.importance, scope=cfg.scope, round_to=cfg.round_to, steps=steps,
                       **({"heads": heads} if heads else {}), **({"attention": summary} if summary else {}),
                       **({"ratios": ratios, "sensitivity": table, "sensitivity_cost": cfg.sensitivity_cost}
-                         if ratios is not None else {}),
+                         if ratios is not None else {}), **({"blocks": depth} if depth else {}),
                       params_before=int(base_params),
                       params_after=int(params), macs_before=int(base_macs), macs_after=int(macs))  # fmt: skip
     meta = {**artifact.meta, "params": int(params), "macs": int(macs), "pruning": pruning.dump()}
