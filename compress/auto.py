@@ -26,20 +26,48 @@ def auto_recipe(model: str, data: str, target: str, max_accuracy_drop: float, tr
     arch = {"arch": model, **({"checkpoint": str(checkpoint.resolve())} if checkpoint else {})}
     stages = [] if checkpoint else [{"type": "train", "epochs": epochs}]
     tuned = max(2, epochs // 2)
+    runtime = target_runtime(target)
     stages += [
         {"type": "export", "variant": "fp32"},
         {"type": "prune", "input": "train" if stages else "model", "ratio": 0.5},
         {"type": "finetune", "epochs": tuned, "distill": {"alpha": 0.7}},
         {"type": "export", "name": "export-pruned", "variant": "pruned"},
-        {"type": "quantize", "variant": "pruned-int8", "for": [target_ref]},
+        {"type": "quantize", "variant": "pruned-int8", "for": [target_ref],
+         **({"backend": "openvino"} if runtime == "openvino" else {})},  # so the space may set NNCF's options
+        *([{"type": "convert", "input": "export-pruned", "variant": "pruned-bf16", "precision": "bf16"}]
+          if runtime == "openvino" else []),
     ]  # fmt: skip
     search = {"target": target_name(target), "max_accuracy_drop": max_accuracy_drop, "trials": trials,
               "space": {"stages[prune].ratio": {"low": 0.2, "high": 0.85, "step": 0.05},
                         "stages[finetune].epochs": sorted({tuned, epochs, 2 * epochs}),
                         "stages[finetune].schedule": ["cosine", "onecycle"],
-                        "stages[prune].scope": ["uniform", "sensitivity"]}}  # fmt: skip
+                        "stages[prune].scope": ["uniform", "sensitivity"], **SCHEMES.get(runtime, {})}}  # fmt: skip
     return {"name": recipe_name(model), "seed": 0, "model": arch, "data": spec, "stages": stages, "search": search,
             "targets": [target_ref]}  # fmt: skip
+
+
+# Quantization choices each trial's measurements decide between, per target runtime: whether INT8
+# pays, and in which scheme, depends on the model and the CPU (a Transformer often runs faster with
+# dynamic INT8 in ONNX Runtime, or with NNCF's Transformer scheme or bf16 in OpenVINO).
+SCHEMES = {
+    "onnxruntime": {"stages[quantize].method": ["ptq", "dynamic"]},
+    "openvino": {
+        "stages[quantize].model_type": ["cnn", "transformer"],
+        "stages[quantize].preset": ["mixed", "symmetric"],
+    },
+}
+
+
+def target_runtime(target: str) -> str | None:
+    """The runtime a target (name or YAML file) runs on; None when it cannot be read (the run says why)."""
+    from compress.targets import find_target
+
+    path = find_target(target, [Path.cwd()])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path else None
+    except (OSError, yaml.YAMLError):
+        return None
+    return data.get("runtime") if isinstance(data, dict) else None
 
 
 def target_name(target: str) -> str:

@@ -36,3 +36,21 @@ def test_auto_refuses_to_overwrite_another_recipe(write, tmp_path):
     result = compress("auto", "--model", "resnet", "-o", str(tmp_path / "out"))
     assert result.returncode == 2 and "holds another recipe" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "out" / "recipe.yaml").read_text() == "name: mine\n"
+
+
+def test_auto_recipes_search_the_quantization_scheme_of_their_target_runtime():
+    from compress.auto import auto_recipe
+    from compress.recipe.loading import recipe_from_text, trial_recipe
+
+    for target, choices in (("cpu-onnxruntime", {"stages[quantize].method": "dynamic"}),
+                            ("cpu-openvino", {"stages[quantize].model_type": "transformer",
+                                              "stages[quantize].preset": "symmetric"})):  # fmt: skip
+        written = auto_recipe("resnet", "digits", target, 0.5, trials=4, epochs=2)
+        recipe = recipe_from_text(yaml.safe_dump(written))  # every key of the space names a real setting
+        assert set(choices) <= set(recipe.search.space)
+        point = trial_recipe(recipe, dict.fromkeys(recipe.search.space) | choices | {
+            "stages[prune].ratio": 0.5, "stages[finetune].epochs": 2, "stages[finetune].schedule": "cosine",
+            "stages[prune].scope": "uniform"})  # fmt: skip
+        quantize = point.stage("quantize")
+        assert all(getattr(quantize, key.rsplit(".", 1)[1]) == value for key, value in choices.items())
+    assert [s.precision for s in recipe.stages if s.type == "convert"] == ["bf16"]  # OpenVINO also weighs bf16
