@@ -111,6 +111,22 @@ def test_bf16_autocast_on_the_cpu(tmp_path):
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_is_bf16_where_the_cpu_has_it_else_fp32(monkeypatch, tmp_path, native):
+    from compress.models import build_model
+    from compress.recipe import ModelSpec
+
+    monkeypatch.setattr(device, "cpu_bf16_supported", lambda: native)
+    device.check_recipe_devices(recipe(train=", device: cpu, amp: auto"))  # never refused
+    model = build_model(ModelSpec(arch="resnet", options={"width": 8, "blocks": [1, 1]}), tmp_path, 1, 10, 16)
+    seen: set[torch.dtype] = set()
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda m, i, out: seen.add(out.dtype) if m.training else None)
+    cfg = TrainStage(type="train", name="train", epochs=1, batch_size=8, device="cpu", amp="auto")
+    fit(model, cfg, stage_ctx(tmp_path, make_splits(16), "train"), "train")
+    assert seen == {torch.bfloat16 if native else torch.float32}
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(),
                     reason="needs an NVIDIA GPU: trains a tiny recipe on cuda and compares variants with cpu")  # fmt: skip
 @pytest.mark.gpu

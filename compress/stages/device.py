@@ -90,6 +90,17 @@ def check_recipe_devices(recipe: Recipe) -> None:
                 check(stage.name, "".join(f"{f}." for f in field), options.device, options.amp)
 
 
+def effective_amp(device: str, amp: str | None) -> str | None:
+    """`amp: auto` as it applies on `device`: bf16 where it is native (a CUDA GPU that supports it, a
+    CPU with AVX-512 BF16 or AMX), else fp32 (None); other values unchanged."""
+    if amp != "auto":
+        return amp
+    import torch
+
+    native = torch.cuda.is_bf16_supported() if device.startswith("cuda") else cpu_bf16_supported()
+    return "bf16" if native else None
+
+
 def autocast(device: str, amp: str | None) -> Any:
     """torch.autocast for `amp` on `device`; a no-op for fp32."""
     if amp is None:

@@ -29,8 +29,10 @@ class TrainingOptions(Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     device: str = Field("auto", pattern=DEVICE_PATTERN,
                         description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")  # fmt: skip
-    amp: Literal["bf16", "fp16"] | None = Field(
-        None, description="mixed precision: bf16 (CUDA, or CPUs with AVX-512 BF16/AMX), fp16 (CUDA); null: fp32"
+    amp: Literal["bf16", "fp16", "auto"] | None = Field(
+        None,
+        description="mixed precision: bf16 (CUDA, or CPUs with AVX-512 BF16/AMX), fp16 (CUDA), auto (bf16 where "
+        "native, else fp32); null: fp32",
     )
 
     augment: AugmentSetting = Field(

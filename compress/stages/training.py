@@ -18,7 +18,7 @@ from compress.progress import progress_bar
 from compress.stages import StageContext, checkpoint, parallel
 from compress.stages.augment import Augment, augment
 from compress.stages.augment import resolve as resolve_augment
-from compress.stages.device import autocast, grad_scaler, model_device, moved, resolve
+from compress.stages.device import autocast, effective_amp, grad_scaler, model_device, moved, resolve
 from compress.stages.loader import Reader
 from compress.stages.options import TrainingOptions
 
@@ -37,6 +37,7 @@ def fit(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str, l
     torch.manual_seed(ctx.seed)
     torch.set_num_threads(distributed.threads())
     device = training_device(cfg)
+    cfg = cfg.model_copy(update={"amp": effective_amp(device, cfg.amp)})
     model.to(device)
     extra_params = list(extra_params)
     splits, task = ctx.splits, ctx.task
@@ -98,7 +99,8 @@ def save_trained(model: nn.Module, cfg, artifact: Artifact, ctx: StageContext, h
     file = save_torch(model.cpu(), ctx.workdir)
     best = max(h["val_accuracy"] for h in history)
     meta = {**artifact.meta, "params": count_params(model), "val_accuracy": best, "history": history,
-            "training_device": training_device(cfg), "training_amp": cfg.amp, **processes(), **meta}  # fmt: skip
+            "training_device": training_device(cfg),
+            "training_amp": effective_amp(training_device(cfg), cfg.amp), **processes(), **meta}  # fmt: skip
     return Artifact(Kind.TORCH, file, lineage=[*artifact.lineage, cfg.name], meta=meta)
 
 

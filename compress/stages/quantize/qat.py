@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from compress.errors import StageError, first_line
-from compress.stages.device import model_device, moved
+from compress.stages.device import effective_amp, model_device, moved
 
 QUANTIZED = (nn.Conv2d, nn.Linear)
 RELUS = (nn.ReLU, nn.ReLU6, F.relu, torch.relu, F.relu6)
@@ -315,7 +315,7 @@ def run_qat(cfg, artifact, ctx):
         **settings.dump(),
         "history": history,
         "training_device": device,
-        "training_amp": opts.amp,
+        "training_amp": effective_amp(device, opts.amp),
         **processes(),
         **({"distilled_from": opts.distill.teacher} if opts.distill else {}),
     }
