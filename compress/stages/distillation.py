@@ -165,8 +165,26 @@ def distill_loss(cfg: Distill, smoothing: float, logits: np.ndarray, teacher, s_
             target = live.float() if live is not None else torch.from_numpy(logits[idx]).to(out.device)
             kd = task.distill_loss(out, target, cfg.temperature)
             total = cfg.alpha * kd + (1 - cfg.alpha) * task.loss(out, labels, smoothing)
+        mask = token_mask(task, x, idx, out.device) if s_taps.names else None
         for proj, s_name, t_name in zip(projections, s_taps.names, t_taps.names, strict=True):
-            total = total + cfg.feature_weight * F.mse_loss(proj(s_taps.outputs[s_name]), t_taps.outputs[t_name])
+            total = total + cfg.feature_weight * feature_loss(
+                proj(s_taps.outputs[s_name]), t_taps.outputs[t_name], mask
+            )
         return total
 
     return loss
+
+
+def token_mask(task, x, idx: np.ndarray, device) -> torch.Tensor | None:
+    """Text: the batch's attention mask (trimmed as the batch was), so padding is not matched."""
+    if task.lengths(x[idx[:1]]) is None:
+        return None
+    return torch.from_numpy(np.ascontiguousarray(task.trim(x[idx])[:, 1])).to(device)
+
+
+def feature_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared difference, over the real tokens only when token features come with their mask."""
+    if mask is None or student.dim() != 3 or student.shape[:2] != mask.shape:
+        return F.mse_loss(student, teacher)
+    keep = mask.to(student.dtype).unsqueeze(-1)
+    return ((student - teacher) ** 2 * keep).sum() / (keep.sum() * student.shape[-1]).clamp(min=1)
