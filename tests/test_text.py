@@ -253,3 +253,17 @@ def test_embedding_distillation_from_the_source_model_reuses_its_labels(tmp_path
     assert np.array_equal(labels_if_teacher(model, ctx), labelled.y_train)
     labelled.y_train = labelled.y_train[::-1].copy()  # another model's outputs
     assert labels_if_teacher(model, ctx) is None
+
+
+def test_token_features_are_matched_on_real_tokens_only():
+    import torch
+
+    from compress.stages.distillation import feature_loss
+
+    teacher = torch.zeros(2, 3, 4)
+    student = teacher.clone()
+    student[0, 2] = 5.0  # a padding position of the first sentence
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert feature_loss(student, teacher, mask) == 0
+    student[1, 2] = 1.0  # a real token
+    assert feature_loss(student, teacher, mask) == pytest.approx(4 / (5 * 4))
