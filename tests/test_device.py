@@ -95,8 +95,8 @@ def test_cli_refuses_cuda_before_any_work(tmp_path):
     assert not list((tmp_path / "out").glob("cache/data-*")), "data was prepared before the check"
 
 
-@pytest.mark.skipif(not device.cpu_bf16_supported(), reason="needs a CPU with AVX-512 BF16 or AMX (bf16 autocast)")
-def test_bf16_autocast_on_the_cpu(tmp_path):
+def conv_dtypes_training(tmp_path, amp: str) -> set:
+    """The dtypes a tiny CNN's first convolution computes in while `fit` trains it with `amp`."""
     from compress.models import build_model
     from compress.recipe import ModelSpec
 
@@ -105,26 +105,22 @@ def test_bf16_autocast_on_the_cpu(tmp_path):
     seen: set[torch.dtype] = set()
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     conv.register_forward_hook(lambda m, i, out: seen.add(out.dtype) if m.training else None)
-    cfg = TrainStage(type="train", name="train", epochs=1, batch_size=8, device="cpu", amp="bf16")
+    cfg = TrainStage(type="train", name="train", epochs=1, batch_size=8, device="cpu", amp=amp)
     fit(model, cfg, stage_ctx(tmp_path, make_splits(16), "train"), "train")
-    assert seen == {torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    return seen
+
+
+@pytest.mark.skipif(not device.cpu_bf16_supported(), reason="needs a CPU with AVX-512 BF16 or AMX (bf16 autocast)")
+def test_bf16_autocast_on_the_cpu(tmp_path):
+    assert conv_dtypes_training(tmp_path, "bf16") == {torch.bfloat16}
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_amp_auto_is_bf16_where_the_cpu_has_it_else_fp32(monkeypatch, tmp_path, native):
-    from compress.models import build_model
-    from compress.recipe import ModelSpec
-
     monkeypatch.setattr(device, "cpu_bf16_supported", lambda: native)
     device.check_recipe_devices(recipe(train=", device: cpu, amp: auto"))  # never refused
-    model = build_model(ModelSpec(arch="resnet", options={"width": 8, "blocks": [1, 1]}), tmp_path, 1, 10, 16)
-    seen: set[torch.dtype] = set()
-    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
-    conv.register_forward_hook(lambda m, i, out: seen.add(out.dtype) if m.training else None)
-    cfg = TrainStage(type="train", name="train", epochs=1, batch_size=8, device="cpu", amp="auto")
-    fit(model, cfg, stage_ctx(tmp_path, make_splits(16), "train"), "train")
-    assert seen == {torch.bfloat16 if native else torch.float32}
+    assert conv_dtypes_training(tmp_path, "auto") == {torch.bfloat16 if native else torch.float32}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),
