@@ -181,3 +181,13 @@ def test_sweep_values_of_any_yaml_type_reach_validation():
     msgs = problems(text)
     assert msgs and all("sweep point epochs=" in m for m in msgs)
     assert any("epochs=2020-01-01" in m and "stages[0].epochs" in m for m in msgs)
+
+
+@pytest.mark.parametrize(("targets", "multiple"), [("[cpu-onnxruntime]", 16), ("[cpu-openvino, gpu-tensorrt]", 32)])
+def test_round_to_auto_takes_the_largest_channel_multiple_of_the_targets(targets, multiple):
+    recipe = recipe_from_text(
+        "name: r\nmodel: {arch: resnet}\n"
+        "stages: [{type: prune, round_to: auto}, {type: export}]\n"
+        f"targets: {targets}\n"
+    )
+    assert recipe.stages[0].round_to == multiple

@@ -17,6 +17,7 @@ from compress.yamlconfig import Locator, suggest
 
 def check_recipe(recipe: Recipe, loc: Locator) -> list[Problem]:
     problems = _check_target_fit(recipe, loc)  # first: it can settle a stage's output kind
+    _resolve_round_to(recipe, loc)
     problems += _check_stages(recipe, loc)
     for name, spec in recipe.sources().items():
         section = ("models", name) if name in recipe.models else (name,)
@@ -216,6 +217,21 @@ def _check_target_fit(recipe: Recipe, loc: Locator) -> list[Problem]:
         if runtimes and len(runtimes) == len(stage.targets_named()):
             problems += [loc.at(("stages", i, *path), msg) for path, msg in stage.fit_targets(runtimes)]
     return problems
+
+
+def _resolve_round_to(recipe: Recipe, loc: Locator) -> None:
+    """`prune round_to: auto`: the largest channel multiple the recipe's targets' runtimes prefer
+    (8 without targets); a target that cannot be found is reported by _check_targets."""
+    from compress.runtimes import runtime_class
+
+    stages = [s for s in recipe.stages if getattr(s, "round_to", None) == "auto"]
+    if not stages:
+        return
+    specs = [ref if isinstance(ref, TargetSpec) else _target_named(recipe, str(ref), loc.at(("targets",), ""))
+             for ref in recipe.targets]  # fmt: skip
+    multiple = max((runtime_class(t.runtime).channel_multiple for t in specs if isinstance(t, TargetSpec)), default=8)
+    for stage in stages:
+        stage.round_to = multiple
 
 
 def _target_named(recipe: Recipe, name: str, where: Problem) -> TargetSpec | list[Problem]:

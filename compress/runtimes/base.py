@@ -84,6 +84,9 @@ class Runtime(ABC):
     # The INT8 format it runs well, which a quantize stage made `for:` one of its targets takes:
     # "u8s8" (unsigned activations, signed weights), "symmetric" (S8S8, zero point 0) or "nncf".
     int8_format: ClassVar[str] = "u8s8"
+    # The channel multiple its kernels run at full width (`prune round_to: auto` takes the largest
+    # among the recipe's targets): a pruned width between two multiples is padded or takes a slow path.
+    channel_multiple: ClassVar[int] = 8
 
     @classmethod
     def int8_misfit(cls, quantization: Any) -> Optional[str]:

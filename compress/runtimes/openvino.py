@@ -155,6 +155,7 @@ class OpenVINORuntime(Runtime):
     formats = ("onnx", "openvino")
     devices = tuple(DEVICES)
     int8_format = "nncf"
+    channel_multiple = 16  # the CPU plugin's blocked layouts (nChw16c) on AVX-512
 
     @classmethod
     def int8_misfit(cls, quantization) -> str | None:

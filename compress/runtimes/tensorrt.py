@@ -222,6 +222,7 @@ class TensorRTRuntime(Runtime):
     precisions = ("fp32", "bf16", "fp16", "int8", "best")
     options = "tensorrt"
     int8_format = "symmetric"  # explicitly quantized ONNX with zero point 0 only
+    channel_multiple = 32  # INT8 Tensor Core kernels want channel counts that are multiples of 32
 
     @classmethod
     def int8_misfit(cls, q) -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -68,7 +68,9 @@ class PruneStage(Stage):
     attention: list[AttentionSpec] = Field(
         default_factory=list, description="attention layers of the model's own classes, for head pruning"
     )
-    round_to: int | None = Field(8, ge=1, le=256, description="keep channel counts multiples of this")
+    round_to: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] | None = Field(
+        8, description="keep channel counts multiples of this; auto: what the recipe's targets prefer"
+    )
     taylor_batches: int = Field(8, ge=1, le=10_000, description="batches of gradients for taylor importance")
     activation_batches: int = Field(8, ge=1, le=10_000, description="batches of 64 examples for activation importance")
 
@@ -84,6 +86,11 @@ class PruneStage(Stage):
         return self
 
     reshapes: ClassVar[bool] = True
+
+    @property
+    def rounding(self) -> int | None:
+        """round_to as a number: `auto` is settled from the targets when the recipe loads, 8 elsewhere."""
+        return 8 if self.round_to == "auto" else self.round_to
 
     def run(self, artifact: Artifact, ctx: StageContext) -> Artifact:
         from compress.stages.pruning import prune

@@ -62,7 +62,7 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
             f"MACs {base_macs:,.0f} -> {macs:,.0f} ({base_macs / macs:.2f}x)")  # fmt: skip
     model.zero_grad(set_to_none=True)
     file = save_torch(model, ctx.workdir)
-    pruning = Pruning(importance=cfg.importance, scope=cfg.scope, round_to=cfg.round_to, steps=steps,
+    pruning = Pruning(importance=cfg.importance, scope=cfg.scope, round_to=cfg.rounding, steps=steps,
                       **({"heads": heads} if heads else {}), **({"attention": summary} if summary else {}),
                       **({"ratios": ratios, "sensitivity": table, "sensitivity_cost": cfg.sensitivity_cost}
                          if ratios is not None else {}), **({"blocks": depth} if depth else {}),
@@ -224,7 +224,7 @@ def make_pruner(tp, model, example, cfg: PruneStage, ignored: list[nn.Module], a
         pruning_ratio_dict=by_name(model, ratios, attention, cfg.ratio) if ratios is not None else None,
         iterative_steps=cfg.steps if by_ratio else cfg.max_steps,
         global_pruning=cfg.scope == "global", ignored_layers=ignored,
-        round_to=cfg.round_to if cfg.round_to and cfg.round_to > 1 else None,
+        round_to=cfg.rounding if cfg.rounding and cfg.rounding > 1 else None,
         num_heads=heads, prune_num_heads=bool(cfg.heads_ratio), prune_head_dims=False,
         head_pruning_ratio=cfg.heads_ratio or 0.0, unwrapped_parameters=free_parameters(model) or None,
         output_transform=output_transform,
