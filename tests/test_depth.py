@@ -32,6 +32,12 @@ def test_the_block_that_changes_nothing_goes_first_and_the_rest_still_exports(tm
     blocks = pruned.meta["pruning"]["blocks"]
     assert blocks["stack"] == "blocks" and blocks["blocks"] == 4 and blocks["removed"] == [2]
     assert blocks["loss"][0] == pytest.approx(blocks["loss"][1], abs=1e-5)
+    from compress.artifact import load_torch
+    from compress.stages.feature_pairs import auto_pairs
+    from tests.test_prune import stage_ctx
+
+    pairs = auto_pairs(load_torch(pruned), model, stage_ctx(tmp_path, splits, "distill"))
+    assert pairs[-2:] == [("blocks.1", "blocks.1"), ("blocks.2", "blocks.3")]  # block 3 moved up to 2
     session = ort.InferenceSession(str(small.path), providers=["CPUExecutionProvider"])
     assert sum(n.op_type == "Softmax" for n in onnx.load(str(small.path)).graph.node) == 3
     assert session.run(None, {"input": splits.x_test[:2]})[0].shape == (2, 10)

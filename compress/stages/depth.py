@@ -46,6 +46,10 @@ def drop_blocks(model: nn.Module, attention: list[Found], ratio: float, ctx: Sta
         loss.append(losses[best])
         ctx.log(f"{name}: block {original.pop(best)} of {stack_name} removed, loss {loss[0]:.4f} -> {losses[best]:.4f}")
     set_depth(model, len(stack))
+    # Which block of the unpruned model each kept block was (through earlier depth pruning too), for
+    # distillation that pairs a student's blocks with its teacher's (compress.stages.feature_pairs).
+    before = getattr(model, "block_origin", {"kept": list(range(len(original) + count))})["kept"]
+    model.block_origin = {"stack": stack_name, "kept": [before[i] for i in original]}
     return {
         "stack": stack_name,
         "blocks": len(original) + count,

@@ -1,5 +1,6 @@
 """`distill.features: auto`: the layers whose outputs a student matches in its teacher when both
-share one structure (a pruned student and the model it was pruned from).
+share one structure (a pruned student and the model it was pruned from, blocks removed by depth
+pruning included: a kept block pairs with the teacher's block it was).
 
 The candidates are the containers (blocks, stages) that have the same name and class in both
 models and whose outputs are feature maps or token sequences of the same spatial size or length.
@@ -19,9 +20,21 @@ from compress.stages.device import model_device, moved
 MAX_PAIRS = 4
 
 
-def same_structure(student: nn.Module, teacher: nn.Module) -> bool:
-    s = [(n, type(m)) for n, m in student.named_modules()]
-    return s == [(n, type(m)) for n, m in teacher.named_modules()]
+def teacher_names(student: nn.Module, teacher: nn.Module) -> dict[str, str] | None:
+    """Each student module's name in the teacher it was pruned from (blocks removed by depth pruning
+    shift the indices of those after them); None when the two are not one structure."""
+    origin = getattr(student, "block_origin", None)
+
+    def renamed(name: str) -> str:
+        if not origin or not name.startswith(origin["stack"] + "."):
+            return name
+        index, _, rest = name[len(origin["stack"]) + 1 :].partition(".")
+        return ".".join(filter(None, [origin["stack"], str(origin["kept"][int(index)]), rest]))
+
+    kinds = {n: type(m) for n, m in teacher.named_modules()}
+    mapping = {n: renamed(n) for n, _ in student.named_modules()}
+    same = all(kinds.get(mapping[n]) is type(m) for n, m in student.named_modules())
+    return mapping if same and (origin or len(kinds) == len(mapping)) else None
 
 
 def feature_outputs(model: nn.Module, names: list[str], ctx: StageContext) -> list[tuple[str, torch.Tensor]]:
@@ -38,30 +51,31 @@ def feature_outputs(model: nn.Module, names: list[str], ctx: StageContext) -> li
 
 
 def auto_pairs(student: nn.Module, teacher: nn.Module, ctx: StageContext) -> list[tuple[str, str]]:
-    """Feature pairs (the same name in both) for a student shaped like its teacher; [] otherwise."""
-    if not same_structure(student, teacher):
+    """Feature pairs (student name, teacher name) for a student shaped like its teacher; [] otherwise."""
+    mapping = teacher_names(student, teacher)
+    if mapping is None:
         return []
-    modules = dict(teacher.named_modules())
+    modules = dict(student.named_modules())
     containers = [n for n, m in modules.items() if n and any(True for _ in m.children())]
-    s_out, t_out = dict(feature_outputs(student, containers, ctx)), feature_outputs(teacher, containers, ctx)
+    t_out = dict(feature_outputs(teacher, [mapping[n] for n in containers], ctx))
     usable: list[tuple[str, tuple]] = []
     index: dict[int, int] = {}  # a tensor several nested modules return is named once (see `plain`)
-    for name, out in t_out:
-        mine = s_out.get(name)
+    for name, mine in feature_outputs(student, containers, ctx):
+        out = t_out.get(mapping[name])
         if not (torch.is_tensor(out) and torch.is_tensor(mine) and out.dim() >= 3 and mine.dim() == out.dim()):
             continue
         spatial = (out.shape[2:], mine.shape[2:]) if out.dim() == 4 else (out.shape[:-1], mine.shape[:-1])
         if spatial[0] != spatial[1]:
             continue
         size = tuple(out.shape[2:]) if out.dim() == 4 else ()
-        if id(out) in index:
+        if id(mine) in index:
             if not plain(modules[name]):
-                usable[index[id(out)]] = (name, size)
+                usable[index[id(mine)]] = (name, size)
         else:
-            index[id(out)] = len(usable)
+            index[id(mine)] = len(usable)
             usable.append((name, size))
     outermost = [(n, size) for n, size in usable if not any(n.startswith(m + ".") for m, _ in usable)]
-    return [(n, n) for n in pick(outermost, modules)]
+    return [(n, mapping[n]) for n in pick(outermost, modules)]
 
 
 def plain(module: nn.Module) -> bool:
