@@ -79,3 +79,20 @@ def test_hugging_face_encoder_loses_layers_and_still_runs(tmp_path):
     assert {m.config.num_hidden_layers for m in small.modules() if hasattr(m, "config")} == {4}
     embeddings = task.predict(small, splits.x_test[:8])
     assert embeddings.shape == (8, 384) and np.isfinite(embeddings).all()
+
+
+def test_a_student_pruned_from_a_depth_pruned_teacher_pairs_blocks_by_what_they_were(tmp_path):
+    import copy
+
+    from compress.stages.feature_pairs import teacher_names
+
+    spec = ModelSpec(arch="vit", options={"patch": 4, "dim": 32, "depth": 4, "heads": 2})
+    teacher = build_model(spec, tmp_path, 1, 10, 16)
+    del teacher.blocks[2]
+    teacher.block_origin = {"stack": "blocks", "kept": [0, 1, 3]}
+    student = copy.deepcopy(teacher)
+    del student.blocks[1]
+    student.block_origin = {"stack": "blocks", "kept": [0, 3]}
+    names = teacher_names(student, teacher)
+    assert names["blocks.1.attn.q"] == "blocks.2.attn.q" and names["blocks.0"] == "blocks.0"
+    assert teacher_names(student, build_model(ModelSpec(arch="resnet"), tmp_path, 1, 10, 16)) is None

@@ -24,12 +24,17 @@ def teacher_names(student: nn.Module, teacher: nn.Module) -> dict[str, str] | No
     """Each student module's name in the teacher it was pruned from (blocks removed by depth pruning
     shift the indices of those after them); None when the two are not one structure."""
     origin = getattr(student, "block_origin", None)
+    # The teacher's own blocks, by their index in the unpruned model (it may be depth-pruned too).
+    teacher_kept = getattr(teacher, "block_origin", {}).get("kept")
 
     def renamed(name: str) -> str:
         if not origin or not name.startswith(origin["stack"] + "."):
             return name
         index, _, rest = name[len(origin["stack"]) + 1 :].partition(".")
-        return ".".join(filter(None, [origin["stack"], str(origin["kept"][int(index)]), rest]))
+        block = origin["kept"][int(index)]
+        if teacher_kept is not None:
+            block = teacher_kept.index(block) if block in teacher_kept else "missing"
+        return ".".join(filter(None, [origin["stack"], str(block), rest]))
 
     kinds = {n: type(m) for n, m in teacher.named_modules()}
     mapping = {n: renamed(n) for n, _ in student.named_modules()}
