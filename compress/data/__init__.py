@@ -62,8 +62,8 @@ class Splits:
                       {name: (x, label(x)) for name, (x, _) in self.held_out.items()})  # fmt: skip
 
     def save(self, path: Path) -> None:
-        """Into the folder `path`: one .npy file per array (held-out sets as x_held<i>, y_held<i>, named
-        in held_out.json), then class_names.json (written last, so its presence means the folder is
+        """Into the folder `path`: one .npy file per array (any held-out sets as x_held<i>, y_held<i>,
+        named in held_out.json), then class_names.json (written last, so its presence means the folder is
         complete)."""
         path.mkdir(parents=True, exist_ok=True)
         for name in ARRAYS:
@@ -71,7 +71,8 @@ class Splits:
         for i, (x, y) in enumerate(self.held_out.values()):
             save_array(path / f"x_held{i}.npy", x)
             save_array(path / f"y_held{i}.npy", y)
-        (path / "held_out.json").write_text(json.dumps(list(self.held_out)), encoding="utf-8")
+        if self.held_out:
+            (path / "held_out.json").write_text(json.dumps(list(self.held_out)), encoding="utf-8")
         (path / "class_names.json").write_text(json.dumps(self.class_names), encoding="utf-8")
 
     @classmethod
