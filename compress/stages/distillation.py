@@ -152,20 +152,20 @@ def distill_loss(cfg: Distill, smoothing: float, logits: np.ndarray, teacher, s_
 
     def loss(out: torch.Tensor, idx: np.ndarray, labels: torch.Tensor, seen: tuple | None) -> torch.Tensor:
         # An augmented batch is new to the teacher: it runs on what the student saw (logits and features).
-        live = None
+        live, batch = None, task.trim(x[idx]) if s_taps.names else None  # the rows, read once
         if seen is not None and (logits is not None or s_taps.names):
             with torch.no_grad():
                 live = teacher(*seen)
         elif s_taps.names:
             with torch.no_grad():
-                teacher(*moved(task.inputs(task.trim(x[idx])), out.device))
+                teacher(*moved(task.inputs(batch), out.device))
         if logits is None:  # features only: the task loss keeps its full weight
             total = task.loss(out, labels, smoothing)
         else:
             target = live.float() if live is not None else torch.from_numpy(logits[idx]).to(out.device)
             kd = task.distill_loss(out, target, cfg.temperature)
             total = cfg.alpha * kd + (1 - cfg.alpha) * task.loss(out, labels, smoothing)
-        mask = token_mask(task, x, idx, out.device) if s_taps.names else None
+        mask = token_mask(task, batch, out.device) if batch is not None else None
         for proj, s_name, t_name in zip(projections, s_taps.names, t_taps.names, strict=True):
             total = total + cfg.feature_weight * feature_loss(
                 proj(s_taps.outputs[s_name]), t_taps.outputs[t_name], mask
@@ -175,11 +175,11 @@ def distill_loss(cfg: Distill, smoothing: float, logits: np.ndarray, teacher, s_
     return loss
 
 
-def token_mask(task, x, idx: np.ndarray, device) -> torch.Tensor | None:
-    """Text: the batch's attention mask (trimmed as the batch was), so padding is not matched."""
-    if task.lengths(x[idx[:1]]) is None:
+def token_mask(task, batch: np.ndarray, device) -> torch.Tensor | None:
+    """Text: the (trimmed) batch's attention mask, so padding is not matched."""
+    if task.lengths(batch) is None:
         return None
-    return torch.from_numpy(np.ascontiguousarray(task.trim(x[idx])[:, 1])).to(device)
+    return torch.from_numpy(np.ascontiguousarray(batch[:, 1])).to(device)
 
 
 def feature_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
