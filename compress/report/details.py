@@ -27,6 +27,7 @@ class Pruning(Details):
     ratios: dict[str, float] | None = None  # per group (its first layer), under scope: sensitivity
     sensitivity: dict[str, list[list[float]]] | None = None  # per group: [ratio, loss increase, saving]
     sensitivity_cost: str | None = None  # the saving's unit: macs, or latency (ms from a per-layer profile)
+    reconstruction: dict | None = None  # reconstruct: layers refitted, relative output error before / after
     blocks: dict | None = None  # blocks_ratio: the stack, its block count, indices removed, loss before / after each
     params_before: int
     params_after: int

@@ -275,6 +275,10 @@ def _details(report: Report) -> list[str]:
             b = pruning.blocks
             lines.append(f"  - blocks removed from `{b['stack']}`: {', '.join(map(str, b['removed']))} of {b['blocks']} "
                          f"(training loss {b['loss'][0]} -> {b['loss'][-1]})")  # fmt: skip
+        if pruning and pruning.reconstruction:
+            r = pruning.reconstruction
+            lines.append(f"  - {r['layers']} Linear layers refitted to their unpruned outputs: relative output error "
+                         f"{r['error_before']} -> {r['error_after']}")  # fmt: skip
         if pruning and pruning.ratios:
             lines.append("  - ratios by sensitivity: " + ", ".join(f"`{g}` {r:.2f}" for g, r in pruning.ratios.items()))
         lines += _precision_map(v)

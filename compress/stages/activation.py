@@ -31,22 +31,28 @@ class InputMoments:
         self.full: set[nn.Module] = set()
         self.sums, self.counts, self.mask = {}, {}, None
 
-    def _hook(self, module: nn.Module, inputs: tuple) -> None:
-        x = inputs[0].detach().float()
+    def rows(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The layer's input as one row per example, pixel or real token."""
+        x = x.detach().float()
         if isinstance(module, nn.Conv2d):
             x = x.transpose(0, 1).flatten(1).T  # one row per pixel
         elif x.dim() == 3 and self.mask is not None and self.mask.shape == x.shape[:2]:
             x = x[self.mask]
-        x = x.reshape(-1, x.shape[-1])
+        return x.reshape(-1, x.shape[-1])
+
+    def _hook(self, module: nn.Module, inputs: tuple) -> None:
+        x = self.rows(module, inputs[0])
         moment = x.T @ x if module in self.full else (x * x).sum(0)
         self.sums[module] = self.sums.get(module, 0) + moment
         self.counts[module] = self.counts.get(module, 0) + len(x)
 
-    def collect(self, model: nn.Module, task, batches: list[np.ndarray]) -> None:
-        """Replace the statistics with those of `model` (in eval mode) on `batches`."""
+    def collect(self, model: nn.Module, task, batches: list[np.ndarray], layers: list[nn.Module] | None = None) -> None:
+        """Replace the statistics with those of `model` (in eval mode) on `batches`, for `layers`
+        (default: every Linear and Conv2d)."""
         self.sums.clear()
         self.counts.clear()
-        layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        if layers is None:
+            layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         handles = [m.register_forward_pre_hook(self._hook) for m in layers]
         try:
             device = model_device(model)

@@ -71,8 +71,15 @@ class PruneStage(Stage):
     round_to: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] | None = Field(
         8, description="keep channel counts multiples of this; auto: what the recipe's targets prefer"
     )
+    reconstruct: bool = Field(
+        False,
+        description="refit each Linear layer that lost inputs to its unpruned outputs on training batches "
+        "(least squares; activation_batches of them)",
+    )
     taylor_batches: int = Field(8, ge=1, le=10_000, description="batches of gradients for taylor importance")
-    activation_batches: int = Field(8, ge=1, le=10_000, description="batches of 64 examples for activation importance")
+    activation_batches: int = Field(
+        8, ge=1, le=10_000, description="batches of 64 examples for activation importance and reconstruct"
+    )
 
     @model_validator(mode="after")
     def _one_goal(self) -> PruneStage:

@@ -52,7 +52,12 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
                                  source=artifact.key)  # fmt: skip
     pruner = make_pruner(tp, target, target_example, cfg, ignored, prunable,
                          scope.output_transform if scope else None, ratios=ratios)  # fmt: skip
-    steps = prune_steps(cfg, pruner, model, example, base_macs, base_params, ctx)
+    refits: list[dict] = []
+    steps = prune_steps(cfg, pruner, model, example, base_macs, base_params, ctx, refits)
+    reconstruction = combined(refits)
+    if reconstruction:
+        ctx.log(f"{cfg.name}: {reconstruction['layers']} Linear layers refitted; relative output error "
+                f"{reconstruction['error_before']} -> {reconstruction['error_after']}")  # fmt: skip
     heads = update_heads(pruner, prunable)
     summary = attention_summary(attention, heads, cfg)
     for line in summary:
@@ -66,6 +71,7 @@ def prune(cfg: PruneStage, artifact: Artifact, ctx: StageContext) -> Artifact:
                       **({"heads": heads} if heads else {}), **({"attention": summary} if summary else {}),
                       **({"ratios": ratios, "sensitivity": table, "sensitivity_cost": cfg.sensitivity_cost}
                          if ratios is not None else {}), **({"blocks": depth} if depth else {}),
+                      **({"reconstruction": reconstruction} if reconstruction else {}),
                       params_before=int(base_params),
                       params_after=int(params), macs_before=int(base_macs), macs_after=int(macs))  # fmt: skip
     meta = {**artifact.meta, "params": int(params), "macs": int(macs), "pruning": pruning.dump()}
@@ -266,18 +272,25 @@ def update_heads(pruner, attention: list[Found]) -> list[list[int]]:
     return changes
 
 
-def prune_steps(cfg: PruneStage, pruner, model, example, base_macs, base_params, ctx: StageContext) -> int:
-    """Step the pruner to the ratio, or until the MACs / parameter target is met."""
+def prune_steps(cfg: PruneStage, pruner, model, example, base_macs, base_params, ctx: StageContext,
+                refits: list[dict] | None = None) -> int:  # fmt: skip
+    """Step the pruner to the ratio, or until the MACs / parameter target is met; with
+    `reconstruct`, each step's refit is appended to `refits`."""
     import torch_pruning as tp
 
     total = cfg.steps if cfg.ratio is not None else cfg.max_steps
     for step in range(1, total + 1):
+        batches = [ctx.splits.x_train[idx] for idx in training_batches(cfg.activation_batches, ctx)]
         if cfg.importance == "taylor":
             accumulate_gradients(model, cfg, ctx)
         elif cfg.importance == "activation":
-            batches = [ctx.splits.x_train[idx] for idx in training_batches(cfg.activation_batches, ctx)]
             pruner.importance.moments.collect(model, ctx.task, batches)
-        pruner.step()
+        if cfg.reconstruct:
+            refit = refitted_step(tp, pruner, model, ctx, batches)
+            if refits is not None:
+                refits.append(refit)
+        else:
+            pruner.step()
         if cfg.ratio is None:
             macs, params = tp.utils.count_ops_and_params(model, example)
             if (cfg.macs_reduction and base_macs / macs >= cfg.macs_reduction) or (
@@ -288,6 +301,26 @@ def prune_steps(cfg: PruneStage, pruner, model, example, base_macs, base_params,
         raise StageError(f"stage '{cfg.name}' could not reach the reduction target in {total} steps",
                          hint="lower macs_reduction / params_reduction, or ignore fewer layers")  # fmt: skip
     return total
+
+
+def refitted_step(tp, pruner, model: nn.Module, ctx: StageContext, batches: list[np.ndarray]) -> dict:
+    """One pruning step whose Linear layers that lose inputs are refitted to their former outputs."""
+    from compress.stages.reconstruct import Reconstruction
+
+    refit = Reconstruction(model)
+    refit.collect(model, ctx.task, batches)
+    for group in pruner.step(interactive=True):
+        refit.record(group, tp)
+        group.prune()
+    return refit.apply()
+
+
+def combined(refits: list[dict]) -> dict | None:
+    """The steps' refits as one: layers refitted in the last step, errors of the first and last."""
+    if not refits or not refits[-1]["layers"]:
+        return None
+    return {"layers": refits[-1]["layers"], "error_before": refits[0]["error_before"],
+            "error_after": refits[-1]["error_after"]}  # fmt: skip
 
 
 def training_batches(count: int, ctx: StageContext, size: int = 64) -> list[np.ndarray]:
