@@ -305,9 +305,9 @@ def prune_steps(cfg: PruneStage, pruner, model, example, base_macs, base_params,
 
 def refitted_step(tp, pruner, model: nn.Module, ctx: StageContext, batches: list[np.ndarray]) -> dict:
     """One pruning step whose Linear layers that lose inputs are refitted to their former outputs."""
-    from compress.stages.reconstruct import Reconstruction
+    from compress.stages.reconstruct import Reconstruction, readers
 
-    refit = Reconstruction(model)
+    refit = Reconstruction(readers(tp, pruner))
     refit.collect(model, ctx.task, batches)
     for group in pruner.step(interactive=True):
         refit.record(group, tp)

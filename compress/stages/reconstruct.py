@@ -37,8 +37,8 @@ class Reconstruction:
     """Records what one pruning step removes from each Linear layer, then refits the layers that
     lost inputs. Use: collect (before the step), record (each group, before it is pruned), apply."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    def __init__(self, layers: list[nn.Linear]) -> None:
+        self.layers = layers
         self.moments = AugmentedMoments()
         self.before: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.kept: dict[nn.Module, list[list[int]]] = {}
@@ -63,27 +63,38 @@ class Reconstruction:
     def apply(self) -> dict[str, float | int]:
         """Refit every layer that lost inputs; the relative output error before and after, summed
         over those layers (what each would add to its output's mean square)."""
-        lost, naive, fitted, total = 0, 0.0, 0.0, 0.0
-        for layer in self.layers:
-            rows, cols = self.kept[layer]
-            if len(cols) == self.before[layer][0].shape[1] or layer not in self.moments.sums:
-                continue
-            weight, bias = self.before[layer]
-            gram = self.moments.sums[layer] / max(self.moments.counts[layer], 1)
-            full = weight[rows] if bias is None else torch.cat([weight[rows], bias[rows, None]], 1)
-            keep = cols if bias is None else [*cols, weight.shape[1]]
-            if bias is None:
-                gram = gram[:-1, :-1]
-            new = solve(full, gram, keep)
-            total += float(torch.einsum("oi,ij,oj->", full, gram, full))
-            naive += error(full, gram, keep, full[:, keep])
-            fitted += error(full, gram, keep, new)
-            layer.weight.copy_(new[:, : len(cols)].to(layer.weight.dtype))
-            if bias is not None:
-                layer.bias.copy_(new[:, -1].to(layer.bias.dtype))
-            lost += 1
-        return {"layers": lost, "error_before": round(naive / total, 5) if total else 0.0,
+        errors = [self.refit(layer) for layer in self.layers
+                  if len(self.kept[layer][1]) < self.before[layer][0].shape[1] and layer in self.moments.sums]  # fmt: skip
+        naive, fitted, total = (sum(e[i] for e in errors) for i in range(3))
+        return {"layers": len(errors), "error_before": round(naive / total, 5) if total else 0.0,
                 "error_after": round(fitted / total, 5) if total else 0.0}  # fmt: skip
+
+    def refit(self, layer: nn.Linear) -> tuple[float, float, float]:
+        """Write the refitted weights; the output error without and with the refit, and the output's size."""
+        rows, cols = self.kept[layer]
+        weight, bias = self.before[layer]
+        gram = self.moments.sums[layer] / max(self.moments.counts[layer], 1)
+        if bias is None:
+            full, keep, gram = weight[rows], cols, gram[:-1, :-1]
+        else:
+            full, keep = torch.cat([weight[rows], bias[rows, None]], 1), [*cols, weight.shape[1]]
+        new = solve(full, gram, keep)
+        layer.weight.copy_(new[:, : len(cols)].to(layer.weight.dtype))
+        if bias is not None:
+            layer.bias.copy_(new[:, -1].to(layer.bias.dtype))
+        size = float(torch.einsum("oi,ij,oj->", full, gram, full))
+        return error(full, gram, keep, full[:, keep]), error(full, gram, keep, new), size
+
+
+def readers(tp, pruner) -> list[nn.Linear]:
+    """The Linear layers whose inputs a step of `pruner` may remove (each needs a Gram matrix)."""
+    found = {}
+    for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
+                                          root_module_types=pruner.root_module_types):  # fmt: skip
+        for dep, _ in group:
+            if dep.pruning_fn == tp.prune_linear_in_channels and isinstance(dep.target.module, nn.Linear):
+                found[id(dep.target.module)] = dep.target.module
+    return list(found.values())
 
 
 def solve(full: torch.Tensor, gram: torch.Tensor, keep: list[int]) -> torch.Tensor:
