@@ -1,5 +1,5 @@
 """`compress auto`: for a model and data without a recipe, write one that searches how hard to
-prune, how long to fine-tune with distillation and whether INT8 pays on the target, within an
+prune (and whether to refit the pruned Linear layers), how long to fine-tune with distillation and whether INT8 pays on the target, within an
 accuracy budget (see compress.search), and save it beside the report so the result can be rerun
 and edited. Torch-free: it only writes YAML."""
 
@@ -41,7 +41,8 @@ def auto_recipe(model: str, data: str, target: str, max_accuracy_drop: float, tr
               "space": {"stages[prune].ratio": {"low": 0.2, "high": 0.85, "step": 0.05},
                         "stages[finetune].epochs": sorted({tuned, epochs, 2 * epochs}),
                         "stages[finetune].schedule": ["cosine", "onecycle"],
-                        "stages[prune].scope": ["uniform", "sensitivity"], **SCHEMES.get(runtime, {})}}  # fmt: skip
+                        "stages[prune].scope": ["uniform", "sensitivity"],
+                        "stages[prune].reconstruct": [False, True], **SCHEMES.get(runtime, {})}}  # fmt: skip
     return {"name": recipe_name(model), "seed": 0, "model": arch, "data": spec, "stages": stages, "search": search,
             "targets": [target_ref]}  # fmt: skip
 

@@ -50,7 +50,8 @@ def test_auto_recipes_search_the_quantization_scheme_of_their_target_runtime():
         assert set(choices) <= set(recipe.search.space)
         point = trial_recipe(recipe, dict.fromkeys(recipe.search.space) | choices | {
             "stages[prune].ratio": 0.5, "stages[finetune].epochs": 2, "stages[finetune].schedule": "cosine",
-            "stages[prune].scope": "uniform"})  # fmt: skip
+            "stages[prune].scope": "uniform", "stages[prune].reconstruct": True})  # fmt: skip
+        assert point.stage("prune").reconstruct is True
         quantize = point.stage("quantize")
         assert all(getattr(quantize, key.rsplit(".", 1)[1]) == value for key, value in choices.items())
     assert [s.precision for s in recipe.stages if s.type == "convert"] == ["bf16"]  # OpenVINO also weighs bf16
