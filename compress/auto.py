@@ -1,7 +1,7 @@
 """`compress auto`: for a model and data without a recipe, write one that searches how hard to
-prune (and whether to refit the pruned Linear layers), how long to fine-tune with distillation and whether INT8 pays on the target, within an
-accuracy budget (see compress.search), and save it beside the report so the result can be rerun
-and edited. Torch-free: it only writes YAML."""
+prune (and whether to refit the pruned Linear layers), how long to fine-tune with distillation
+and whether INT8 pays on the target, within an accuracy budget (see compress.search), and save it
+beside the report so the result can be rerun and edited. Torch-free: it only writes YAML."""
 
 from __future__ import annotations
 

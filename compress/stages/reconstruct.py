@@ -7,9 +7,9 @@ removed ones did; refitting the kept weights (and the bias) to the unpruned laye
     [W', b'] = argmin E|| W x + b - (W' x_K + b') ||^2 = [W, b] G[:, K'] G[K', K']^-1,
 
 with G the second moment of [x, 1] over real examples (padding excluded) and K' = K plus the bias
-term, takes that back in closed form (Kwon et al. 2022; Nova et al. 2023). Each layer is fitted
-to the inputs it had before this pruning step, independently of the others. Convolutions are left
-as pruned.
+term, takes that back in closed form (the layer-wise reconstruction of Kwon et al., 2022). Each
+layer is fitted to the inputs it had before this pruning step, independently of the others.
+Convolutions are left as pruned.
 """
 
 from __future__ import annotations
