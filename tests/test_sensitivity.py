@@ -135,3 +135,13 @@ def test_a_second_stage_pruning_the_same_model_reuses_the_measured_copies(traine
     # stage finds every probe of the first.
     reused = {line.split(":")[0]: int(line.split()[1]) for line in logs if "measured before were reused" in line}
     assert reused["second"] >= reused.get("first", 0) + 3 * len(results[0]["ratios"]), reused
+
+
+def test_probes_measured_without_the_refit_are_not_reused_by_a_stage_that_refits(tmp_path):
+    from compress.stages.pruning import memo_file
+
+    ctx = stage_ctx(tmp_path, None, "memo")
+    plain, refit = (
+        PruneStage(type="prune", name="p", ratio=0.5, scope="sensitivity", reconstruct=r) for r in (False, True)
+    )
+    assert memo_file(plain, ctx, "source") != memo_file(refit, ctx, "source")

@@ -212,7 +212,7 @@ def memo_file(cfg: PruneStage, ctx: StageContext, source: str):
 
     settings = cfg.model_dump(mode="json", include={"importance", "sensitivity_batches", "sensitivity_cost", "round_to",
                                                     "ignore", "embedding", "attention", "taylor_batches",
-                                                    "activation_batches"})  # fmt: skip
+                                                    "activation_batches", "reconstruct"})  # fmt: skip
     digest = hashlib.sha256(json.dumps([source, ctx.seed, settings], sort_keys=True).encode()).hexdigest()[:16]
     return ctx.shared_cache / f"sensitivity-{digest}.json"
 
