@@ -279,8 +279,10 @@ def prune_steps(cfg: PruneStage, pruner, model, example, base_macs, base_params,
     import torch_pruning as tp
 
     total = cfg.steps if cfg.ratio is not None else cfg.max_steps
+    # The same batches before every step; read once, and only where they are measured.
+    measured = cfg.importance == "activation" or cfg.reconstruct
+    batches = [ctx.splits.x_train[idx] for idx in training_batches(cfg.activation_batches, ctx)] if measured else []
     for step in range(1, total + 1):
-        batches = [ctx.splits.x_train[idx] for idx in training_batches(cfg.activation_batches, ctx)]
         if cfg.importance == "taylor":
             accumulate_gradients(model, cfg, ctx)
         elif cfg.importance == "activation":
