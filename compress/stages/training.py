@@ -3,6 +3,7 @@ best-on-val selection. `finetune` adds distillation terms through `loss_fn`."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ from compress.stages.augment import resolve as resolve_augment
 from compress.stages.device import autocast, effective_amp, grad_scaler, model_device, moved, resolve
 from compress.stages.loader import Reader
 from compress.stages.options import TrainingOptions
+from compress.yamlconfig import suggest
 
 # (model outputs, batch indices into the training split, labels, the augmented inputs the model saw
 # or None when the batch is the split's rows unchanged) -> loss
@@ -29,6 +31,54 @@ LossFn = Callable[[torch.Tensor, np.ndarray, torch.Tensor, tuple | None], torch.
 
 def fit(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str, loss_fn: LossFn | None = None,
         extra_params: list[nn.Parameter] = ()) -> list[dict]:  # fmt: skip
+    """Train `model` (see train_model), its `cfg.freeze` modules held fixed."""
+    with frozen(model, cfg, ctx, label):
+        return train_model(model, cfg, ctx, label, loss_fn, extra_params)
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str):
+    """Hold the parameters of the modules `cfg.freeze` names (by module name or class) fixed while
+    training; they train again afterwards, so a later stage fine-tunes the saved model as usual."""
+    names = token_tables(model) if cfg.freeze == "auto" else cfg.freeze
+    held = [m for n, m in model.named_modules() if any(matches(n, m, f) for f in names)]
+    params = list({id(p): p for m in held for p in m.parameters() if p.requires_grad}.values())
+    missing = [f for f in names if not any(matches(n, m, f) for n, m in model.named_modules())]
+    if missing:
+        names = [n for n, _ in model.named_modules()][1:]
+        raise StageError(f"freeze: no module named or of class {missing}{suggest(missing[0], names)}",
+                         hint=f"module names look like: {', '.join(names[:5])}, ...; classes: Embedding, LayerNorm")  # fmt: skip
+    if params:
+        ctx.log(f"{label}: holding {sum(p.numel() for p in params):,} parameters fixed ({', '.join(names)})")
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def token_tables(model: nn.Module) -> list[str]:
+    """The names of a text model's token tables (each Hugging Face model's input embeddings)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    found = set()
+    for module in model.modules():
+        try:
+            table = module.get_input_embeddings() if hasattr(module, "get_input_embeddings") else None
+        except NotImplementedError:  # a Hugging Face model without token inputs (e.g. a detector)
+            continue
+        if isinstance(table, nn.Embedding) and id(table) in names:
+            found.add(names[id(table)])
+    return sorted(found)
+
+
+def matches(name: str, module: nn.Module, held: str) -> bool:
+    return name == held or name.startswith(held + ".") or type(module).__name__ == held
+
+
+def train_model(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str, loss_fn: LossFn | None = None,
+                extra_params: list[nn.Parameter] = ()) -> list[dict]:  # fmt: skip
     """Train `model` in place on `cfg.device` and load the weights of its best validation epoch; the
     model ends on the CPU. Each epoch is checkpointed into `ctx.checkpoints`, and a checkpoint found
     there is resumed from (see compress.stages.checkpoint). Under torchrun every rank trains its
@@ -41,7 +91,7 @@ def fit(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str, l
     model.to(device)
     extra_params = list(extra_params)
     splits, task = ctx.splits, ctx.task
-    optimizer = make_optimizer(cfg, [*model.parameters(), *extra_params])
+    optimizer = make_optimizer(cfg, [*(p for p in model.parameters() if p.requires_grad), *extra_params])
     schedule = make_schedule(cfg, optimizer, cfg.epochs * math.ceil(len(splits.x_train) / cfg.batch_size))
     scaler = grad_scaler(device, cfg.amp)
     loss_fn = loss_fn or (lambda out, idx, labels, seen: task.loss(out, labels, cfg.label_smoothing))

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from compress.artifact import Kind
 from compress.config import Strict
 from compress.stages import Stage, StageContext
-from compress.stages.options import Distill, TrainingOptions
+from compress.stages.options import Distill, TrainingOptions, recovery_freeze
 
 if TYPE_CHECKING:
     from compress.artifact import Artifact
@@ -28,6 +28,7 @@ class QatOptions(TrainingOptions):
 
     epochs: int = Field(3, ge=1, le=10_000)
     lr: float = Field(1e-4, gt=0, le=10)
+    freeze: list[str] | Literal["auto"] = recovery_freeze()
     weight_range: Literal["minmax", "mse"] = Field(
         "minmax",
         description="minmax: scales follow the weights' extremes; mse: fixed after calibration at the "
