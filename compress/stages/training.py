@@ -41,13 +41,14 @@ def frozen(model: nn.Module, cfg: TrainingOptions, ctx: StageContext, label: str
     """Hold the parameters of the modules `cfg.freeze` names (by module name or class) fixed while
     training; they train again afterwards, so a later stage fine-tunes the saved model as usual."""
     names = token_tables(model) if cfg.freeze == "auto" else cfg.freeze
-    held = [m for n, m in model.named_modules() if any(matches(n, m, f) for f in names)]
-    params = list({id(p): p for m in held for p in m.parameters() if p.requires_grad}.values())
-    missing = [f for f in names if not any(matches(n, m, f) for n, m in model.named_modules())]
+    modules = list(model.named_modules())
+    missing = [f for f in names if not any(matches(n, m, f) for n, m in modules)]
     if missing:
-        names = [n for n, _ in model.named_modules()][1:]
-        raise StageError(f"freeze: no module named or of class {missing}{suggest(missing[0], names)}",
-                         hint=f"module names look like: {', '.join(names[:5])}, ...; classes: Embedding, LayerNorm")  # fmt: skip
+        known = [n for n, _ in modules[1:]]
+        raise StageError(f"freeze: no module named or of class {missing}{suggest(missing[0], known)}",
+                         hint=f"module names look like: {', '.join(known[:5])}, ...; classes: Embedding, LayerNorm")  # fmt: skip
+    held = [m for n, m in modules if any(matches(n, m, f) for f in names)]
+    params = list({id(p): p for m in held for p in m.parameters() if p.requires_grad}.values())
     if params:
         ctx.log(f"{label}: holding {sum(p.numel() for p in params):,} parameters fixed ({', '.join(names)})")
     for p in params:
