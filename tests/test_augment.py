@@ -12,7 +12,7 @@ from compress.models import build_model
 from compress.recipe import ModelSpec
 from compress.stages.augment import Augment, augment, resolve
 from compress.stages.distillation import distillation
-from compress.stages.options import Distill
+from compress.stages.options import Distill, TrainingOptions
 from compress.tasks import get_task
 from tests.test_finetune import artifact
 from tests.test_prune import make_splits, stage_ctx
@@ -78,7 +78,7 @@ def test_distillation_runs_the_teacher_on_the_augmented_batch(tmp_path):
     idx = np.arange(4)
     seen = (augment(torch.from_numpy(splits.x_train[idx]), Augment(shift=3, flip=True), np.random.default_rng(0)),)
     labels = torch.from_numpy(splits.y_train[idx])
-    with distillation(Distill(teacher="train", alpha=1.0), 0.0, student, ctx) as (loss_fn, _):
+    with distillation(Distill(teacher="train", alpha=1.0), TrainingOptions(), student, ctx) as (loss_fn, _):
         out = student(*seen)
         got = loss_fn(out, idx, labels, seen)
         plain = loss_fn(out, idx, labels, None)  # the cached logits of the unaugmented rows

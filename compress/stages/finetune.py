@@ -33,6 +33,6 @@ class FinetuneStage(Stage, TrainingOptions):
         if self.distill is None:
             return save_trained(model, self, artifact, ctx, fit(model, self, ctx, self.name))
         device = training_device(self)
-        with distillation(self.distill, self.label_smoothing, model, ctx, device) as (loss, extra_params):
+        with distillation(self.distill, self, model, ctx, device) as (loss, extra_params):
             history = fit(model, self, ctx, self.name, loss, extra_params)
         return save_trained(model, self, artifact, ctx, history, distilled_from=self.distill.teacher)

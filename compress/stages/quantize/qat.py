@@ -293,7 +293,7 @@ def run_qat(cfg, artifact, ctx):
     if opts.weight_range == "mse":
         fix_weight_ranges(model, batches, ctx.task)
     if opts.distill:
-        with distillation(opts.distill, opts.label_smoothing, model, ctx, device) as (loss, extra):
+        with distillation(opts.distill, opts, model, ctx, device) as (loss, extra):
             history = fit(model, opts, ctx, label, loss, extra)
     else:
         history = fit(model, opts, ctx, label)
