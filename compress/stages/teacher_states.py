@@ -31,7 +31,7 @@ class TeacherStates:
     def batch(self, idx: np.ndarray, mask: torch.Tensor) -> list[torch.Tensor]:
         """The stored states of rows `idx`, laid out as their (trimmed) batch whose attention mask is
         `mask` (batch, length); zeros where the mask hides the tokens."""
-        tokens = torch.from_numpy(np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]))
+        tokens = token_rows(self.offsets, idx)
         real = mask.bool().cpu()
         out = []
         for table in self.tables:
@@ -62,13 +62,18 @@ def compute(teacher: nn.Module, taps, task, x: np.ndarray, device: str, amp: str
     for i in range(0, len(x), batch_size):
         rows = order[i : i + batch_size]
         batch = task.trim(x[rows])
-        with autocast(torch.device(device).type, amp):
+        with autocast(device, amp):
             teacher(*moved(task.inputs(batch), device))
         mask = torch.from_numpy(np.ascontiguousarray(batch[:, 1])).bool()
+        where = token_rows(offsets, rows)
         for k, name in enumerate(taps.names):
             states = taps.outputs[name].detach().to("cpu", torch.float16)[mask]  # row by row, real tokens only
             if tables[k] is None:
                 tables[k] = torch.empty(int(offsets[-1]), states.shape[-1], dtype=torch.float16)
-            where = np.concatenate([np.arange(offsets[r], offsets[r + 1]) for r in rows])
-            tables[k][torch.from_numpy(where)] = states
+            tables[k][where] = states
     return TeacherStates(tables, offsets)
+
+
+def token_rows(offsets: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """The positions in a flat table of the tokens of `rows`, row after row."""
+    return torch.from_numpy(np.concatenate([np.arange(offsets[r], offsets[r + 1]) for r in rows]))
