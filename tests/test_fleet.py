@@ -30,13 +30,21 @@ def boards(tmp_path_factory):
         process.wait(timeout=10)
 
 
-def timed_python(dev: sshd.Device, fail_after: int | None = None) -> str:
+def timed_python(dev: sshd.Device, fail_after: int | None = None, peer: tuple[sshd.Device, int] | None = None) -> str:
     """The board's Python, logging when each job starts and ends; with `fail_after`, every job after
-    that many fails the way a board that lost power or its runtime does."""
+    that many fails the way a board that lost power or its runtime does. With `peer` (a board and a
+    count), the board's k-th job goes on only once the peer has started min(k, count) jobs (or 30 s
+    have passed), so the test sees one interleaving of the boards, not whichever a loaded machine gives."""
     wrapper = dev.folder / f"python-{fail_after}"
+    wait = ""
+    if peer is not None:
+        other, most = peer
+        wait = (f'k=$(wc -l < {dev.folder}/jobs.log); [ "$k" -gt {most} ] && k={most}; i=0\n'
+                f'while [ "$(cat {other.folder}/jobs.log 2>/dev/null | wc -l)" -lt "$k" ] && [ $i -lt 300 ]; '
+                'do sleep 0.1; i=$((i+1)); done\n')  # fmt: skip
     fail = (f'[ "$(wc -l < {dev.folder}/jobs.log)" -gt {fail_after} ] && {{ echo "board lost" >&2; exit 1; }}\n'
             if fail_after is not None else "")  # fmt: skip
-    wrapper.write_text(f'#!/bin/sh\necho "start $(date +%s.%N)" >> {dev.folder}/jobs.log\n{fail}'
+    wrapper.write_text(f'#!/bin/sh\necho "start $(date +%s.%N)" >> {dev.folder}/jobs.log\n{wait}{fail}'
                        f'{dev.python} "$@"\ncode=$?\necho "end $(date +%s.%N)" >> {dev.folder}/times.log\nexit $code\n')  # fmt: skip
     wrapper.chmod(0o755)
     (dev.folder / "jobs.log").unlink(missing_ok=True)
@@ -69,7 +77,10 @@ def times(dev: sshd.Device) -> tuple[list[float], list[float]]:
 def test_spread_deals_variants_to_free_boards_and_a_board_dropping_out_costs_only_itself(boards, tmp_path):
     steady, flaky = boards
     target = tmp_path / "fleet.yaml"
-    target.write_text(fleet_yaml("fleet", [(steady, timed_python(steady)), (flaky, timed_python(flaky, 1))], "spread"))
+    # The boards start their first jobs together, and the steady board's second job waits for the flaky
+    # board to start its second (the one it fails), so the flaky board is sure to take a second job.
+    pythons = [timed_python(steady, peer=(flaky, 2)), timed_python(flaky, 1, peer=(steady, 1))]
+    target.write_text(fleet_yaml("fleet", list(zip(boards, pythons, strict=True)), "spread"))
     out = tmp_path / "out"
     result = compress("profile", *models(tmp_path, 4), "-t", str(target), "-o", str(out))
     assert result.returncode == 0, result.stderr  # every variant was measured, by one board or the other
