@@ -61,10 +61,10 @@ def compute(teacher: nn.Module, taps, task, x: np.ndarray, device: str, amp: str
     order = np.argsort(lengths, kind="stable")
     for i in range(0, len(x), batch_size):
         rows = order[i : i + batch_size]
-        batch = task.trim(x[rows])
+        inputs = task.inputs(task.trim(x[rows]))  # token ids and attention mask
         with autocast(device, amp):
-            teacher(*moved(task.inputs(batch), device))
-        mask = torch.from_numpy(np.ascontiguousarray(batch[:, 1])).bool()
+            teacher(*moved(inputs, device))
+        mask = inputs[1].bool()
         where = token_rows(offsets, rows)
         for k, name in enumerate(taps.names):
             states = taps.outputs[name].detach().to("cpu", torch.float16)[mask]  # row by row, real tokens only
