@@ -10,7 +10,7 @@ import contextlib
 import difflib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -143,16 +143,17 @@ def validate(model: type[BaseModel], data: Any, marks: Marks, filename: str | No
         return model.model_validate(data)
     except ValidationError as exc:
         problems = [_problem(model, data, err, marks, filename) for err in exc.errors()]
-        raise RecipeError(_unique(problems), what) from None
+        raise RecipeError(_merged(problems), what) from None
 
 
-def _unique(problems: list[Problem]) -> list[Problem]:
-    seen, out = set(), []
+def _merged(problems: list[Problem]) -> list[Problem]:
+    """One problem per field: a value that fits none of a union's forms (e.g. a number or `auto`)
+    is one problem that says what each form expected."""
+    by_path: dict[str, list[Problem]] = {}
     for p in problems:
-        if (p.path, p.message) not in seen:
-            seen.add((p.path, p.message))
-            out.append(p)
-    return out
+        by_path.setdefault(p.path, []).append(p)
+    return [replace(same[0], message="; or: ".join(dict.fromkeys(p.message for p in same)))
+            for same in by_path.values()]  # fmt: skip
 
 
 def _problem(model: type[BaseModel], data: Any, err: dict, marks: Marks, filename: str | None):
@@ -205,8 +206,8 @@ def _data_path(data: Any, loc: tuple) -> PathKey:
     node = data
     for i, part in enumerate(loc):
         is_tag = isinstance(part, str) and not (isinstance(node, dict) and part in node)
-        if is_tag and (isinstance(node, list) or i < len(loc) - 1):
-            continue  # e.g. 'train' in ('stages', 0, 'train', 'epochs')
+        if is_tag and (not isinstance(node, dict) or i < len(loc) - 1):
+            continue  # e.g. 'train' in ('stages', 0, 'train', 'epochs'), 'literal[...]' after a scalar
         path.append(part)
         node = _child(node, part)
     return tuple(path)

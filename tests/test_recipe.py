@@ -51,6 +51,13 @@ def test_wrong_type_and_out_of_range_are_reported_together():
     assert any("stages[0].lr" in m and "greater than 0" in m for m in msgs)
 
 
+def test_a_value_fitting_no_form_of_a_field_is_one_problem_saying_each_form():
+    text = BASE.replace("  - type: train\n", "  - type: train\n    dropout: 2\n")
+    (msg,) = problems(text)
+    assert msg.startswith("r.yaml:6:5: stages[0].dropout: ")
+    assert "less than 1 (got 2)" in msg and "; or: " in msg and "expected one of: auto" in msg
+
+
 def test_nested_field_path_and_literal_suggestion():
     text = BASE.replace("  - type: quantize\n", "  - type: quantize\n    calibration: {method: entropi, samples: 0}\n")
     msgs = problems(text)
