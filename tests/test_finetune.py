@@ -132,6 +132,34 @@ def test_freeze_holds_named_modules_fixed_and_names_a_missing_one(tmp_path):
     assert "layer9" in info.value.message and "did you mean 'layers'" in info.value.message
 
 
+def test_dropout_is_off_while_distilling_by_default_and_the_saved_model_keeps_its_own(tmp_path, monkeypatch):
+    seen: list[float] = []
+    forward = torch.nn.Dropout.forward
+
+    def recording(self, x):  # the probability each training forward pass used
+        if self.training:
+            seen.append(self.p)
+        return forward(self, x)
+
+    monkeypatch.setattr(torch.nn.Dropout, "forward", recording)
+    splits = make_splits(16)
+    model = build_model(ModelSpec(arch="mobilenetv2", options={"width": 8, "blocks": [1, 1]}), tmp_path, 1, 10, 16)
+    refs = {"t": artifact(tmp_path, model.eval(), "t")}
+    used = {}
+    for case, settings in {"distil": {"distill": Distill(teacher="t")}, "labels": {},
+                           "set": {"dropout": 0.3}, "kept": {"distill": Distill(teacher="t"), "dropout": None}}.items():  # fmt: skip
+        seen.clear()
+        ctx = stage_ctx(tmp_path, splits, f"ft-{case}")
+        ctx.refs = refs
+        out = FinetuneStage(type="finetune", name="ft", epochs=1, batch_size=8, **settings).run(
+            artifact(tmp_path, model, f"s-{case}"), ctx
+        )
+        out.folder = ctx.workdir
+        used[case] = set(seen)
+        assert [m.p for m in load_torch(out).modules() if isinstance(m, torch.nn.Dropout)] == [0.1]
+    assert used == {"distil": {0.0}, "labels": {0.1}, "set": {0.3}, "kept": {0.1}}
+
+
 def test_finetune_holds_the_token_table_fixed_unless_told(tmp_path):
     task, splits, model = labelled_minilm(tmp_path, max_length=16, rows=32)
     splits.x_val, splits.y_val = splits.x_val[:8], splits.y_val[:8]

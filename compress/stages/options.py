@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -31,6 +31,11 @@ class TrainingOptions(Strict):
         default_factory=list,
         description="modules whose weights stay as they are: module names (a name holds the modules under it) "
         "or classes (e.g. LayerNorm); auto: a text model's token table",
+    )
+    dropout: Annotated[float, Field(ge=0, lt=1)] | Literal["auto"] | None = Field(
+        "auto",
+        description="every dropout layer's probability while this stage trains (the saved model keeps its own): "
+        "a number, null (the model's own) or auto (0 while distilling, else the model's own)",
     )
     device: str = Field("auto", pattern=DEVICE_PATTERN,
                         description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")  # fmt: skip
