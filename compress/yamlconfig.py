@@ -206,11 +206,17 @@ def _data_path(data: Any, loc: tuple) -> PathKey:
     node = data
     for i, part in enumerate(loc):
         is_tag = isinstance(part, str) and not (isinstance(node, dict) and part in node)
-        if is_tag and (not isinstance(node, dict) or i < len(loc) - 1):
-            continue  # e.g. 'train' in ('stages', 0, 'train', 'epochs'), 'literal[...]' after a scalar
+        if is_tag and (isinstance(node, list) or i < len(loc) - 1 or _member_name(part)):
+            continue  # e.g. 'train' in ('stages', 0, 'train', 'epochs'), "literal['auto']" at the end
         path.append(part)
         node = _child(node, part)
     return tuple(path)
+
+
+def _member_name(part: str) -> bool:
+    """Whether the last part of an error's location names a union's member (`literal['auto']`,
+    `list[str]`, `constrained-float`, `float`, a model class), as no recipe field is named."""
+    return not part.isidentifier() or part[0].isupper() or part in {"float", "int", "str", "bool", "none"}
 
 
 def allowed_keys(model: type[BaseModel], data: Any, path: PathKey) -> list[str]:
