@@ -37,7 +37,13 @@ from compress.measure.jobs import (
 from compress.names import file_name
 from compress.recipe import Recipe
 from compress.recipe.checks import target_search_dirs
-from compress.report.diagnose import budget_warnings, format_warnings, held_out_warnings, not_faster_warnings
+from compress.report.diagnose import (
+    budget_warnings,
+    format_warnings,
+    held_out_warnings,
+    not_faster_warnings,
+    runtime_warnings,
+)
 from compress.report.outputs import render_all
 from compress.report.pareto import mark_fronts
 from compress.report.schema import RecipeInfo, Report, StageFailure, Variant
@@ -327,6 +333,7 @@ class Pipeline:
             + format_warnings(report)
             + budget_warnings(report)
             + held_out_warnings(report)
+            + runtime_warnings(report)
         )
         report.warnings += search_flags(report) if report.search else []
         return report

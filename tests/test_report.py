@@ -255,3 +255,28 @@ def test_held_out_sets_are_tabled_and_a_drop_that_does_not_carry_over_is_flagged
         "worse on t: accuracy fell 7.00 points on held-out other but 1.00 on test: it fits the data's text and "
         "may not carry over to other text; train on broader text (data.train_text)"
     ]
+
+
+def test_a_file_that_loses_far_more_on_one_runtime_than_on_another_is_flagged():
+    """The same file scored on two targets: a drop that belongs to one runtime's handling of it (a
+    static QDQ ViT kept its accuracy in ONNX Runtime and lost 43 points in OpenVINO) is flagged."""
+    from compress.report.diagnose import runtime_warnings
+
+    report = sample_report()
+    scores = {"fp32": (98.0, 97.9), "int8": (97.5, 53.3), "worse": (97.0, 96.8)}  # (t, ov)
+    for v in report.variants:
+        ov = v.accuracy.model_copy(update={"value": scores[v.name][1], "runtime": "openvino", "target": "ov"})
+        v.accuracy_per_target.append(ov)
+    quantized = report.variant("int8")
+    quantized.stages, quantized.precision, quantized.details = (
+        ["train", "export", "quantize"],
+        "int8",
+        {"method": "ptq", "backend": "onnxruntime"},
+    )
+    assert runtime_warnings(report) == [
+        "int8 lost 44.60 points on ov but 0.50 on t (its one file, each against fp32 on that target): the "
+        "runtimes compute it differently, so deploy it only where it kept its accuracy, or quantize for ov "
+        "(for: [ov] in stage 'quantize')"
+    ]
+    report.variant("int8").accuracy_per_target[1].value = 96.6  # 1.3 points against 0.5: within one point
+    assert runtime_warnings(report) == []

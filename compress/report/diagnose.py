@@ -106,6 +106,29 @@ def held_out_warnings(report: Report) -> list[str]:
     return warnings
 
 
+RUNTIME_GAP = 1.0  # points between one file's drops on two targets that no runtime's rounding explains
+
+
+def runtime_warnings(report: Report) -> list[str]:
+    """One warning per variant whose one file lost over RUNTIME_GAP points more on one target than on
+    another (each against the baseline on that target): a runtime computes it differently (a
+    static QDQ ViT kept its accuracy in ONNX Runtime and lost over 35 points in OpenVINO)."""
+    base = report.variant(report.baseline)
+    warnings = []
+    for v in report.variants if base else []:
+        drops = {a.target: ref.value - a.value for a in v.accuracy_per_target if (ref := base.accuracy_on(a.target))}
+        if v is base or len(drops) < 2:
+            continue
+        worst, best = max(drops, key=drops.get), min(drops, key=drops.get)
+        if drops[worst] - drops[best] > RUNTIME_GAP:
+            remedy = (f"quantize for {worst} (for: [{worst}] in stage '{v.stages[-1]}')" if v.quantization()
+                      else f"check {worst}'s precision hint")  # fmt: skip
+            warnings.append(f"{v.name} lost {drops[worst]:.2f} points on {worst} but {drops[best]:.2f} on {best} "
+                            f"(its one file, each against {base.name} on that target): the runtimes compute it "
+                            f"differently, so deploy it only where it kept its accuracy, or {remedy}")  # fmt: skip
+    return warnings
+
+
 def coarse_budget(points: float, examples: int | None) -> str | None:
     """Why an accuracy budget judged on `examples` validation examples may not hold on test, if it may not."""
     if not examples or points >= MIN_EXAMPLES * 100 / examples:
