@@ -59,8 +59,9 @@ def test_a_search_measures_every_trial_picks_a_winner_within_the_limit_and_resum
         assert f"{other}[{t['label']}]" not in variants  # the other stays in the trial's row
     feasible = [t for t in trials if t["feasible"]]
     assert feasible, "a 5-point budget is met by some trial of this model"
-    best = min(feasible, key=lambda t: t["p50_ms"] / t["baseline_p50_ms"])
-    assert search["best"] == best["number"] and f"trial {best['number']}" in search["why"]
+    ratio = {t["number"]: t["p50_ms"] / t["baseline_p50_ms"] for t in feasible}
+    assert ratio[search["best"]] <= 1.05 * min(ratio.values())  # the fastest, or one within timing noise of it
+    assert f"trial {search['best']}" in search["why"]
     markdown = (out / "report.md").read_text()
     assert "## Search" in markdown and "Winner: trial" in markdown
     assert "<h3>Search</h3>" in (out / "report.html").read_text()
@@ -101,3 +102,28 @@ def test_a_search_does_not_run_settings_twice_and_ends_when_the_space_is_exhaust
     trials = json.loads((out / "report.json").read_text())["search"]["trials"]
     assert sorted(t["params"]["stages[finetune].epochs"] for t in trials) == [1, 2]
     assert "keeps proposing settings already tried" in result.stderr
+
+
+def test_among_trials_as_fast_as_the_fastest_within_timing_noise_the_one_with_most_accuracy_to_spare_wins():
+    """recipes/budget.yaml on an AMD EPYC: pruning 0.9 ran 11.94x faster at -0.44 points on validation
+    and 0.85 ran 11.56x at -0.22 (3 % slower, within what the baseline's own p50 moved between
+    trials); 0.9 then lost 0.56 points on test, 0.85 none. The search takes 0.85."""
+    from compress.recipe.schema import Search
+    from compress.report.schema import SearchResult, Trial
+    from compress.search import pick_best
+
+    def trial(number: int, p50: float, val: float, feasible: bool = True) -> Trial:
+        return Trial(number=number, label=f"t{number}", params={}, val_accuracy=val, baseline_val_accuracy=99.11,
+                     p50_ms=p50, baseline_p50_ms=1.0, size_mb=0.1, feasible=feasible)  # fmt: skip
+
+    spec = Search(space={"stages[prune].ratio": [0.85, 0.9]}, max_accuracy_drop=0.5)
+    result = SearchResult(target="t", batch_size=1, minimize="p50", limits={"max_accuracy_drop": 0.5}, sampler="tpe",
+                          trials=[trial(0, 0.1373, 99.11), trial(16, 0.0865, 98.89), trial(17, 0.0838, 98.67),
+                                  trial(20, 0.0844, 96.67, feasible=False)])  # fmt: skip
+    pick_best(result, spec)
+    assert result.best == 16
+    assert "trial 16" in result.why and "trial 17" in result.why
+    # Farther apart than timing noise, speed decides.
+    result.trials[1].p50_ms = 0.095
+    pick_best(result, spec)
+    assert result.best == 17
