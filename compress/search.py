@@ -282,8 +282,8 @@ def pick_best(result: SearchResult, spec: Search) -> None:
         return
     fastest = min(feasible, key=lambda t: objective(t, spec))
     low = objective(fastest, spec)
-    tied = [t for t in feasible if spec.minimize == "p50" and objective(t, spec) <= low * (1 + P50_TIE)]
-    best = max(tied, key=lambda t: (t.val_accuracy, -objective(t, spec))) if len(tied) > 1 else fastest
+    tied = [t for t in feasible if objective(t, spec) <= low * (1 + P50_TIE)] if spec.minimize == "p50" else [fastest]
+    best = max(tied, key=lambda t: (t.val_accuracy, -objective(t, spec)))
     result.best = best.number
     measure_word = "size" if spec.minimize == "size" else "p50 relative to the baseline"
     limits = ", ".join(f"{k} {v}" for k, v in result.limits.items()) or "no limits"

@@ -116,7 +116,7 @@ def runtime_warnings(report: Report) -> list[str]:
     base = report.variant(report.baseline)
     warnings = []
     for v in report.variants if base else []:
-        drops = {a.target: ref.value - a.value for a in v.accuracy_per_target if (ref := base.accuracy_on(a.target))}
+        drops = drops_on_test(base, v)
         if v is base or len(drops) < 2:
             continue
         worst, best = max(drops, key=drops.get), min(drops, key=drops.get)
