@@ -124,6 +124,11 @@ class TargetSpec(Strict):
         description="precision of floating-point layers; OpenVINO would pick bf16 on AVX-512 BF16 CPUs; "
         "TensorRT also takes int8 (QDQ models) and best",
     )
+    shapes: Literal["static", "dynamic"] | None = Field(
+        None,
+        description="OpenVINO: compile the model for each input shape it runs at (static, as a deployment at "
+        "known shapes does; faster kernels) or once for any shape (dynamic) [default: static]",
+    )
     batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
     protocol: LatencyProtocol = Field(default_factory=LatencyProtocol)
     eval_batch_size: int = Field(64, ge=1, le=65_536, description="batch for accuracy runs")
@@ -147,6 +152,18 @@ class TargetSpec(Strict):
         elif provider in GPU_PROVIDERS and device not in ("gpu", "jetson"):
             raise ValueError(f"execution_provider {provider} runs on a GPU: set device: gpu (or jetson)")
         return provider
+
+    @field_validator("shapes")
+    @classmethod
+    def _shapes_fit(cls, shapes: str | None, info: ValidationInfo) -> str | None:
+        """Only runtimes that compile for input shapes take `shapes`."""
+        from compress.runtimes import runtime_class
+
+        runtime = info.data.get("runtime")
+        if shapes is None or runtime is None or shapes in runtime_class(runtime).shape_modes:
+            return shapes
+        takers = [n for n in registry.names("runtimes") if shapes in runtime_class(n).shape_modes]
+        raise ValueError(f"shapes applies to runtime {' or '.join(takers)}, not {runtime}")
 
     @model_validator(mode="after")
     def _consistent(self) -> TargetSpec:

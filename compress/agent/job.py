@@ -190,7 +190,7 @@ def _time_batch(sessions: dict, feeds: dict, batch: int, target, entries: dict, 
         blocks = monitor.blocks.get(name, [])
         load = judge(blocks, monitor.cores, target.threads, cpu_bound=target.device == "cpu")
         stats = summarize(samples, batch, capped, p.ci_target, blocks, load).to_dict()
-        timed = {"batch_size": batch, "stats": stats, "runtime_summary": summary}
+        timed = {"batch_size": batch, "stats": stats, "runtime_summary": summary, "shapes": runnable[name].shapes}
         if keep_samples:
             (folder / "outputs").mkdir(exist_ok=True)
             np.save(folder / "outputs" / f"{name}.b{batch}.latency.npy", np.asarray(samples, dtype=np.float64))

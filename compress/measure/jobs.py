@@ -198,8 +198,9 @@ def collect(raw: dict, folder: Path, target: TargetSpec, models: dict[str, Deplo
         precision = entry.get("precision") or models[name].precision
         results.latency[name] = [
             Latency(target=target.name, runtime=target.runtime, batch_size=t["batch_size"], threads=target.threads,
-                    precision=precision, provider=entry.get("provider"), runtime_summary=t.get("runtime_summary"),
-                    parts=t.get("parts"), parts_profiled_ms=t.get("parts_profiled_ms"), layers=t.get("layers"),
+                    precision=precision, provider=entry.get("provider"), shapes=t.get("shapes"),
+                    runtime_summary=t.get("runtime_summary"), parts=t.get("parts"),
+                    parts_profiled_ms=t.get("parts_profiled_ms"), layers=t.get("layers"),
                     profile_error=t.get("profile_error"), requests=t.get("requests"), **t["stats"])
             for t in entry["latency"]
         ]  # fmt: skip

@@ -183,8 +183,11 @@ def target_facts(report: Report, target: TargetInfo) -> list[str]:
 
 def provider_lines(report: Report, target: TargetInfo) -> list[str]:
     """What executed the variants on this target (ONNX Runtime's provider, OpenVINO's device)."""
-    used = sorted({x.provider for v in report.variants for x in v.latency if x.target == target.name and x.provider})
-    return [f"Executed by: {', '.join(used)}"] if used else []
+    timed = [x for v in report.variants for x in v.latency if x.target == target.name]
+    used = sorted({x.provider for x in timed if x.provider})
+    shapes = sorted({x.shapes for x in timed if x.shapes})
+    compiled = f"; input shapes compiled: {', '.join(shapes)}" if shapes else ""
+    return [f"Executed by: {', '.join(used)}{compiled}"] if used else []
 
 
 def interval_lines(report: Report, target: TargetInfo) -> list[str]:

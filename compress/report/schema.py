@@ -51,6 +51,7 @@ class Latency(Strict):
     threads: int
     precision: str  # what the runtime computed in, as configured
     provider: str | None = None  # what executed it: ONNX Runtime's execution provider, OpenVINO's device
+    shapes: str | None = None  # OpenVINO: compiled for the timed input shapes ("static") or for any
     p50_ms: float
     p90_ms: float
     p99_ms: float

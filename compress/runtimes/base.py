@@ -19,6 +19,7 @@ class TargetSettings(Protocol):
     streams: int
     performance_hint: str
     precision: str
+    shapes: str | None
     execution_provider: str | None
     batch_sizes: list
     eval_batch_size: int
@@ -48,6 +49,8 @@ class Session(ABC):
     precision: str | None = None
     # What executed the model, as the runtime names it (ONNX Runtime's provider, OpenVINO's device).
     provider: str | None = None
+    # Whether the runtime compiled the model for the shapes it runs at ("static") or once for any.
+    shapes: str | None = None
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -81,6 +84,8 @@ class Runtime(ABC):
     devices: ClassVar[tuple[str, ...]] = ("cpu", "gpu", "jetson")  # target devices it runs on
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16", "fp16")  # target precisions it takes
     options: ClassVar[Optional[str]] = None  # the target section of its own settings, if any
+    # A target's `shapes` it takes, if it compiles for input shapes (the first is its default).
+    shape_modes: ClassVar[tuple[str, ...]] = ()
     # The INT8 format it runs well, which a quantize stage made `for:` one of its targets takes:
     # "u8s8" (unsigned activations, signed weights), "symmetric" (S8S8, zero point 0) or "nncf".
     int8_format: ClassVar[str] = "u8s8"

@@ -5,6 +5,10 @@ load, never a run on the CPU in its place.
 OpenVINO's CPU plugin computes "fp32" models in bf16 by default on CPUs with AVX-512 BF16 or AMX;
 this runtime always sets INFERENCE_PRECISION_HINT from the target and records the precision the
 compiled model reports, so a report never calls a bf16 run fp32.
+
+By default (a target's `shapes: static`) a model is compiled for each input shape it runs at, as a
+deployment that knows its shapes does: the CPU plugin picks faster kernels for static shapes than
+for a model compiled once for any batch and sequence length (INT8 Transformers most of all).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from compress.runtimes.base import Runtime, Session
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 GENERATED = re.compile(r"Constant_\d+$")  # a name OpenVINO made up, not one from the model
 DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU"}  # a target's device: OpenVINO's name for it
+MAX_SHAPES = 8  # compiles kept per session; inputs of more shapes than this run on the dynamic compile
 DRIVERS = {"GPU": "the Intel GPU compute runtime (OpenCL driver)", "NPU": "the Intel NPU driver"}
 
 
@@ -52,16 +57,20 @@ def compile_config(core, device: str, threads: int, streams: int, hint: str, pre
 
 
 class OpenVINOSession(Session):
-    def __init__(self, path: Path, threads: int, streams: int, hint: str, precision: str, device: str = "CPU") -> None:
+    def __init__(self, path: Path, threads: int, streams: int, hint: str, precision: str, device: str = "CPU",
+                 shapes: str = "static") -> None:  # fmt: skip
         import openvino as ov
 
         core = ov.Core()
         check_device(core, device)
         model = core.read_model(str(path))
-        self._path, self._device = str(path), device
+        self._core, self._model, self._device = core, model, device
         self._config = compile_config(core, device, threads, streams, hint, precision)
         self._parallel = hint == "throughput" or streams > 1  # latency stays one request; throughput uses many
         self._compiled = core.compile_model(model, device, self._config)
+        fixed = all(i.get_partial_shape().is_static for i in model.inputs)
+        self.shapes = "static" if fixed else shapes  # a model with fixed shapes is compiled once
+        self._by_shape: dict[tuple, tuple] = {}  # input shapes -> (compiled model, its request)
         self.provider = ", ".join(self._compiled.get_property("EXECUTION_DEVICES"))
         self._request = self._compiled.create_infer_request()
         first = model.inputs[0].get_partial_shape()[0]
@@ -72,9 +81,32 @@ class OpenVINOSession(Session):
         self.int8 = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
         self.precision = "int8" if self.int8 else self.float_precision
 
+    def compiled_for(self, feeds: dict[str, np.ndarray], config: dict | None = None):
+        """(compiled model, infer request) for these inputs: with static shapes, the model compiled
+        for their shapes, once per shape (a model OpenVINO cannot reshape keeps its compile for any
+        shape, and `shapes` says so); extra `config` compiles afresh (profiling)."""
+        key = tuple((name, tuple(a.shape)) for name, a in sorted(feeds.items()))
+        if config is None and key in self._by_shape:
+            return self._by_shape[key]
+        model = self._model
+        if self.shapes == "static" and len(self._by_shape) < MAX_SHAPES:
+            try:
+                model = self._model.clone()
+                model.reshape({name: list(a.shape) for name, a in feeds.items()})
+            except Exception:  # noqa: BLE001 - e.g. an op of the model that cannot take the shape
+                model, self.shapes = self._model, "dynamic (OpenVINO could not reshape the model)"
+        if config is None and model is self._model:
+            return self._compiled, self._request
+        compiled = self._core.compile_model(model, self._device, {**self._config, **(config or {})})
+        found = compiled, compiled.create_infer_request()
+        if config is None:
+            self._by_shape[key] = found
+        return found
+
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        result = self._request.infer(feeds)
-        return [np.asarray(result[out]) for out in self._compiled.outputs]
+        compiled, request = self.compiled_for(feeds)
+        result = request.infer(feeds)
+        return [np.asarray(result[out]) for out in compiled.outputs]
 
     def throughput(self, feeds: dict[str, np.ndarray], seconds: float) -> tuple[float, int] | None:
         """Items per second through OpenVINO's asynchronous request queue, as many requests in flight
@@ -85,8 +117,9 @@ class OpenVINOSession(Session):
 
         import openvino as ov
 
-        jobs = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        queue = ov.AsyncInferQueue(self._compiled, jobs)
+        compiled = self.compiled_for(feeds)[0]
+        jobs = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        queue = ov.AsyncInferQueue(compiled, jobs)
         for _ in range(jobs):
             queue.start_async(feeds)
         queue.wait_all()
@@ -99,13 +132,12 @@ class OpenVINOSession(Session):
         return batch * done / (time.perf_counter() - start), jobs
 
     def profile(self, feeds: dict[str, np.ndarray], runs: int) -> list[dict]:
-        """The model read and compiled again with performance counters on (same settings); each
+        """The model compiled again with performance counters on (same settings and shapes); each
         request's counters cover its last call, so they are summed over the runs. Only executed
         nodes count."""
         import openvino as ov
 
-        compiled = ov.Core().compile_model(self._path, self._device, {**self._config, "PERF_COUNT": True})
-        request = compiled.create_infer_request()
+        compiled, request = self.compiled_for(feeds, {"PERF_COUNT": True})
         request.infer(feeds)  # warm-up
         totals: dict[tuple[str, str], float] = {}
         for _ in range(runs):
@@ -155,6 +187,7 @@ class OpenVINORuntime(Runtime):
     formats = ("onnx", "openvino")
     devices = tuple(DEVICES)
     int8_format = "nncf"
+    shape_modes = ("static", "dynamic")
     channel_multiple = 16  # the CPU plugin's blocked layouts (nChw16c) on AVX-512
 
     @classmethod
@@ -168,7 +201,8 @@ class OpenVINORuntime(Runtime):
         t = self.target
         if t is None:
             return OpenVINOSession(path, threads, 1, "latency", "fp32")
-        return OpenVINOSession(path, threads, t.streams, t.performance_hint, t.precision, DEVICES[t.device])
+        shapes = getattr(t, "shapes", None) or self.shape_modes[0]  # a job written by an older compress has none
+        return OpenVINOSession(path, threads, t.streams, t.performance_hint, t.precision, DEVICES[t.device], shapes)
 
     def versions(self) -> dict[str, str]:
         import openvino as ov
