@@ -79,3 +79,15 @@ def test_the_report_says_which_shapes_openvino_compiled_for(tmp_path, write, mlp
         (variant,) = json.loads((out / "report.json").read_text())["variants"]
         assert [x["shapes"] for x in variant["latency"]] == [shapes] * 2
         assert f"Executed by: CPU; input shapes compiled: {shapes}" in (out / "report.md").read_text()
+
+
+def test_a_model_of_fixed_shapes_is_compiled_once(mlp):
+    import onnx
+
+    model = onnx.load(str(mlp))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = 2
+    onnx.save(model, str(mlp))
+    ov = session(mlp)
+    (y,) = ov.run({"x": np.ones((2, 64), np.float32)})
+    assert y.shape == (2, 10) and ov.shapes == "static" and not ov._by_shape

@@ -69,7 +69,8 @@ class OpenVINOSession(Session):
         self._parallel = hint == "throughput" or streams > 1  # latency stays one request; throughput uses many
         self._compiled = core.compile_model(model, device, self._config)
         fixed = all(i.get_partial_shape().is_static for i in model.inputs)
-        self.shapes = "static" if fixed else shapes  # a model with fixed shapes is compiled once
+        self.shapes = "static" if fixed else shapes
+        self._per_shape = shapes == "static" and not fixed  # a model of fixed shapes compiles once
         self._by_shape: dict[tuple, tuple] = {}  # input shapes -> (compiled model, its request)
         self.provider = ", ".join(self._compiled.get_property("EXECUTION_DEVICES"))
         self._request = self._compiled.create_infer_request()
@@ -89,12 +90,13 @@ class OpenVINOSession(Session):
         if config is None and key in self._by_shape:
             return self._by_shape[key]
         model = self._model
-        if self.shapes == "static" and len(self._by_shape) < MAX_SHAPES:
+        if self._per_shape and len(self._by_shape) < MAX_SHAPES:
             try:
                 model = self._model.clone()
                 model.reshape({name: list(a.shape) for name, a in feeds.items()})
             except Exception:  # noqa: BLE001 - e.g. an op of the model that cannot take the shape
-                model, self.shapes = self._model, "dynamic (OpenVINO could not reshape the model)"
+                model, self._per_shape = self._model, False
+                self.shapes = "dynamic (OpenVINO could not reshape the model)"
         if config is None and model is self._model:
             return self._compiled, self._request
         compiled = self._core.compile_model(model, self._device, {**self._config, **(config or {})})
