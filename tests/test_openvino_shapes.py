@@ -51,6 +51,15 @@ def test_static_shapes_compile_the_model_once_for_each_shape_it_runs_at(mlp):
     assert len(ov._by_shape) == 2 and ov.shapes == "static"
 
 
+def test_shapes_past_the_compiles_a_session_keeps_run_for_any_shape_and_the_session_says_so(mlp):
+    from compress.runtimes.openvino import MAX_SHAPES
+
+    ov = session(mlp)
+    for batch in range(1, MAX_SHAPES + 2):
+        ov.run({"x": np.zeros((batch, 64), np.float32)})
+        assert ov.shapes == ("static" if batch <= MAX_SHAPES else f"static for {MAX_SHAPES} input shapes, then dynamic")
+    assert input_shape(ov.compiled_for({"x": np.zeros((MAX_SHAPES + 1, 64), np.float32)})[0]) == "[?,64]"
+
 def test_dynamic_shapes_run_every_batch_on_one_compiled_model(mlp):
     ov = session(mlp, shapes="dynamic")
     compiled = {input_shape(ov.compiled_for({"x": np.zeros((b, 64), np.float32)})[0]) for b in (1, 3)}

@@ -23,7 +23,7 @@ from compress.runtimes.base import Runtime, Session
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 GENERATED = re.compile(r"Constant_\d+$")  # a name OpenVINO made up, not one from the model
 DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU"}  # a target's device: OpenVINO's name for it
-MAX_SHAPES = 8  # compiles kept per session; inputs of more shapes than this run on the dynamic compile
+MAX_SHAPES = 8  # compiles kept per session; inputs of further shapes run on the dynamic compile
 DRIVERS = {"GPU": "the Intel GPU compute runtime (OpenCL driver)", "NPU": "the Intel NPU driver"}
 
 
@@ -97,6 +97,8 @@ class OpenVINOSession(Session):
             except Exception:  # noqa: BLE001 - e.g. an op of the model that cannot take the shape
                 model, self._per_shape = self._model, False
                 self.shapes = "dynamic (OpenVINO could not reshape the model)"
+        elif self._per_shape:  # more shapes than the session keeps compiled
+            self.shapes = f"static for {MAX_SHAPES} input shapes, then dynamic"
         if config is None and model is self._model:
             return self._compiled, self._request
         compiled = self._core.compile_model(model, self._device, {**self._config, **(config or {})})
