@@ -114,7 +114,7 @@ def test_nncf_quantizes_the_branch_free_export_and_names_the_remedy_for_branches
 
     from compress.errors import StageError
     from compress.stages.quantize import QuantizeStage
-    from compress.stages.quantize.openvino import nncf_error
+    from compress.stages.quantize.openvino import graph_ops, nncf_error
 
     data = nncf.Dataset([{"input": np.random.default_rng(i).standard_normal((1, 3, 96, 96), np.float32)}
                          for i in range(2)])  # fmt: skip
@@ -123,7 +123,7 @@ def test_nncf_quantizes_the_branch_free_export_and_names_the_remedy_for_branches
     branched = ov.Core().read_model(str(export(frcnn, tmp_path / "if.onnx", traceable=False)))
     assert any(op.get_type_name() == "If" for op in branched.get_ordered_ops())
     cfg = QuantizeStage(type="quantize", name="int8", backend="openvino")
-    error = nncf_error(RuntimeError("Could not find a node x in NNCFGraph"), branched, cfg)
+    error = nncf_error(RuntimeError("Could not find a node x in NNCFGraph"), graph_ops(branched), cfg)
     assert isinstance(error, StageError) and "If nodes" in error.message and "onnxruntime" in error.hint
 
 

@@ -47,6 +47,11 @@ def test_for_an_openvino_target_quantizes_with_nncf():
     assert stage.backend == "openvino" and stage.produces == Kind.OPENVINO
 
 
+def test_nncf_on_the_onnx_graph_is_made_for_onnxruntime_targets():
+    stage = recipe_from_text(BASE + "    for: [cpu-onnxruntime]\n    backend: nncf\n", "r.yaml").stage("quantize")
+    assert stage.backend == "nncf" and stage.produces == Kind.ONNX
+
+
 @pytest.mark.parametrize(
     ("extra", "where", "message"),
     [
@@ -55,6 +60,10 @@ def test_for_an_openvino_target_quantizes_with_nncf():
          "target gpu-tensorrt takes symmetric INT8 (zero point 0, per-channel weights), so activations must be 'int8'"),
         ("    for: [gpu-tensorrt, cpu-onnxruntime]\n", "r.yaml:8:5: stages[2].for", "take different INT8 formats"),
         ("    for: [gpu-tensorrt]\n    method: dynamic\n", "r.yaml:9:5: stages[2].method", "not dynamic quantization; use method: ptq"),
+        ("    for: [gpu-tensorrt]\n    backend: nncf\n", "r.yaml:9:5: stages[2].backend",
+         "backend nncf makes ONNX Runtime's U8S8 QDQ; use backend: onnxruntime"),
+        ("    for: [cpu-openvino]\n    backend: nncf\n", "r.yaml:9:5: stages[2].backend",
+         "takes NNCF's INT8 OpenVINO IR, and backend nncf makes ONNX Runtime's U8S8 QDQ; use backend: openvino"),
         ("    for: [cpu-onnxruntime]\n    backend: openvino\n", "r.yaml:9:5: stages[2].backend",
          "backend openvino makes an OpenVINO IR, which it cannot load"),
         ("    for: [cpu-openvino]\n    activations: int8\n", "r.yaml:8:5: stages[2].for", "but activations do(es) not apply to backend 'openvino'"),

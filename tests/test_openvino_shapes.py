@@ -60,6 +60,7 @@ def test_shapes_past_the_compiles_a_session_keeps_run_for_any_shape_and_the_sess
         assert ov.shapes == ("static" if batch <= MAX_SHAPES else f"static for {MAX_SHAPES} input shapes, then dynamic")
     assert input_shape(ov.compiled_for({"x": np.zeros((MAX_SHAPES + 1, 64), np.float32)})[0]) == "[?,64]"
 
+
 def test_dynamic_shapes_run_every_batch_on_one_compiled_model(mlp):
     ov = session(mlp, shapes="dynamic")
     compiled = {input_shape(ov.compiled_for({"x": np.zeros((b, 64), np.float32)})[0]) for b in (1, 3)}

@@ -46,9 +46,10 @@ class QuantizeStage(Stage):
 
     type: Literal["quantize"]
     method: Literal["ptq", "dynamic", "qat", "int4"] = "ptq"
-    backend: Literal["onnxruntime", "openvino", "modelopt"] = Field(
+    backend: Literal["onnxruntime", "openvino", "nncf", "modelopt"] = Field(
         "onnxruntime",
-        description="onnxruntime (QDQ ONNX), openvino (NNCF, OpenVINO IR) or modelopt (NVIDIA's ONNX PTQ for TensorRT)",
+        description="onnxruntime (QDQ ONNX), openvino (NNCF, OpenVINO IR), nncf (NNCF on the ONNX graph, U8S8 "
+        "QDQ ONNX for ONNX Runtime) or modelopt (NVIDIA's ONNX PTQ for TensorRT)",
     )
     calibration: Calibration = Field(default_factory=Calibration)
     per_channel: bool = True
@@ -84,11 +85,15 @@ class QuantizeStage(Stage):
 
     @model_validator(mode="after")
     def _options_fit_backend(self) -> QuantizeStage:
-        other = {"onnxruntime": OPENVINO_ONLY, "openvino": ORT_ONLY, "modelopt": ORT_ONLY + OPENVINO_ONLY}[self.backend]
+        other = {"onnxruntime": OPENVINO_ONLY, "openvino": ORT_ONLY, "nncf": ORT_ONLY,
+                 "modelopt": ORT_ONLY + OPENVINO_ONLY}[self.backend]  # fmt: skip
         given = [k for k in other if k in self.model_fields_set and not (k == "symmetric" and self.method == "int4")]
         if given:
             raise ValueError(f"{', '.join(given)} do(es) not apply to backend '{self.backend}'")
-        if self.backend == "openvino" and self.calibration.method == "entropy":
+        if self.backend == "nncf" and (self.method != "ptq" or self.max_accuracy_drop is not None):
+            raise ValueError("backend 'nncf' does method: ptq without max_accuracy_drop; for accuracy control use "
+                             "backend onnxruntime or openvino")  # fmt: skip
+        if self.backend in ("openvino", "nncf") and self.calibration.method == "entropy":
             raise ValueError("calibration.method 'entropy' is ONNX Runtime's; use minmax, mean_minmax or percentile")
         if self.backend == "modelopt" and (
             self.method != "ptq" or self.calibration.method not in ("minmax", "entropy")
@@ -151,7 +156,7 @@ class QuantizeStage(Stage):
         if self.backend == "modelopt":
             return {"modelopt": "'compress-edge[modelopt]'"}
         extra = "'compress-edge[openvino]'"
-        return {"openvino": extra, "nncf": extra} if self.backend == "openvino" else {}
+        return {"openvino": {"openvino": extra, "nncf": extra}, "nncf": {"nncf": extra}}.get(self.backend, {})
 
     def run(self, artifact: Artifact, ctx: StageContext) -> Artifact:
         if self.method == "int4":
@@ -166,6 +171,10 @@ class QuantizeStage(Stage):
             from compress.stages.quantize.modelopt import run_modelopt
 
             return run_modelopt(self, artifact, ctx)
+        if self.backend == "nncf":
+            from compress.stages.quantize.nncf_onnx import run_nncf_onnx
+
+            return run_nncf_onnx(self, artifact, ctx)
         if self.backend == "openvino":
             from compress.stages.quantize.openvino import run_openvino
 

@@ -55,6 +55,10 @@ def fit(stage: Any, runtimes: dict[str, type]) -> Problems:
 def _backend(stage: Any, fmt: str, names: str) -> Problems:
     if (stage.method == "dynamic" and fmt != "u8s8") or (stage.method == "int4" and fmt == "symmetric"):
         return [(("method",), f"{names} {DESCRIBED[fmt]}, not {stage.method} quantization; use method: ptq")]
+    if stage.backend == "nncf" and fmt != "u8s8":
+        fits = "openvino" if fmt == "nncf" else "onnxruntime"
+        return [(("backend",), f"{names} {DESCRIBED[fmt]}, and backend nncf makes ONNX Runtime's U8S8 QDQ; "
+                               f"use backend: {fits}")]  # fmt: skip
     if fmt == "nncf":
         if stage.method in ("ptq", "int4") and "backend" not in stage.model_fields_set:
             stage.backend = "openvino"

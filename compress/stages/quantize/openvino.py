@@ -29,21 +29,22 @@ def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> A
     model = ov.Core().read_model(str(artifact.path))
     calibration = ctx.splits.calibration(cfg.calibration.samples, ctx.seed)
     dataset = nncf.Dataset([ctx.task.feeds(calibration[i : i + 1]) for i in range(len(calibration))])
-    options = nncf_options(cfg, model, len(calibration))
+    ops = graph_ops(model)
+    options = nncf_options(cfg, ops, len(calibration))
     if kept_float(artifact):
-        options["ignored_scope"] = weighted_only(model, options.get("ignored_scope"))
+        options["ignored_scope"] = weighted_only(ops, options.get("ignored_scope"), WEIGHTED)
     try:
         # NNCF logs every node it leaves alone at INFO to stdout; keep warnings only.
         with logger_level(logging.getLogger("nncf"), logging.WARNING):
             quantized = run_nncf(cfg, model, dataset, options, ctx)
     except (RuntimeError, ValueError) as exc:  # NNCF's own errors derive from these
-        raise nncf_error(exc, model, cfg) from None
+        raise nncf_error(exc, ops, cfg) from None
     out = ctx.workdir / "model.xml"
     ov.save_model(quantized, str(out), compress_to_fp16=False)
     meta = openvino_meta(cfg, quantized, len(calibration))
     if kept_float(artifact):
         meta["float_ops"] = float_op_counts(out, kept_float(artifact))
-    elif cfg.model_type == "cnn" and (gates := gating_multiplies(model)):
+    elif cfg.model_type == "cnn" and (gates := gating_multiplies(ops)):
         meta["float_ops"] = {"Multiply": len(gates)}  # sigmoid gates, kept in float by design
     ctx.log(f"{cfg.name}: NNCF quantized {meta['quantized_layers']} layers; {len(meta['float_layers'])} left in float")
     if cfg.max_accuracy_drop is not None:
@@ -53,7 +54,7 @@ def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> A
     )
 
 
-def nncf_options(cfg: QuantizeStage, model, samples: int) -> dict:
+def nncf_options(cfg: QuantizeStage, ops: list[Op], samples: int) -> dict:
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet as Ranges
@@ -73,8 +74,8 @@ def nncf_options(cfg: QuantizeStage, model, samples: int) -> dict:
     if cfg.model_type == "transformer":
         options["model_type"] = nncf.ModelType.TRANSFORMER
     if cfg.ignore:
-        options["ignored_scope"] = ignored_scope(model, cfg.ignore)
-    if cfg.model_type == "cnn" and (gates := gating_multiplies(model)):
+        options["ignored_scope"] = ignored_scope(ops, cfg.ignore)
+    if cfg.model_type == "cnn" and (gates := gating_multiplies(ops)):
         names = options["ignored_scope"].names if "ignored_scope" in options else []
         options["ignored_scope"] = nncf.IgnoredScope(names=[*names, *gates], validate=False)
     return options
@@ -82,8 +83,19 @@ def nncf_options(cfg: QuantizeStage, model, samples: int) -> dict:
 
 GATES = ("Sigmoid", "HSigmoid", "HardSigmoid")
 
+Op = tuple[str, str, tuple[str, ...]]  # name, type, the types of the ops feeding it
 
-def gating_multiplies(model) -> list[str]:
+
+def graph_ops(model) -> list[Op]:
+    """The ops of an OpenVINO model or an ONNX graph, in order, for the scope rules below."""
+    if hasattr(model, "get_ordered_ops"):
+        return [(op.get_friendly_name(), op.get_type_name(), tuple(v.get_node().get_type_name() for v in op.input_values()))
+                for op in model.get_ordered_ops()]  # fmt: skip
+    producers = {out: node.op_type for node in model.graph.node for out in node.output}
+    return [(n.name, n.op_type, tuple(producers[i] for i in n.input if i in producers)) for n in model.graph.node]
+
+
+def gating_multiplies(ops: list[Op]) -> list[str]:
     """Multiplies by a sigmoid gate: SiLU/Swish (x * sigmoid(x)) and squeeze-and-excitation scales.
 
     NNCF puts a FakeQuantize on both inputs of such a Multiply; the CPU plugin then cannot fuse the
@@ -91,8 +103,7 @@ def gating_multiplies(model) -> list[str]:
     steps. Left in float, the FakeQuantize moves to the next convolution's input, every convolution
     still runs in INT8, and EfficientNet-B0 ran 1.3x faster than fp32 instead of 0.9x (OpenVINO,
     AVX2, 1 thread, 128x128)."""
-    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Multiply"
-            and any(v.get_node().get_type_name() in GATES for v in op.input_values())]  # fmt: skip
+    return [name for name, kind, inputs in ops if kind in ("Multiply", "Mul") and any(t in GATES for t in inputs)]
 
 
 def run_nncf(cfg: QuantizeStage, model, dataset, options: dict, ctx: StageContext):
@@ -108,9 +119,9 @@ def run_nncf(cfg: QuantizeStage, model, dataset, options: dict, ctx: StageContex
     )  # fmt: skip
 
 
-def nncf_error(exc: Exception, model, cfg: QuantizeStage) -> StageError:
+def nncf_error(exc: Exception, ops: list[Op], cfg: QuantizeStage) -> StageError:
     """NNCF's failure as a message naming the remedy; data-dependent branches are the usual cause."""
-    branches = sum(1 for op in model.get_ordered_ops() if op.get_type_name() == "If")
+    branches = sum(1 for _, kind, _ in ops if kind == "If")
     if branches or "Could not find a node" in str(exc):
         return StageError(f"NNCF cannot quantize this graph ({first_line(exc)}); it has {branches} data-dependent "
                           "branch(es) (If nodes), which NNCF's graph does not follow",
@@ -119,24 +130,24 @@ def nncf_error(exc: Exception, model, cfg: QuantizeStage) -> StageError:
     return StageError(f"NNCF quantization failed: {first_line(exc)}", hint=f"check 'ignore' in stage '{cfg.name}'")
 
 
-def weighted_only(model, scope):
-    """An IgnoredScope leaving every op type but convolutions and MatMuls unquantized (detectors:
-    the box arithmetic after the heads stays exact), merged with the user's names."""
+def weighted_only(ops: list[Op], scope, weighted: tuple[str, ...]):
+    """An IgnoredScope leaving every op type but the `weighted` ones (convolutions, MatMuls)
+    unquantized (detectors: the box arithmetic after the heads stays exact), merged with the user's
+    names."""
     import nncf
 
-    types = sorted({op.get_type_name() for op in model.get_ordered_ops()} - set(WEIGHTED))
+    types = sorted({kind for _, kind, _ in ops} - set(weighted))
     return nncf.IgnoredScope(names=list(scope.names) if scope else [], types=types, validate=False)
 
 
-def ignored_scope(model, patterns: list[str]):
+def ignored_scope(ops: list[Op], patterns: list[str]):
     """Our selection grammar (names, op types, re:) as an NNCF IgnoredScope."""
     import nncf
 
-    ops = model.get_ordered_ops()
-    names = [op.get_friendly_name() for op in ops if matches(op.get_friendly_name(), op.get_type_name(), patterns)]
+    names = [name for name, kind, _ in ops if matches(name, kind, patterns)]
     if not names:
         raise StageError(f"ignore patterns {patterns} match no layer",
-                         hint=f"layer names look like {ops[min(3, len(ops) - 1)].get_friendly_name()!r}")  # fmt: skip
+                         hint=f"layer names look like {ops[min(3, len(ops) - 1)][0]!r}")  # fmt: skip
     return nncf.IgnoredScope(names=names, validate=False)
 
 

@@ -59,11 +59,11 @@ def _openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext):
     import nncf
     import openvino as ov
 
-    from compress.stages.quantize.openvino import ignored_scope
+    from compress.stages.quantize.openvino import graph_ops, ignored_scope
 
     model = ov.Core().read_model(str(artifact.path))
     mode = nncf.CompressWeightsMode.INT4_SYM if cfg.symmetric else nncf.CompressWeightsMode.INT4_ASYM
-    options = {"ignored_scope": ignored_scope(model, cfg.ignore)} if cfg.ignore else {}
+    options = {"ignored_scope": ignored_scope(graph_ops(model), cfg.ignore)} if cfg.ignore else {}
     compressed = nncf.compress_weights(model, mode=mode, group_size=cfg.group_size, **options)
     out = ctx.workdir / "model.xml"
     ov.save_model(compressed, str(out), compress_to_fp16=False)

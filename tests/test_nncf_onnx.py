@@ -1,0 +1,122 @@
+"""`quantize` with `backend: nncf`: NNCF's quantization written as U8S8 QDQ ONNX for ONNX Runtime,
+run for real on a small Vision Transformer."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+
+from compress.models.zoo import vit
+from compress.stages.export import ExportStage
+from compress.stages.quantize import QuantizeStage
+from compress.stages.train import TrainStage
+from tests.test_quantize import digits, source, stage  # noqa: F401 - digits is a fixture
+
+pytestmark = pytest.mark.openvino
+
+
+@pytest.fixture(scope="module")
+def transformer(tmp_path_factory, digits):  # noqa: F811
+    """A two-block ViT trained briefly on 8x8 digits, and its fp32 ONNX export."""
+    tmp = tmp_path_factory.mktemp("vit")
+    torch.manual_seed(0)
+    model = vit(in_channels=1, num_classes=10, image_size=8, patch=2, dim=32, depth=2, heads=2)
+    art = stage(TrainStage(type="train", name="train", epochs=3, lr=0.003), source(tmp, model), tmp, digits)
+    return tmp, stage(ExportStage(type="export", name="export"), art, tmp, digits)
+
+
+def activation_zero_points(model: onnx.ModelProto) -> list[np.ndarray]:
+    constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return [constants[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+
+
+def session(path, optimized=None, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level, options.intra_op_num_threads = level, 1
+    if optimized:
+        options.optimized_model_filepath = str(optimized)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def accuracy(path, splits) -> float:
+    s = session(path)
+    logits = s.run(None, {s.get_inputs()[0].name: splits.x_test.astype(np.float32)})[0]
+    return 100 * float(np.mean(logits.argmax(1) == splits.y_test))
+
+
+def test_onnxruntime_runs_every_quantized_matmul_of_the_nncf_file_on_integer_kernels(transformer, digits, tmp_path):  # noqa: F811
+    tmp, exported = transformer
+    cfg = QuantizeStage(type="quantize", name="nq", backend="nncf", model_type="transformer",
+                        calibration={"samples": 64})  # fmt: skip
+    out = stage(cfg, exported, tmp, digits)
+    assert out.kind == "onnx" and out.meta["backend"] == "nncf" and out.meta["activations"] == "uint8"
+    zero_points = activation_zero_points(onnx.load(str(out.path)))
+    assert zero_points and all(z.dtype == np.uint8 for z in zero_points)
+    session(out.path, tmp_path / "optimized.onnx")
+    graph = onnx.load(str(tmp_path / "optimized.onnx")).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    # NNCF's signed activations left the q, k and v MatMuls of both blocks in float. (The head is a
+    # Gemm, which ONNX Runtime leaves in float either way.)
+    float_matmuls = [n.name for n in graph.node if n.op_type == "MatMul" and set(n.input) & dequantized]
+    assert not float_matmuls, "ONNX Runtime left these quantized MatMuls in float"
+    assert sum(n.op_type in ("MatMulIntegerToFloat", "QLinearMatMul") for n in graph.node) >= 12  # 6 weighted per block
+    assert accuracy(out.path, digits) >= accuracy(exported.path, digits) - 2.0
+
+
+def test_unsigned_activations_compute_exactly_what_nncf_signed_ones_do(transformer, digits, tmp_path):  # noqa: F811
+    import nncf
+
+    from compress.stages.quantize.nncf_onnx import unsigned_activations
+
+    _, exported = transformer
+    model = onnx.load(str(exported.path))
+    name = model.graph.input[0].name
+    data = nncf.Dataset([{name: digits.x_train[i : i + 1].astype(np.float32)} for i in range(32)])
+    signed = nncf.quantize(model, data, model_type=nncf.ModelType.TRANSFORMER, subset_size=32)
+    assert any(z.dtype == np.int8 for z in activation_zero_points(signed))
+    onnx.save(signed, str(tmp_path / "signed.onnx"))
+    assert unsigned_activations(signed) == len(activation_zero_points(signed))
+    onnx.save(signed, str(tmp_path / "unsigned.onnx"))
+    reference = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every Q/DQ computed as written
+    x = {name: digits.x_test.astype(np.float32)}
+    a = session(tmp_path / "signed.onnx", level=reference).run(None, x)[0]
+    b = session(tmp_path / "unsigned.onnx", level=reference).run(None, x)[0]
+    np.testing.assert_array_equal(a, b)
+
+
+class TokenModel(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.table, self.fc = torch.nn.Embedding(500, 16), torch.nn.Linear(16, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.table(ids)).mean(1)
+
+
+def test_token_table_rows_are_gathered_in_int8_then_dequantized_to_the_same_values(tmp_path):
+    """NNCF's INT8 token table was dequantized whole on every call; after the rewrite ONNX Runtime
+    keeps no DequantizeLinear of it, and the outputs are unchanged."""
+    import nncf
+
+    from compress.stages.quantize.nncf_onnx import rows_dequantized_after_gather
+
+    torch.manual_seed(0)
+    torch.onnx.export(TokenModel(), (torch.randint(0, 500, (2, 7)),), str(tmp_path / "tok.onnx"), input_names=["ids"],
+                      dynamic_axes={"ids": {0: "batch", 1: "length"}}, dynamo=False)  # fmt: skip
+    rng = np.random.default_rng(0)
+    data = nncf.Dataset([{"ids": rng.integers(0, 500, (1, 7))} for _ in range(16)])
+    model = nncf.quantize(onnx.load(str(tmp_path / "tok.onnx")), data, model_type=nncf.ModelType.TRANSFORMER,
+                          subset_size=16)  # fmt: skip
+    onnx.save(model, str(tmp_path / "whole.onnx"))
+    assert rows_dequantized_after_gather(model) == 1
+    onnx.save(model, str(tmp_path / "rows.onnx"))
+    ids = {"ids": rng.integers(0, 500, (3, 11))}
+    whole = session(tmp_path / "whole.onnx").run(None, ids)[0]
+    np.testing.assert_array_equal(session(tmp_path / "rows.onnx", tmp_path / "optimized.onnx").run(None, ids)[0], whole)
+    graph = onnx.load(str(tmp_path / "optimized.onnx")).graph
+    constants = {i.name for i in graph.initializer}
+    assert not [n.name for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants]
