@@ -27,8 +27,8 @@ from compress.artifact import Artifact, Kind
 from compress.report.details import Calibration, Quantization
 from compress.stages import StageContext
 from compress.stages.quantize import QuantizeStage
-from compress.stages.quantize.common import WEIGHTED_OPS, count_quantized_ops, inherited, kept_float, logger_level
-from compress.stages.quantize.openvino import graph_ops, nncf_error, nncf_options, weighted_only
+from compress.stages.quantize.common import WEIGHTED_OPS, count_quantized_ops, inherited, logger_level
+from compress.stages.quantize.openvino import nncf_error, nncf_inputs
 
 
 def run_nncf_onnx(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Artifact:
@@ -36,12 +36,7 @@ def run_nncf_onnx(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> 
     import onnx
 
     model = onnx.load(str(artifact.path))
-    calibration = ctx.splits.calibration(cfg.calibration.samples, ctx.seed)
-    dataset = nncf.Dataset([ctx.task.feeds(calibration[i : i + 1]) for i in range(len(calibration))])
-    ops = graph_ops(model)
-    options = nncf_options(cfg, ops, len(calibration))
-    if kept_float(artifact):
-        options["ignored_scope"] = weighted_only(ops, options.get("ignored_scope"), WEIGHTED_OPS)
+    dataset, ops, options = nncf_inputs(cfg, model, artifact, ctx, WEIGHTED_OPS)
     try:
         with logger_level(logging.getLogger("nncf"), logging.WARNING):
             quantized = nncf.quantize(model, dataset, **options)
@@ -55,7 +50,7 @@ def run_nncf_onnx(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> 
         precision="int8", format="onnx-qdq", method="ptq", backend="nncf", activations="uint8", weights="int8",
         per_channel=cfg.per_channel, preset=cfg.preset or "default", model_type=cfg.model_type,
         bias_correction=cfg.bias_correction is not False, for_targets=cfg.for_ or None,
-        calibration=Calibration(method=cfg.calibration.method, samples=len(calibration)),
+        calibration=Calibration(method=cfg.calibration.method, samples=options["subset_size"]),
         quantized_ops=count_quantized_ops(out),
     ).dump()  # fmt: skip
     tables = f", {gathered} token table(s) read as INT8 rows" if gathered else ""

@@ -23,16 +23,10 @@ WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
 
 
 def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Artifact:
-    import nncf
     import openvino as ov
 
     model = ov.Core().read_model(str(artifact.path))
-    calibration = ctx.splits.calibration(cfg.calibration.samples, ctx.seed)
-    dataset = nncf.Dataset([ctx.task.feeds(calibration[i : i + 1]) for i in range(len(calibration))])
-    ops = graph_ops(model)
-    options = nncf_options(cfg, ops, len(calibration))
-    if kept_float(artifact):
-        options["ignored_scope"] = weighted_only(ops, options.get("ignored_scope"), WEIGHTED)
+    dataset, ops, options = nncf_inputs(cfg, model, artifact, ctx, WEIGHTED)
     try:
         # NNCF logs every node it leaves alone at INFO to stdout; keep warnings only.
         with logger_level(logging.getLogger("nncf"), logging.WARNING):
@@ -41,7 +35,7 @@ def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> A
         raise nncf_error(exc, ops, cfg) from None
     out = ctx.workdir / "model.xml"
     ov.save_model(quantized, str(out), compress_to_fp16=False)
-    meta = openvino_meta(cfg, quantized, len(calibration))
+    meta = openvino_meta(cfg, quantized, options["subset_size"])
     if kept_float(artifact):
         meta["float_ops"] = float_op_counts(out, kept_float(artifact))
     elif cfg.model_type == "cnn" and (gates := gating_multiplies(ops)):
@@ -52,6 +46,20 @@ def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> A
     return Artifact(
         Kind.OPENVINO, out.name, lineage=[*artifact.lineage, cfg.name], meta={**inherited(artifact), **meta}
     )
+
+
+def nncf_inputs(cfg: QuantizeStage, model, artifact: Artifact, ctx: StageContext, weighted: tuple[str, ...]):
+    """(calibration dataset, the model's ops, options) for NNCF's quantize; `weighted`: the op
+    types a graph that keeps the rest in float (a detector's) quantizes."""
+    import nncf
+
+    calibration = ctx.splits.calibration(cfg.calibration.samples, ctx.seed)
+    dataset = nncf.Dataset([ctx.task.feeds(calibration[i : i + 1]) for i in range(len(calibration))])
+    ops = graph_ops(model)
+    options = nncf_options(cfg, ops, len(calibration))
+    if kept_float(artifact):
+        options["ignored_scope"] = weighted_only(ops, options.get("ignored_scope"), weighted)
+    return dataset, ops, options
 
 
 def nncf_options(cfg: QuantizeStage, ops: list[Op], samples: int) -> dict:
