@@ -120,3 +120,13 @@ def test_token_table_rows_are_gathered_in_int8_then_dequantized_to_the_same_valu
     graph = onnx.load(str(tmp_path / "optimized.onnx")).graph
     constants = {i.name for i in graph.initializer}
     assert not [n.name for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants]
+
+
+def test_ignore_keeps_the_named_onnx_nodes_in_float(transformer, digits):  # noqa: F811
+    tmp, exported = transformer
+    cfg = QuantizeStage(type="quantize", name="nq-ignore", backend="nncf", model_type="transformer",
+                        ignore=["re:blocks.0/attn/q/"], calibration={"samples": 32})  # fmt: skip
+    graph = onnx.load(str(stage(cfg, exported, tmp, digits).path)).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    quantized = {n.name for n in graph.node if n.op_type == "MatMul" and set(n.input) & dequantized}
+    assert "/blocks/blocks.1/attn/q/MatMul" in quantized and "/blocks/blocks.0/attn/q/MatMul" not in quantized
