@@ -1,5 +1,5 @@
-"""`quantize`: INT8 by post-training quantization (ONNX Runtime QDQ or NNCF to OpenVINO IR),
-ONNX Runtime dynamic quantization, or quantization-aware training; INT4 weight-only compression. Each backend is a module of
+"""`quantize`: INT8 by post-training quantization (ONNX Runtime QDQ, NNCF to OpenVINO IR or NNCF to
+QDQ ONNX), ONNX Runtime dynamic quantization, or quantization-aware training; INT4 weight-only compression. Each backend is a module of
 this package; this one holds the stage's configuration and picks the backend."""
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ OPENVINO_ONLY = ("preset", "bias_correction")
 
 
 class QuantizeStage(Stage):
-    """INT8 quantization: post-training (ONNX Runtime QDQ or NNCF to OpenVINO IR) or quantization-aware."""
+    """INT8 quantization: post-training (ONNX Runtime QDQ, or NNCF to OpenVINO IR or QDQ ONNX) or
+    quantization-aware."""
 
     type: Literal["quantize"]
     method: Literal["ptq", "dynamic", "qat", "int4"] = "ptq"

@@ -68,10 +68,7 @@ def unsigned_activations(model) -> int:
 
     graph = model.graph
     constants = {i.name: i for i in graph.initializer}
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
     turned = set()
     for node in graph.node:
         zero = constants.get(node.input[2]) if node.op_type == "QuantizeLinear" and len(node.input) > 2 else None
@@ -103,18 +100,15 @@ def rows_dequantized_after_gather(model) -> int:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    constants = {i.name for i in graph.initializer}
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    constants = {i.name: i for i in graph.initializer}
+    readers = _readers(graph)
     replaced: dict[int, list] = {}  # id(node) -> nodes in its place
     tables = 0
     for node in graph.node:
-        if node.op_type != "DequantizeLinear" or node.input[0] not in constants or len(node.input) < 3:
+        if not _row_dequantized_table(node, constants):
             continue
         users = readers.get(node.output[0], [])
-        if not users or not all(_row_gather(u, node.output[0]) for u in users) or _axis(node, 1) != 0:
+        if not users or not all(_row_gather(u, node.output[0]) for u in users):
             continue
         replaced[id(node)], tables = [], tables + 1
         for k, gather in enumerate(users):
@@ -127,6 +121,26 @@ def rows_dequantized_after_gather(model) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     return tables
+
+
+def _readers(graph) -> dict[str, list]:
+    """Tensor name -> the nodes that read it."""
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
+def _row_dequantized_table(node, constants: dict) -> bool:
+    """A DequantizeLinear of a constant table with a float32 scale and a zero point per row."""
+    import onnx
+
+    if node.op_type != "DequantizeLinear" or len(node.input) < 3 or _axis(node, 1) != 0:
+        return False
+    table, scale, zero = (constants.get(name) for name in node.input[:3])
+    return (table is not None and scale is not None and zero is not None and len(scale.dims) == 1
+            and len(zero.dims) == 1 and scale.data_type == onnx.TensorProto.FLOAT)  # fmt: skip
 
 
 def _axis(node, default: int) -> int:
