@@ -19,29 +19,22 @@ those computes the same values.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from compress.artifact import Artifact, Kind
 from compress.report.details import Calibration, Quantization
 from compress.stages import StageContext
 from compress.stages.quantize import QuantizeStage
-from compress.stages.quantize.common import WEIGHTED_OPS, count_quantized_ops, inherited, logger_level
-from compress.stages.quantize.openvino import nncf_error, nncf_inputs
+from compress.stages.quantize.common import WEIGHTED_OPS, count_quantized_ops, inherited
+from compress.stages.quantize.openvino import nncf_inputs, run_nncf
 
 
 def run_nncf_onnx(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> Artifact:
-    import nncf
     import onnx
 
     model = onnx.load(str(artifact.path))
     dataset, ops, options = nncf_inputs(cfg, model, artifact, ctx, WEIGHTED_OPS)
-    try:
-        with logger_level(logging.getLogger("nncf"), logging.WARNING):
-            quantized = nncf.quantize(model, dataset, **options)
-    except (RuntimeError, ValueError) as exc:
-        raise nncf_error(exc, ops, cfg) from None
+    quantized = run_nncf(cfg, model, dataset, ops, options, ctx)
     turned = unsigned_activations(quantized)
     gathered = rows_dequantized_after_gather(quantized)
     out = ctx.workdir / "model.onnx"

@@ -27,12 +27,7 @@ def run_openvino(cfg: QuantizeStage, artifact: Artifact, ctx: StageContext) -> A
 
     model = ov.Core().read_model(str(artifact.path))
     dataset, ops, options = nncf_inputs(cfg, model, artifact, ctx, WEIGHTED)
-    try:
-        # NNCF logs every node it leaves alone at INFO to stdout; keep warnings only.
-        with logger_level(logging.getLogger("nncf"), logging.WARNING):
-            quantized = run_nncf(cfg, model, dataset, options, ctx)
-    except (RuntimeError, ValueError) as exc:  # NNCF's own errors derive from these
-        raise nncf_error(exc, ops, cfg) from None
+    quantized = run_nncf(cfg, model, dataset, ops, options, ctx)
     out = ctx.workdir / "model.xml"
     ov.save_model(quantized, str(out), compress_to_fp16=False)
     meta = openvino_meta(cfg, quantized, options["subset_size"])
@@ -114,7 +109,18 @@ def gating_multiplies(ops: list[Op]) -> list[str]:
     return [name for name, kind, inputs in ops if kind in ("Multiply", "Mul") and any(t in GATES for t in inputs)]
 
 
-def run_nncf(cfg: QuantizeStage, model, dataset, options: dict, ctx: StageContext):
+def run_nncf(cfg: QuantizeStage, model, dataset, ops: list[Op], options: dict, ctx: StageContext):
+    """NNCF's quantized model (an OpenVINO model or an ONNX graph, as given); its failures as
+    StageErrors that name the remedy."""
+    try:
+        # NNCF logs every node it leaves alone at INFO to stdout; keep warnings only.
+        with logger_level(logging.getLogger("nncf"), logging.WARNING):
+            return _quantize(cfg, model, dataset, options, ctx)
+    except (RuntimeError, ValueError) as exc:  # NNCF's own errors derive from these
+        raise nncf_error(exc, ops, cfg) from None
+
+
+def _quantize(cfg: QuantizeStage, model, dataset, options: dict, ctx: StageContext):
     import nncf
 
     if cfg.max_accuracy_drop is None:
