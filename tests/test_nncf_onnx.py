@@ -130,3 +130,20 @@ def test_ignore_keeps_the_named_onnx_nodes_in_float(transformer, digits):  # noq
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     quantized = {n.name for n in graph.node if n.op_type == "MatMul" and set(n.input) & dequantized}
     assert "/blocks/blocks.1/attn/q/MatMul" in quantized and "/blocks/blocks.0/attn/q/MatMul" not in quantized
+
+
+def test_backend_nncf_without_nncf_installed_names_the_extra_before_any_work(monkeypatch):
+    import importlib.util
+
+    from compress.errors import RuntimeMissingError
+    from compress.recipe import recipe_from_text
+    from compress.requirements import check_requirements
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else found(name, *a))
+    recipe = recipe_from_text("name: r\nmodel: {arch: resnet}\nstages:\n  - type: export\n  - type: quantize\n"
+                              "    name: nq\n    backend: nncf\n", "r.yaml")  # fmt: skip
+    with pytest.raises(RuntimeMissingError) as info:
+        check_requirements(recipe, [])
+    assert "stage 'nq'" in info.value.message and "'nncf'" in info.value.message
+    assert info.value.hint == "pip install 'compress-edge[openvino]'"
