@@ -1,7 +1,8 @@
 """`compress auto`: for a model and data without a recipe, write one that searches how hard to
 prune (and whether to refit the pruned Linear layers), how long to fine-tune with distillation
-and whether INT8 pays on the target, within an accuracy budget (see compress.search), and save it
-beside the report so the result can be rerun and edited. Torch-free: it only writes YAML."""
+and whether INT8 pays on the target (and in which scheme), within an accuracy budget (see
+compress.search), and save it beside the report so the result can be rerun and edited.
+Torch-free: it only writes YAML."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def auto_recipe(model: str, data: str, target: str, max_accuracy_drop: float, tr
          **({"backend": "openvino"} if runtime == "openvino" else {})},  # so the space may set NNCF's options
         *([{"type": "convert", "input": "export-pruned", "variant": "pruned-bf16", "precision": "bf16"}]
           if runtime == "openvino" else []),
+        *([{"type": "quantize", "name": "quantize-nncf", "input": "export-pruned", "backend": "nncf",
+            "variant": "pruned-int8-nncf", "for": [target_ref]}] if runtime == "onnxruntime" and has_nncf() else []),
     ]  # fmt: skip
     search = {"target": target_name(target), "max_accuracy_drop": max_accuracy_drop, "trials": trials,
               "space": {"stages[prune].ratio": {"low": 0.2, "high": 0.85, "step": 0.05},
@@ -43,13 +46,17 @@ def auto_recipe(model: str, data: str, target: str, max_accuracy_drop: float, tr
                         "stages[finetune].schedule": ["cosine", "onecycle"],
                         "stages[prune].scope": ["uniform", "sensitivity"],
                         "stages[prune].reconstruct": [False, True], **SCHEMES.get(runtime, {})}}  # fmt: skip
+    if any(s.get("name") == "quantize-nncf" for s in stages):
+        search["space"]["stages[quantize-nncf].model_type"] = ["cnn", "transformer"]
     return {"name": recipe_name(model), "seed": 0, "model": arch, "data": spec, "stages": stages, "search": search,
             "targets": [target_ref]}  # fmt: skip
 
 
 # Quantization choices each trial's measurements decide between, per target runtime: whether INT8
 # pays, and in which scheme, depends on the model and the CPU (a Transformer often runs faster with
-# dynamic INT8 in ONNX Runtime, or with NNCF's Transformer scheme or bf16 in OpenVINO).
+# dynamic INT8 in ONNX Runtime, or with NNCF's Transformer scheme or bf16 in OpenVINO). Where NNCF
+# is installed, an ONNX Runtime trial also weighs NNCF's INT8 (`backend: nncf`), which keeps a
+# Transformer closer to its original than ONNX Runtime's own quantizers.
 SCHEMES = {
     "onnxruntime": {"stages[quantize].method": ["ptq", "dynamic"]},
     "openvino": {
@@ -57,6 +64,13 @@ SCHEMES = {
         "stages[quantize].preset": ["mixed", "symmetric"],
     },
 }
+
+
+def has_nncf() -> bool:
+    """NNCF is installed (the openvino extra): `backend: nncf` can run."""
+    import importlib.util
+
+    return importlib.util.find_spec("nncf") is not None
 
 
 def target_runtime(target: str) -> str | None:

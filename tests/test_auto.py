@@ -18,7 +18,8 @@ def test_auto_searches_writes_its_recipe_and_the_recipe_reruns(write, tmp_path):
                       "--trials", "2", "--epochs", "2", "--max-accuracy-drop", "3", "-o", str(out))  # fmt: skip
     assert result.returncode == 0, result.stderr
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
-    assert [s["type"] for s in recipe["stages"]] == ["train", "export", "prune", "finetune", "export", "quantize"]
+    types = [s["type"] for s in recipe["stages"]]
+    assert types == ["train", "export", "prune", "finetune", "export", "quantize", "quantize"]  # ORT's INT8, NNCF's
     assert recipe["search"]["target"] == "tiny-ort" and recipe["search"]["max_accuracy_drop"] == 3
     report = json.loads((out / "report.json").read_text())
     assert len(report["search"]["trials"]) == 2 and report["recipe"]["path"] == str(out / "recipe.yaml")
@@ -42,7 +43,8 @@ def test_auto_recipes_search_the_quantization_scheme_of_their_target_runtime():
     from compress.auto import auto_recipe
     from compress.recipe.loading import recipe_from_text, trial_recipe
 
-    for target, choices in (("cpu-onnxruntime", {"stages[quantize].method": "dynamic"}),
+    for target, choices in (("cpu-onnxruntime", {"stages[quantize].method": "dynamic",
+                                                 "stages[quantize-nncf].model_type": "transformer"}),
                             ("cpu-openvino", {"stages[quantize].model_type": "transformer",
                                               "stages[quantize].preset": "symmetric"})):  # fmt: skip
         written = auto_recipe("resnet", "digits", target, 0.5, trials=4, epochs=2)
@@ -52,6 +54,10 @@ def test_auto_recipes_search_the_quantization_scheme_of_their_target_runtime():
             "stages[prune].ratio": 0.5, "stages[finetune].epochs": 2, "stages[finetune].schedule": "cosine",
             "stages[prune].scope": "uniform", "stages[prune].reconstruct": True})  # fmt: skip
         assert point.stage("prune").reconstruct is True
-        quantize = point.stage("quantize")
-        assert all(getattr(quantize, key.rsplit(".", 1)[1]) == value for key, value in choices.items())
+        for key, value in choices.items():
+            stage, field = key[len("stages[") :].split("].")
+            assert getattr(point.stage(stage), field) == value
+        if target == "cpu-onnxruntime":  # NNCF's INT8 of the same pruned model is weighed beside ONNX Runtime's
+            nncf = point.stage("quantize-nncf")
+            assert (nncf.backend, nncf.input, nncf.variant) == ("nncf", "export-pruned", "pruned-int8-nncf")
     assert [s.precision for s in recipe.stages if s.type == "convert"] == ["bf16"]  # OpenVINO also weighs bf16
