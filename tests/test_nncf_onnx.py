@@ -59,33 +59,56 @@ def test_onnxruntime_runs_every_quantized_matmul_of_the_nncf_file_on_integer_ker
     session(out.path, tmp_path / "optimized.onnx")
     graph = onnx.load(str(tmp_path / "optimized.onnx")).graph
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    # NNCF's signed activations left the q, k and v MatMuls of both blocks in float. (The head is a
-    # Gemm, which ONNX Runtime leaves in float either way.)
-    float_matmuls = [n.name for n in graph.node if n.op_type == "MatMul" and set(n.input) & dequantized]
-    assert not float_matmuls, "ONNX Runtime left these quantized MatMuls in float"
+    # NNCF's signed activations left the q, k and v MatMuls of both blocks in float, and its float
+    # bias the head's Gemm.
+    float_ops = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and set(n.input) & dequantized]
+    assert not float_ops, "ONNX Runtime left these quantized MatMuls and Gemms in float"
     assert sum(n.op_type in ("MatMulIntegerToFloat", "QLinearMatMul") for n in graph.node) >= 12  # 6 weighted per block
     assert accuracy(out.path, digits) >= accuracy(exported.path, digits) - 2.0
 
 
-def test_unsigned_activations_compute_exactly_what_nncf_signed_ones_do(transformer, digits, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def nncf_file(transformer, digits):  # noqa: F811
+    """NNCF's own ONNX quantization of the ViT (signed activations, float Gemm bias), as written."""
     import nncf
 
-    from compress.stages.quantize.nncf_onnx import unsigned_activations
-
-    _, exported = transformer
-    model = onnx.load(str(exported.path))
+    model = onnx.load(str(transformer[1].path))
     name = model.graph.input[0].name
     data = nncf.Dataset([{name: digits.x_train[i : i + 1].astype(np.float32)} for i in range(32)])
-    signed = nncf.quantize(model, data, model_type=nncf.ModelType.TRANSFORMER, subset_size=32)
+    return nncf.quantize(model, data, model_type=nncf.ModelType.TRANSFORMER, subset_size=32)
+
+
+def outputs(model: onnx.ModelProto, path, x: np.ndarray, level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
+    """The model's outputs on x; by default with every Q/DQ computed as written."""
+    onnx.save(model, str(path))
+    s = session(path, level=level)
+    return s.run(None, {s.get_inputs()[0].name: x.astype(np.float32)})[0]
+
+
+def test_unsigned_activations_compute_exactly_what_nncf_signed_ones_do(nncf_file, digits, tmp_path):  # noqa: F811
+    from compress.stages.quantize.nncf_onnx import unsigned_activations
+
+    signed = onnx.ModelProto()
+    signed.CopyFrom(nncf_file)
     assert any(z.dtype == np.int8 for z in activation_zero_points(signed))
-    onnx.save(signed, str(tmp_path / "signed.onnx"))
+    a = outputs(signed, tmp_path / "signed.onnx", digits.x_test)
     assert unsigned_activations(signed) == len(activation_zero_points(signed))
-    onnx.save(signed, str(tmp_path / "unsigned.onnx"))
-    reference = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every Q/DQ computed as written
-    x = {name: digits.x_test.astype(np.float32)}
-    a = session(tmp_path / "signed.onnx", level=reference).run(None, x)[0]
-    b = session(tmp_path / "unsigned.onnx", level=reference).run(None, x)[0]
-    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, outputs(signed, tmp_path / "unsigned.onnx", digits.x_test))
+
+
+def test_a_gemm_with_its_bias_added_apart_runs_on_onnxruntime_qgemm_with_the_same_outputs(nncf_file, digits, tmp_path):  # noqa: F811
+    from compress.stages.quantize.nncf_onnx import gemm_biases_apart, unsigned_activations
+
+    model = onnx.ModelProto()
+    model.CopyFrom(nncf_file)
+    unsigned_activations(model)
+    a = outputs(model, tmp_path / "before.onnx", digits.x_test)
+    session(tmp_path / "before.onnx", tmp_path / "before-optimized.onnx")
+    assert "QGemm" not in {n.op_type for n in onnx.load(str(tmp_path / "before-optimized.onnx")).graph.node}
+    assert gemm_biases_apart(model) == 1  # the classifier head
+    np.testing.assert_allclose(a, outputs(model, tmp_path / "after.onnx", digits.x_test), rtol=1e-6, atol=1e-6)
+    session(tmp_path / "after.onnx", tmp_path / "after-optimized.onnx")
+    assert "QGemm" in {n.op_type for n in onnx.load(str(tmp_path / "after-optimized.onnx")).graph.node}
 
 
 class TokenModel(torch.nn.Module):
