@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from compress.report.diagnose import likely_reasons
@@ -56,3 +57,53 @@ def test_a_spatial_conv_with_odd_channels_is_still_blamed(tmp_path):
     efficientnet_like(path, stem_channels=12)
     reasons = likely_reasons(path)
     assert reasons == ["2 convolution(s) with channel counts that are not multiples of 8 (set round_to)"]
+
+
+def qdq_convs(path, relu_zero_point: int) -> None:
+    """Two U8S8 Q/DQ convolutions: the first followed by Relu and a quantizer (as ONNX Runtime's
+    own static quantization writes, with zero point 0), the second by hard-swish with no quantizer
+    (as NNCF writes a convolution whose output goes to an op it does not quantize)."""
+    u8 = lambda name, v: numpy_helper.from_array(np.array(v, np.uint8), name)  # noqa: E731
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w1q", "ws"], ["w1"]),
+        helper.make_node("Conv", ["xd", "w1"], ["c1"], pads=[1, 1, 1, 1], name="followed_by_a_quantizer"),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("QuantizeLinear", ["r1", "s", "zr"], ["r1q"]),
+        helper.make_node("DequantizeLinear", ["r1q", "s", "zr"], ["r1d"]),
+        helper.make_node("DequantizeLinear", ["w2q", "ws"], ["w2"]),
+        helper.make_node("Conv", ["r1d", "w2"], ["c2"], pads=[1, 1, 1, 1], name="followed_by_hardswish"),
+        helper.make_node("HardSigmoid", ["c2"], ["h"], alpha=1 / 6),
+        helper.make_node("Mul", ["c2", "h"], ["y"]),
+    ]
+    w = np.random.default_rng(0).integers(-100, 100, (16, 16, 3, 3)).astype(np.int8)
+    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "s"), u8("z", 128), u8("zr", relu_zero_point),
+             numpy_helper.from_array(w, "w1q"), numpy_helper.from_array(w, "w2q"),
+             numpy_helper.from_array(np.array(0.001, np.float32), "ws")]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("relu_zero_point, blamed", [(0, 1), (128, 2)])
+def test_quantized_convs_without_a_quantizer_on_their_output_are_blamed_as_onnx_runtime_runs_them(
+    tmp_path, relu_zero_point, blamed
+):
+    """Zero point 0 makes the Relu redundant, so ONNX Runtime fuses the first convolution; with 128
+    it cannot, and both run in float."""
+    import onnxruntime as ort
+
+    path = tmp_path / "model.onnx"
+    qdq_convs(path, relu_zero_point)
+    reasons = likely_reasons(path)
+    assert any(r.startswith(f"{blamed} quantized convolution(s) with no quantizer on the output") for r in reasons)
+    options = ort.SessionOptions()  # ONNX Runtime's own fusion agrees
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert ops.count("QLinearConv") == 2 - blamed and ops.count("Conv") + ops.count("FusedConv") == blamed, ops

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from compress.report.layers import measured_reasons
 from compress.report.schema import Report, Variant
 
@@ -175,6 +177,11 @@ def likely_reasons(path: Path) -> list[str]:
         floats = [n.name for n in weighted if not _is_dq(n.input[1], produced_by)]  # float weights: float kernel
         if floats:
             reasons.append(f"{len(floats)} weighted layer(s) left in floating point, e.g. {floats[0]}")
+        unfused = float_convs(graph, init, produced_by)
+        if unfused:
+            reasons.append(f"{len(unfused)} quantized convolution(s) with no quantizer on the output, e.g. "
+                           f"{unfused[0]}: ONNX Runtime makes an integer QLinearConv only where one follows, and "
+                           "runs the others in float, dequantizing their weights on every call")  # fmt: skip
         if _signed_activations(graph, init):
             reasons.append(
                 "signed INT8 activations (S8S8): ONNX Runtime's fast x86 kernels take unsigned activations (U8S8)"
@@ -220,6 +227,35 @@ def ir_reasons(path: Path) -> list[str]:
     if floats and len(floats) == sum(kind is not None for kind in kinds.values()):
         return [f"no weighted layer runs in INT8: all {len(floats)} are in floating point"]
     return [f"{len(floats)} weighted layer(s) left in floating point, e.g. {floats[0]}"] if floats else []
+
+
+def float_convs(graph, init: dict, produced_by: dict) -> list[str]:
+    """Convolutions with dequantized input and weight whose output goes to no QuantizeLinear: ONNX
+    Runtime's QDQ fusion needs DequantizeLinear -> Conv -> QuantizeLinear for QLinearConv. A Relu or
+    Clip between counts only where the quantizer's zero point is its type's least value, which makes
+    it redundant (ONNX Runtime then drops it)."""
+    from onnx import numpy_helper
+
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def clamps_at_zero(quantize) -> bool:
+        zero = init.get(quantize.input[2]) if len(quantize.input) > 2 else None
+        value = numpy_helper.to_array(zero) if zero is not None else np.zeros((), np.uint8)
+        return value.size == 1 and int(value.reshape(-1)[0]) == np.iinfo(value.dtype).min
+
+    def quantized_output(name: str) -> bool:
+        after = readers.get(name, [])
+        if len(after) == 1 and after[0].op_type in ("Relu", "Clip"):
+            after = readers.get(after[0].output[0], [])
+            return len(after) == 1 and after[0].op_type == "QuantizeLinear" and clamps_at_zero(after[0])
+        return len(after) == 1 and after[0].op_type == "QuantizeLinear"
+
+    return [n.name or n.output[0] for n in graph.node if n.op_type == "Conv" and len(n.input) > 1
+            and _is_dq(n.input[0], produced_by) and _is_dq(n.input[1], produced_by)
+            and not quantized_output(n.output[0])]  # fmt: skip
 
 
 def _signed_activations(graph, init: dict) -> bool:
