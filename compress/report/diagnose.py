@@ -236,10 +236,9 @@ def float_convs(graph, init: dict, produced_by: dict) -> list[str]:
     it redundant (ONNX Runtime then drops it)."""
     from onnx import numpy_helper
 
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    from compress.stages.quantize.common import graph_readers
+
+    readers = graph_readers(graph)
 
     def clamps_at_zero(quantize) -> bool:
         zero = init.get(quantize.input[2]) if len(quantize.input) > 2 else None

@@ -29,6 +29,15 @@ def count_quantized_ops(path: Path) -> int:
     return sum(1 for n in graph.node if n.op_type not in skip and any(i in dequantized for i in n.input))
 
 
+def graph_readers(graph) -> dict[str, list]:
+    """Tensor name -> the nodes of an ONNX graph that read it."""
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
 @contextlib.contextmanager
 def logger_level(logger: logging.Logger, level: int):
     """Set `logger` to `level` for a block: the quantizers log at INFO/WARNING per node or weight."""

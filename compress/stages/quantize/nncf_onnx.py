@@ -29,7 +29,7 @@ from compress.artifact import Artifact, Kind
 from compress.report.details import Calibration, Quantization
 from compress.stages import StageContext
 from compress.stages.quantize import QuantizeStage
-from compress.stages.quantize.common import WEIGHTED_OPS, count_quantized_ops, inherited
+from compress.stages.quantize.common import WEIGHTED_OPS, count_quantized_ops, graph_readers, inherited
 from compress.stages.quantize.openvino import nncf_inputs, run_nncf
 
 
@@ -67,7 +67,7 @@ def unsigned_activations(model) -> int:
 
     graph = model.graph
     constants = {i.name: i for i in graph.initializer}
-    readers = _readers(graph)
+    readers = graph_readers(graph)
     turned = set()
     for node in graph.node:
         zero = constants.get(node.input[2]) if node.op_type == "QuantizeLinear" and len(node.input) > 2 else None
@@ -100,7 +100,7 @@ def rows_dequantized_after_gather(model) -> int:
 
     graph = model.graph
     constants = {i.name: i for i in graph.initializer}
-    readers = _readers(graph)
+    readers = graph_readers(graph)
     replaced: dict[int, list] = {}  # id(node) -> nodes in its place
     tables = 0
     for node in graph.node:
@@ -144,15 +144,6 @@ def gemm_biases_apart(model) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     return len(replaced)
-
-
-def _readers(graph) -> dict[str, list]:
-    """Tensor name -> the nodes that read it."""
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    return readers
 
 
 def _row_dequantized_table(node, constants: dict) -> bool:
