@@ -16,16 +16,17 @@ from compress.errors import UsageError
 
 def auto_recipe(model: str, data: str, target: str, max_accuracy_drop: float, trials: int, epochs: int,
                 checkpoint: Path | None = None, image_size: int | None = None, channels: int | None = None,
-                ) -> dict:  # fmt: skip
+                task: str | None = None) -> dict:  # fmt: skip
     """The recipe as data. `data` is a source name with its path after a colon (imagefolder:DIR,
-    npz:FILE, digits); `target` a target's name or YAML file. Without a checkpoint the model is
-    trained first."""
+    npz:FILE, digits, text); `target` a target's name or YAML file. Without a checkpoint the model
+    is trained first, unless the task is `embedding`, whose labels are the model's own outputs."""
     target_ref = str(Path(target).resolve()) if target.endswith((".yaml", ".yml")) else target
     source, _, path = data.partition(":")
     spec = {"source": source, **({"path": str(Path(path).resolve())} if path else {})}
-    spec.update({k: v for k, v in (("image_size", image_size), ("channels", channels)) if v is not None})
+    given = (("image_size", image_size), ("channels", channels), ("task", task))
+    spec.update({k: v for k, v in given if v is not None})
     arch = {"arch": model, **({"checkpoint": str(checkpoint.resolve())} if checkpoint else {})}
-    stages = [] if checkpoint else [{"type": "train", "epochs": epochs}]
+    stages = [] if checkpoint or task == "embedding" else [{"type": "train", "epochs": epochs}]
     tuned = max(2, epochs // 2)
     runtime = target_runtime(target)
     stages += [

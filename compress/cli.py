@@ -125,6 +125,10 @@ def auto(
     ] = None,
     image_size: Annotated[Optional[int], typer.Option(help="model input side [default: the data source's]")] = None,
     channels: Annotated[Optional[int], typer.Option(help="1 or 3 [default: the data source's]")] = None,
+    task: Annotated[
+        Optional[str],
+        typer.Option(help="the data's task, e.g. embedding for a sentence encoder [default: classification]"),
+    ] = None,
     trials: Annotated[int, typer.Option(min=1, help="search trials at most")] = 12,
     epochs: Annotated[int, typer.Option(min=1, help="training epochs (fine-tuning searches around half of it)")] = 10,
     output: Annotated[
@@ -136,7 +140,7 @@ def auto(
     recipe it used is written to OUTPUT/recipe.yaml."""
     from compress.auto import auto_recipe, recipe_name, write_recipe
 
-    recipe = auto_recipe(model, data, target, max_accuracy_drop, trials, epochs, checkpoint, image_size, channels)
+    recipe = auto_recipe(model, data, target, max_accuracy_drop, trials, epochs, checkpoint, image_size, channels, task)
     folder = output or Path("reports") / recipe_name(model)
     path = write_recipe(recipe, folder)
     _say(f"recipe written to {path}")

