@@ -3,6 +3,8 @@ run for real on a small Vision Transformer."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -170,3 +172,44 @@ def test_backend_nncf_without_nncf_installed_names_the_extra_before_any_work(mon
         check_requirements(recipe, [])
     assert "stage 'nq'" in info.value.message and "'nncf'" in info.value.message
     assert info.value.hint == "pip install 'compress-edge[openvino]'"
+
+
+def tiny_bert(path) -> None:
+    """A two-layer BERT with random weights, exported with its attention mask, whose masked
+    positions carry float32's least value: NNCF's default (CNN) scheme quantizes that tensor."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=64)).eval()  # fmt: skip
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, ids, mask):
+            return self.bert(input_ids=ids, attention_mask=mask).last_hidden_state.mean(1)
+
+    ids, mask = torch.randint(0, 100, (1, 16)), torch.ones(1, 16, dtype=torch.long)
+    axes = {"ids": {0: "batch", 1: "sequence"}, "mask": {0: "batch", 1: "sequence"}}
+    torch.onnx.export(Pooled(), (ids, mask), str(path), input_names=["ids", "mask"], dynamic_axes=axes,
+                      dynamo=False, opset_version=17)  # fmt: skip
+
+
+def test_nncf_arithmetic_overflow_is_reported_on_the_stage_with_the_scheme_to_use(tmp_path):
+    import nncf
+
+    from compress.stages.quantize.openvino import graph_ops, nncf_options, run_nncf
+
+    tiny_bert(tmp_path / "bert.onnx")
+    model, rng = onnx.load(str(tmp_path / "bert.onnx")), np.random.default_rng(0)
+    masks = [(np.arange(16) < rng.integers(4, 16)).astype(np.int64)[None] for _ in range(16)]
+    data = nncf.Dataset([{"ids": rng.integers(0, 100, (1, 16)), "mask": m} for m in masks])
+    cfg = QuantizeStage(type="quantize", name="nq", backend="nncf", calibration={"samples": 16})
+    logged: list[str] = []
+    ops = graph_ops(model)
+    quantized = run_nncf(cfg, model, data, ops, nncf_options(cfg, ops, 16), SimpleNamespace(log=logged.append))
+    scales = [numpy_helper.to_array(t) for t in quantized.graph.initializer if t.name.startswith("scale_")]
+    assert not all(np.isfinite(s).all() for s in scales)  # what the warning is about
+    assert any("NNCF's arithmetic failed" in m and "model_type: transformer" in m for m in logged), logged

@@ -8,6 +8,7 @@ floating point until the validation metric is within budget.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 
@@ -114,10 +115,20 @@ def run_nncf(cfg: QuantizeStage, model, dataset, ops: list[Op], options: dict, c
     StageErrors that name the remedy."""
     try:
         # NNCF logs every node it leaves alone at INFO to stdout; keep warnings only.
-        with logger_level(logging.getLogger("nncf"), logging.WARNING):
-            return _quantize(cfg, model, dataset, options, ctx)
+        with logger_level(logging.getLogger("nncf"), logging.WARNING), warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", RuntimeWarning)
+            quantized = _quantize(cfg, model, dataset, options, ctx)
     except (RuntimeError, ValueError) as exc:  # NNCF's own errors derive from these
         raise nncf_error(exc, ops, cfg) from None
+    arithmetic = sorted({str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)})
+    for w in seen:
+        if not issubclass(w.category, RuntimeWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if arithmetic:  # numpy's overflow / invalid-cast warnings inside NNCF: some scales are not finite
+        hint = " (model_type: transformer is NNCF's scheme for Transformers)" if cfg.model_type == "cnn" else ""
+        ctx.log(f"warning: {cfg.name}: NNCF's arithmetic failed while computing quantization parameters "
+                f"({'; '.join(arithmetic)}); this INT8 model may be broken{hint}")  # fmt: skip
+    return quantized
 
 
 def _quantize(cfg: QuantizeStage, model, dataset, options: dict, ctx: StageContext):
