@@ -49,6 +49,8 @@ def auto_recipe(model: str, data: str, target: str, max_accuracy_drop: float, tr
                         "stages[prune].reconstruct": [False, True], **SCHEMES.get(runtime, {})}}  # fmt: skip
     if any(s.get("name") == "quantize-nncf" for s in stages):
         search["space"]["stages[quantize-nncf].model_type"] = ["cnn", "transformer"]
+    if source == "text":
+        for_transformers(stages, search["space"])
     return {"name": recipe_name(model), "seed": 0, "model": arch, "data": spec, "stages": stages, "search": search,
             "targets": [target_ref]}  # fmt: skip
 
@@ -65,6 +67,25 @@ SCHEMES = {
         "stages[quantize].preset": ["mixed", "symmetric"],
     },
 }
+
+
+def for_transformers(stages: list[dict], space: dict) -> None:
+    """A text model is a Transformer: its heads and whole blocks may go too, ranked by activations;
+    NNCF quantizes it in its Transformer scheme (the CNN scheme's statistics break attention masks),
+    and ONNX Runtime's dynamic INT8 is tried first. As measured on all-MiniLM-L6-v2."""
+    for stage in stages:
+        if stage["type"] == "prune":
+            stage["importance"] = "activation"
+        elif stage["type"] == "finetune":
+            stage["amp"] = "auto"  # bf16 where the CPU has it
+        elif stage["type"] == "quantize" and stage.get("backend") in ("nncf", "openvino"):
+            stage["model_type"] = "transformer"
+        elif stage["type"] == "quantize" and "stages[quantize].method" in space:
+            stage["method"] = "dynamic"  # the first trial's: static QDQ of every op broke MiniLM (cosine 32)
+    for key in [k for k in space if k.endswith(".model_type")]:
+        del space[key]
+    space["stages[prune].heads_ratio"] = [0.0, 0.33]
+    space["stages[prune].blocks_ratio"] = [None, 0.17]
 
 
 def has_nncf() -> bool:

@@ -73,3 +73,7 @@ def test_an_auto_recipe_for_a_sentence_encoder_compresses_the_model_as_given():
     recipe = recipe_from_text(yaml.safe_dump(written))
     assert recipe.data.task == "embedding" and recipe.data.source == "text"
     assert [s.type for s in recipe.stages][:2] == ["export", "prune"] and recipe.stage("prune").input == "model"
+    # a Transformer: heads and blocks searched too, NNCF in its Transformer scheme only
+    assert {"stages[prune].heads_ratio", "stages[prune].blocks_ratio"} <= set(recipe.search.space)
+    assert recipe.stage("quantize-nncf").model_type == "transformer" and recipe.stage("quantize").method == "dynamic"
+    assert not any(key.endswith("model_type") for key in recipe.search.space)
