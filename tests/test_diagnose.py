@@ -37,9 +37,14 @@ def efficientnet_like(path, stem_channels: int = 16) -> None:
         weight("w_fc1", (4, 8, 1, 1)),
         weight("w_fc2", (8, 4, 1, 1)),
     ]
+    save_graph(path, nodes, inits, [1, 3, 16, 16], [1, 8, 16, 16])
+
+
+def save_graph(path, nodes: list, inits: list, x_shape: list[int], y_shape: list[int]) -> None:
+    """A checked opset-17 model from input x to output y."""
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits,
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits,
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
@@ -81,13 +86,7 @@ def qdq_convs(path, relu_zero_point: int) -> None:
     inits = [numpy_helper.from_array(np.array(0.02, np.float32), "s"), u8("z", 128), u8("zr", relu_zero_point),
              numpy_helper.from_array(w, "w1q"), numpy_helper.from_array(w, "w2q"),
              numpy_helper.from_array(np.array(0.001, np.float32), "ws")]  # fmt: skip
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])], inits,
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    save_graph(path, nodes, inits, [1, 16, 16, 16], [1, 16, 16, 16])
 
 
 @pytest.mark.parametrize("relu_zero_point, blamed", [(0, 1), (128, 2)])
