@@ -110,6 +110,10 @@ def gating_multiplies(ops: list[Op]) -> list[str]:
     return [name for name, kind, inputs in ops if kind in ("Multiply", "Mul") and any(t in GATES for t in inputs)]
 
 
+# How numpy words its floating-point failures (RuntimeWarning), e.g. "overflow encountered in multiply".
+NUMPY_FAILURES = ("overflow encountered", "invalid value encountered", "divide by zero encountered")
+
+
 def run_nncf(cfg: QuantizeStage, model, dataset, ops: list[Op], options: dict, ctx: StageContext):
     """NNCF's quantized model (an OpenVINO model or an ONNX graph, as given); its failures as
     StageErrors that name the remedy."""
@@ -120,10 +124,11 @@ def run_nncf(cfg: QuantizeStage, model, dataset, ops: list[Op], options: dict, c
             quantized = _quantize(cfg, model, dataset, options, ctx)
     except (RuntimeError, ValueError) as exc:  # NNCF's own errors derive from these
         raise nncf_error(exc, ops, cfg) from None
-    arithmetic = sorted({str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)})
+    failed = [w for w in seen if issubclass(w.category, RuntimeWarning) and str(w.message).startswith(NUMPY_FAILURES)]
     for w in seen:
-        if not issubclass(w.category, RuntimeWarning):
+        if w not in failed:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    arithmetic = sorted({str(w.message) for w in failed})
     if arithmetic:  # numpy's overflow / invalid-cast warnings inside NNCF: some scales are not finite
         hint = " (model_type: transformer is NNCF's scheme for Transformers)" if cfg.model_type == "cnn" else ""
         ctx.log(f"warning: {cfg.name}: NNCF's arithmetic failed while computing quantization parameters "
