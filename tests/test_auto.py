@@ -72,6 +72,8 @@ def test_an_auto_recipe_for_a_sentence_encoder_compresses_the_model_as_given():
                           task="embedding")  # fmt: skip
     recipe = recipe_from_text(yaml.safe_dump(written))
     assert recipe.data.task == "embedding" and recipe.data.source == "text"
+    # distilled on more than the default corpus, and scored on text of another domain too
+    assert recipe.data.train_packages and recipe.data.train_text and recipe.data.held_out
     assert [s.type for s in recipe.stages][:2] == ["export", "prune"] and recipe.stage("prune").input == "model"
     # a Transformer: heads and blocks searched too, NNCF in its Transformer scheme only
     assert {"stages[prune].heads_ratio", "stages[prune].blocks_ratio"} <= set(recipe.search.space)
