@@ -116,9 +116,7 @@ def rows_dequantized_after_gather(model) -> int:
         return 0
     axis = numpy_helper.from_array(np.array([-1], np.int64), "rows_dequantized/last_axis")
     graph.initializer.append(axis)
-    nodes = [new for n in graph.node for new in replaced.get(id(n), [n])]
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _replace_nodes(graph, replaced)
     return tables
 
 
@@ -140,10 +138,15 @@ def gemm_biases_apart(model) -> int:
         del node.input[2]
         add = helper.make_node("Add", [node.output[0], bias], [result], name=f"{node.name}/bias")
         replaced[id(node)] = [node, add]
+    _replace_nodes(graph, replaced)
+    return len(replaced)
+
+
+def _replace_nodes(graph, replaced: dict[int, list]) -> None:
+    """Put each node whose id is in `replaced` by the nodes given for it, in the graph's order."""
     nodes = [new for n in graph.node for new in replaced.get(id(n), [n])]
     del graph.node[:]
     graph.node.extend(nodes)
-    return len(replaced)
 
 
 def _row_dequantized_table(node, constants: dict) -> bool:
